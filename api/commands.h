@@ -1,0 +1,9 @@
+// Every `evident` subcommand, one function each, defined in api/cmd-<name>.cpp and listed in api/main.cpp.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace evident::cli {
+int cmd_version(const std::vector<std::string>& args);
+}  // namespace evident::cli

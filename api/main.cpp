@@ -1,0 +1,60 @@
+// `evident`: the one executable. Dispatches to the subcommand table; converts errors into one line + exit code.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "api/cli.h"
+#include "api/commands.h"
+#include "engine/base/error.h"
+
+namespace {
+
+using evident::cli::command;
+
+// The table every subcommand is registered in (keep alphabetical).
+const std::vector<command>& commands() {
+  static const std::vector<command> table = {
+      {"version", "print the version", evident::cli::cmd_version},
+  };
+  return table;
+}
+
+void print_help() {
+  std::printf("usage: evident <command> [options]\n\n"
+              "evident answers questions over your documents with cited, verified evidence.\n\ncommands:\n");
+  for (const auto& c : commands()) std::printf("  %-12s %s\n", c.name, c.summary);
+  std::printf("\nRun `evident <command> --help` for a command's options.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
+      std::strcmp(argv[1], "help") == 0) {
+    print_help();
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string name = argv[1];
+  const command* cmd = nullptr;
+  for (const auto& c : commands())
+    if (name == c.name || (name == "--version" && std::strcmp(c.name, "version") == 0)) cmd = &c;
+  if (cmd == nullptr) {
+    std::fprintf(stderr, "evident: unknown command '%s' (run `evident --help` for the list)\n", name.c_str());
+    return 2;
+  }
+  std::vector<std::string> args(argv + 2, argv + argc);
+  try {
+    return cmd->run(args);
+  } catch (const evident::cli::usage_error& e) {
+    std::fprintf(stderr, "evident %s: %s (run `evident %s --help`)\n", cmd->name, e.message.c_str(), cmd->name);
+    return 2;
+  } catch (const evident::error& e) {
+    std::fprintf(stderr, "evident %s: %s\n", cmd->name, e.what());
+    return e.kind() == evident::error_kind::invalid_input ? 2 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "evident %s: internal error: %s\n", cmd->name, e.what());
+    return 1;
+  }
+}
