@@ -4,9 +4,13 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "retrieval/query.h"
 
 namespace evident::retrieval {
 
@@ -18,7 +22,7 @@ struct filter {
 
 struct hit {
   int64_t chunk_id = 0;
-  double score = 0;     // higher is better; scale depends on the retriever (bm25: -bm25(), dense: cosine, rrf)
+  double score = 0;     // higher is better; scale depends on the retriever (bm25: evident_bm25, dense: cosine, rrf)
   int64_t document_id = 0;
   int ordinal = 0;      // chunk ordinal within its document
 };
@@ -31,5 +35,48 @@ class retriever_i {
   // input is sanitised; an empty query returns no hits.
   virtual std::vector<hit> search(const std::string& query, int k, const filter& f = {}) = 0;
 };
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Implementations. Each opens its own read-only connection to the store at `store_dir` (which must exist and be
+// migrated); the store may be written by another process meanwhile (WAL). Construction throws evident::error
+// (not_found for a missing store or, for dense, a missing vectors.faiss).
+
+// Lexical: FTS5 over chunks_fts with evident_bm25 (Lucene IDF, configurable k1/b; see retrieval/fts-bm25.h).
+// Defaults are Anserini's BEIR "flat" BM25 (k1 0.9, b 0.4, Lucene's English stop words removed from the query).
+struct lexical_options {
+  double k1 = 0.9;        // term-frequency saturation
+  double b = 0.4;         // length normalisation (0 = none, 1 = full)
+  query_options query;    // query -> terms (stop words, term cap)
+};
+std::unique_ptr<retriever_i> make_lexical(const std::filesystem::path& store_dir, const lexical_options& opt = {});
+
+// Dense: FAISS over DIR/vectors.faiss (ids = chunk ids), queries embedded by ingest::make_embedder(store).
+// Score = inner product of L2-normalised vectors (cosine). Works with any index type the file holds (flat, IVF,
+// HNSW, wrapped in an IndexIDMap/IndexIDMap2); IVF and HNSW use the search-time knobs below.
+// Filters are applied by over-fetching and checking each hit's document in SQLite (x4, x16, ... up to the whole index).
+struct dense_options {
+  int ivf_nprobe = 32;        // IVF lists visited per query
+  int hnsw_ef_search = 128;   // HNSW candidate list size (>= k is enforced)
+  int omp_threads = 1;        // FAISS threads per query (1: the server runs queries concurrently instead)
+};
+std::unique_ptr<retriever_i> make_dense(const std::filesystem::path& store_dir, const dense_options& opt = {});
+
+// Hybrid: weighted reciprocal-rank fusion of a lexical and a dense retriever:
+//   rrf(c) = sum_r  w_r / (rrf_k + rank_r(c))      rank 1-based within each retriever's top `candidates`
+// then optional MMR re-ranking (lambda * rrf_normalised - (1 - lambda) * max word-set Jaccard similarity to the hits
+// already chosen; lambda = 1 disables it) and an optional per-document cap. `dense` may be null (lexical only).
+struct hybrid_options {
+  int rrf_k = 60;
+  double lexical_weight = 1.0;
+  double dense_weight = 1.0;
+  int candidates = 100;        // hits taken from each retriever before fusion (>= k is enforced)
+  double mmr_lambda = 1.0;     // 1 = no MMR; 0.7 is a common diversity setting
+  int per_document_cap = 0;    // at most this many hits per document (0 = no cap)
+};
+std::unique_ptr<retriever_i> make_hybrid(std::unique_ptr<retriever_i> lexical, std::unique_ptr<retriever_i> dense,
+                                         const std::filesystem::path& store_dir, const hybrid_options& opt = {});
+
+// Keeps at most `cap` hits per document (first = best ones), preserving order. cap <= 0 keeps everything.
+std::vector<hit> cap_per_document(std::vector<hit> hits, int cap);
 
 }  // namespace evident::retrieval
