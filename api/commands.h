@@ -5,5 +5,6 @@
 #include <vector>
 
 namespace evident::cli {
+int cmd_tokenize(const std::vector<std::string>& args);
 int cmd_version(const std::vector<std::string>& args);
 }  // namespace evident::cli
