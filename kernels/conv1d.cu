@@ -1,0 +1,124 @@
+// CUDA causal conv1d: one thread per (token, channel); the K-1 earlier inputs of the same channel are re-read (they
+// are in L1/L2: neighbouring threads of the block share them), so x is read from DRAM about once.
+#include <cuda_bf16.h>
+
+#include "kernels/conv1d.h"
+#include "kernels/cuda-check.cuh"
+
+namespace evident::kernels {
+namespace {
+
+using nvbf = __nv_bfloat16;
+constexpr int kMaxK = 8;
+
+__device__ __forceinline__ float silu(float x) { return x / (1.f + __expf(-x)); }
+
+// Sequence of token t: the largest s with cu[s] <= t.
+__device__ __forceinline__ int find_seq(const int32_t* cu, int n_seq, int t) {
+  int lo = 0, hi = n_seq - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (cu[mid] <= t) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+__global__ void conv1d_fwd_kernel(conv1d_args a) {
+  const int c = blockIdx.y * blockDim.x + threadIdx.x;
+  const int t = blockIdx.x;  // x: up to 2^31 - 1 tokens
+  if (c >= a.n_channels) return;
+  const int s = find_seq(a.cu_seqlens, a.n_seq, t);
+  const int pos = t - a.cu_seqlens[s];
+  const int K = a.kernel;
+  const int slot = a.state_slots ? a.state_slots[s] : s;
+  const nvbf* x = reinterpret_cast<const nvbf*>(a.x);
+  const nvbf* w = reinterpret_cast<const nvbf*>(a.w) + std::size_t(c) * K;
+  const nvbf* st = reinterpret_cast<const nvbf*>(a.state);
+  float acc = 0.f;
+  for (int j = 0; j < K; ++j) {
+    const int p = pos - (K - 1) + j;  // position of the input, may be negative (history)
+    float xv = 0.f;
+    if (p >= 0) xv = __bfloat162float(x[std::int64_t(t - pos + p) * a.x_stride + c]);
+    else if (st && a.read_state) xv = __bfloat162float(st[(std::size_t(slot) * (K - 1) + (K - 1 + p)) * a.n_channels + c]);
+    acc += __bfloat162float(w[j]) * xv;
+  }
+  reinterpret_cast<nvbf*>(a.out)[std::int64_t(t) * a.out_stride + c] = __float2bfloat16(silu(acc));
+}
+
+// New state = last K-1 of (old state | inputs). One thread per (sequence, channel): reads everything it needs before
+// writing, so in-place is safe.
+__global__ void conv1d_state_kernel(conv1d_args a) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x, s = blockIdx.y;
+  if (c >= a.n_channels) return;
+  const int K = a.kernel, len = a.cu_seqlens[s + 1] - a.cu_seqlens[s];
+  const int slot = a.state_slots ? a.state_slots[s] : s;
+  const nvbf* x = reinterpret_cast<const nvbf*>(a.x);
+  nvbf* st = reinterpret_cast<nvbf*>(a.state) + std::size_t(slot) * (K - 1) * a.n_channels + c;
+  nvbf h[kMaxK];
+  for (int p = 0; p < K - 1; ++p) {
+    const int src = len - (K - 1) + p;  // index into the inputs; negative: from the old state
+    if (src >= 0) h[p] = x[std::int64_t(a.cu_seqlens[s] + src) * a.x_stride + c];
+    else h[p] = a.read_state ? st[std::size_t(K - 1 + src) * a.n_channels] : __float2bfloat16(0.f);
+  }
+  for (int p = 0; p < K - 1; ++p) st[std::size_t(p) * a.n_channels] = h[p];
+}
+
+__global__ void conv1d_update_kernel(conv1d_args a) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x, s = blockIdx.y;
+  if (c >= a.n_channels) return;
+  const int K = a.kernel;
+  const int slot = a.state_slots ? a.state_slots[s] : s;
+  nvbf* st = reinterpret_cast<nvbf*>(a.state) + std::size_t(slot) * (K - 1) * a.n_channels + c;
+  const nvbf* w = reinterpret_cast<const nvbf*>(a.w) + std::size_t(c) * K;
+  nvbf h[kMaxK];
+  for (int p = 0; p < K - 1; ++p) h[p] = st[std::size_t(p) * a.n_channels];
+  h[K - 1] = reinterpret_cast<const nvbf*>(a.x)[std::int64_t(s) * a.x_stride + c];
+  float acc = 0.f;
+  for (int j = 0; j < K; ++j) acc += __bfloat162float(w[j]) * __bfloat162float(h[j]);
+  reinterpret_cast<nvbf*>(a.out)[std::int64_t(s) * a.out_stride + c] = __float2bfloat16(silu(acc));
+  for (int p = 0; p < K - 1; ++p) st[std::size_t(p) * a.n_channels] = h[p + 1];
+}
+
+status check(const conv1d_args& a, const char* what) {
+  EV_KERNEL_REQUIRE(a.n_tokens >= 0 && a.n_seq >= 0 && a.n_channels > 0, what, ": n_tokens = ", a.n_tokens,
+                    ", n_seq = ", a.n_seq, ", n_channels = ", a.n_channels, ": expected >= 0, >= 0, > 0");
+  EV_KERNEL_SUPPORTED(a.kernel >= 2 && a.kernel <= kMaxK, what, ": kernel size ", a.kernel, ", supported 2..", kMaxK);
+  EV_KERNEL_REQUIRE(a.x_stride >= a.n_channels && a.out_stride >= a.n_channels, what,
+                    ": x_stride and out_stride must be >= n_channels");
+  EV_KERNEL_REQUIRE(a.n_tokens == 0 || (a.x && a.w && a.out), what, ": x, w and out must be non-null");
+  return status::success();
+}
+
+constexpr int kThreads = 256;
+
+}  // namespace
+
+status conv1d_forward(const conv1d_args& a, stream_t stream) {
+  if (auto st = check(a, "conv1d_forward"); !st.ok()) return st;
+  if (a.n_seq == 0) return status::success();
+  EV_KERNEL_REQUIRE(a.cu_seqlens, "conv1d_forward: cu_seqlens is null");
+  EV_KERNEL_REQUIRE(!a.read_state || a.state, "conv1d_forward: read_state without a state buffer");
+  const int bx = (a.n_channels + kThreads - 1) / kThreads;
+  if (a.n_tokens > 0) {
+    conv1d_fwd_kernel<<<dim3(a.n_tokens, bx), kThreads, 0, stream>>>(a);
+    EV_CUDA_CHECK_LAUNCH("conv1d_fwd_kernel");
+  }
+  if (a.state) {
+    conv1d_state_kernel<<<dim3(bx, a.n_seq), kThreads, 0, stream>>>(a);
+    EV_CUDA_CHECK_LAUNCH("conv1d_state_kernel");
+  }
+  return status::success();
+}
+
+status conv1d_update(const conv1d_args& a, stream_t stream) {
+  if (auto st = check(a, "conv1d_update"); !st.ok()) return st;
+  EV_KERNEL_REQUIRE(a.n_tokens == a.n_seq, "conv1d_update: n_tokens = ", a.n_tokens, " != n_seq = ", a.n_seq,
+                    " (one token per sequence)");
+  if (a.n_seq == 0) return status::success();
+  EV_KERNEL_REQUIRE(a.state, "conv1d_update: state is null");
+  conv1d_update_kernel<<<dim3((a.n_channels + kThreads - 1) / kThreads, a.n_seq), kThreads, 0, stream>>>(a);
+  EV_CUDA_CHECK_LAUNCH("conv1d_update_kernel");
+  return status::success();
+}
+
+}  // namespace evident::kernels

@@ -1,0 +1,628 @@
+// CUDA gated delta rule: chunked prompt path (two kernels) and fused recurrent path. Semantics and layouts: see
+// gated-delta-rule.h. Design notes: docs/kernels.md.
+//
+// Chunked path
+//   1. gdn_prepare_kernel, one block per (chunk, value head), all chunks in parallel: L2-normalises q, k of the chunk,
+//      forms K K^T and Q K^T on tensor cores (WMMA bf16, fp32 accumulate), the in-chunk cumulative decay G, and writes
+//      to the workspace  T = (I + L)^-1 (blocked forward substitution in fp32, stored bf16),
+//      P = tril(Q K^T * exp(G_i - G_j)) (bf16), G and beta (fp32).
+//   2. gdn_chunk_scan_kernel, one block per (sequence, value head, value tile of BV columns): walks the chunks of its
+//      sequence in order with the fp32 state tile S [128, BV] resident in shared memory, next chunk's inputs prefetched
+//      by cp.async, all matrix products on tensor cores:
+//        X = K S,  Y = beta (V - exp(G) X),  V_new = T Y,  O = (exp(G) Q) S + P V_new,
+//        S = exp(G_last) S + (K exp(G_last - G))^T V_new.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#include <cstdint>
+
+#include "kernels/cuda-check.cuh"
+#include "kernels/gated-delta-rule.h"
+
+namespace evident::kernels {
+namespace {
+
+namespace wmma = nvcuda::wmma;
+using nvbf = __nv_bfloat16;
+
+constexpr int kChunk = 64;
+constexpr int kDk = 128;
+constexpr int kDv = 128;
+constexpr int kLdQ = kDk + 8;     // bf16 row pitch of q/k tiles (272 B: keeps 32-byte fragment alignment, skews banks)
+constexpr int kLdT = kChunk + 8;  // bf16 row pitch of 64x64 tiles
+constexpr float kNormEps = 1e-6f;
+
+// Chunk slot of (sequence s, chunk 0): floor(cu[s]/64) + s. Slots of consecutive sequences never overlap because
+// floor(b/64) - floor(a/64) + 1 >= ceil((b - a)/64); the total is at most n_tokens/64 + n_seq.
+__device__ __forceinline__ int chunk_base(const int32_t* cu, int s) { return cu[s] / kChunk + s; }
+
+struct workspace_view {
+  nvbf* T;      // [slots, n_v_heads, 64, 64]
+  nvbf* P;      // [slots, n_v_heads, 64, 64]
+  float* G;     // [slots, n_v_heads, 64]
+  float* beta;  // [slots, n_v_heads, 64]
+};
+
+__host__ __device__ inline std::size_t align_up(std::size_t x, std::size_t a) { return (x + a - 1) / a * a; }
+
+__host__ __device__ inline workspace_view make_view(void* ws, int n_slots, int n_v_heads) {
+  const std::size_t mats = std::size_t(n_slots) * n_v_heads * kChunk * kChunk;
+  const std::size_t vecs = std::size_t(n_slots) * n_v_heads * kChunk;
+  char* p = static_cast<char*>(ws);
+  workspace_view v;
+  v.T = reinterpret_cast<nvbf*>(p);
+  p += align_up(mats * sizeof(nvbf), 256);
+  v.P = reinterpret_cast<nvbf*>(p);
+  p += align_up(mats * sizeof(nvbf), 256);
+  v.G = reinterpret_cast<float*>(p);
+  p += align_up(vecs * sizeof(float), 256);
+  v.beta = reinterpret_cast<float*>(p);
+  return v;
+}
+
+inline int n_slots_for(int n_tokens, int n_seq) { return n_tokens / kChunk + n_seq; }
+
+__device__ __forceinline__ const nvbf* dev(const bf16* p) { return reinterpret_cast<const nvbf*>(p); }
+__device__ __forceinline__ nvbf* dev(bf16* p) { return reinterpret_cast<nvbf*>(p); }
+
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+// Loads 4 consecutive bf16 (8 bytes) as floats.
+__device__ __forceinline__ void load4(const nvbf* p, float (&x)[4]) {
+  const uint2 raw = *reinterpret_cast<const uint2*>(p);
+  const __nv_bfloat162 a = *reinterpret_cast<const __nv_bfloat162*>(&raw.x);
+  const __nv_bfloat162 b = *reinterpret_cast<const __nv_bfloat162*>(&raw.y);
+  x[0] = __low2float(a);
+  x[1] = __high2float(a);
+  x[2] = __low2float(b);
+  x[3] = __high2float(b);
+}
+
+__device__ __forceinline__ void store4(nvbf* p, float a, float b, float c, float d) {
+  __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
+  uint2 raw;
+  raw.x = *reinterpret_cast<uint32_t*>(&lo);
+  raw.y = *reinterpret_cast<uint32_t*>(&hi);
+  *reinterpret_cast<uint2*>(p) = raw;
+}
+
+// Finds the sequence of a chunk slot: the largest s with chunk_base(s) <= slot. Returns -1 for unused slots.
+__device__ int slot_to_seq(const int32_t* cu, int n_seq, int slot, int* chunk) {
+  int lo = 0, hi = n_seq - 1, s = -1;
+  while (lo <= hi) {
+    const int mid = (lo + hi) >> 1;
+    if (chunk_base(cu, mid) <= slot) {
+      s = mid;
+      lo = mid + 1;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  if (s < 0) return -1;
+  const int len = cu[s + 1] - cu[s];
+  const int c = slot - chunk_base(cu, s);
+  if (c >= (len + kChunk - 1) / kChunk) return -1;
+  *chunk = c;
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Kernel 1: per-chunk preparation.
+constexpr int kPrepThreads = 128;
+
+struct prep_smem {
+  nvbf q[kChunk * kLdQ];  // reused as the fp32 T matrix [64][65] after the products
+  nvbf k[kChunk * kLdQ];  // reused as the fp32 scratch R [3][16][16]
+  float kk[kChunk * (kChunk + 4)];
+  float qk[kChunk * (kChunk + 4)];
+  float G[kChunk];
+  float beta[kChunk];
+};
+
+__global__ void __launch_bounds__(kPrepThreads) gdn_prepare_kernel(gdn_shape shape, gdn_args args, workspace_view ws) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  prep_smem& sm = *reinterpret_cast<prep_smem*>(smem_raw);
+  const int slot = blockIdx.x, hv = blockIdx.y;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  int chunk = 0;
+  const int seq = slot_to_seq(args.cu_seqlens, shape.n_seq, slot, &chunk);
+  if (seq < 0) return;
+  const int hk = hv / (shape.n_v_heads / shape.n_k_heads);
+  const int t0 = args.cu_seqlens[seq] + chunk * kChunk;
+  const int len = min(kChunk, args.cu_seqlens[seq + 1] - t0);
+  const float qscale = rsqrtf(float(kDk));
+
+  // Normalised q (scaled) and k rows as bf16; rows past the sequence end are zero. Warp w: rows 16w..16w+15.
+  for (int r = warp * 16; r < warp * 16 + 16; ++r) {
+    float xq[4] = {0, 0, 0, 0}, xk[4] = {0, 0, 0, 0};
+    if (r < len) {
+      load4(dev(args.q) + (t0 + r) * args.q_stride + hk * kDk + lane * 4, xq);
+      load4(dev(args.k) + (t0 + r) * args.k_stride + hk * kDk + lane * 4, xk);
+    }
+    const float sq = warp_sum(xq[0] * xq[0] + xq[1] * xq[1] + xq[2] * xq[2] + xq[3] * xq[3]);
+    const float sk = warp_sum(xk[0] * xk[0] + xk[1] * xk[1] + xk[2] * xk[2] + xk[3] * xk[3]);
+    const float iq = rsqrtf(sq + kNormEps) * qscale, ik = rsqrtf(sk + kNormEps);
+    store4(sm.q + r * kLdQ + lane * 4, xq[0] * iq, xq[1] * iq, xq[2] * iq, xq[3] * iq);
+    store4(sm.k + r * kLdQ + lane * 4, xk[0] * ik, xk[1] * ik, xk[2] * ik, xk[3] * ik);
+  }
+  // Cumulative decay over the chunk (padded rows: g = 0, beta = 0), by two warp scans.
+  if (tid < kChunk) {
+    const bool valid = tid < len;
+    float g = valid ? args.g[std::size_t(t0 + tid) * shape.n_v_heads + hv] : 0.f;
+    sm.beta[tid] = valid ? args.beta[std::size_t(t0 + tid) * shape.n_v_heads + hv] : 0.f;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const float up = __shfl_up_sync(0xffffffffu, g, o);
+      if (lane >= o) g += up;
+    }
+    sm.G[tid] = g;
+  }
+  __syncthreads();
+  if (tid >= 32 && tid < kChunk) sm.G[tid] += sm.G[31];
+  // K K^T and Q K^T: 16 output tiles each; warp w does tile rows w (4 tiles of each).
+  {
+    const int ti = warp;
+    for (int tj = 0; tj < 4; ++tj) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_k, acc_q;
+      wmma::fill_fragment(acc_k, 0.f);
+      wmma::fill_fragment(acc_q, 0.f);
+#pragma unroll
+      for (int kk = 0; kk < kDk / 16; ++kk) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::row_major> a_k, a_q;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::col_major> b;
+        wmma::load_matrix_sync(a_k, sm.k + ti * 16 * kLdQ + kk * 16, kLdQ);
+        wmma::load_matrix_sync(a_q, sm.q + ti * 16 * kLdQ + kk * 16, kLdQ);
+        wmma::load_matrix_sync(b, sm.k + tj * 16 * kLdQ + kk * 16, kLdQ);
+        wmma::mma_sync(acc_k, a_k, b, acc_k);
+        wmma::mma_sync(acc_q, a_q, b, acc_q);
+      }
+      wmma::store_matrix_sync(sm.kk + ti * 16 * (kChunk + 4) + tj * 16, acc_k, kChunk + 4, wmma::mem_row_major);
+      wmma::store_matrix_sync(sm.qk + ti * 16 * (kChunk + 4) + tj * 16, acc_q, kChunk + 4, wmma::mem_row_major);
+    }
+  }
+  __syncthreads();
+  // L (strictly lower, in place over kk) and P (lower with diagonal, straight to global), G and beta to the workspace.
+  const std::size_t mat_off = (std::size_t(slot) * shape.n_v_heads + hv) * kChunk * kChunk;
+  float* Tm = reinterpret_cast<float*>(sm.q);  // [64][65]
+  float* R = reinterpret_cast<float*>(sm.k);   // [3][16][16]
+  constexpr int kLdF = kChunk + 4, kLdTm = kChunk + 1;
+  for (int e = tid; e < kChunk * kChunk; e += kPrepThreads) {
+    const int i = e >> 6, j = e & 63;
+    const float decay = j <= i ? __expf(sm.G[i] - sm.G[j]) : 0.f;
+    sm.kk[i * kLdF + j] = j < i ? sm.beta[i] * sm.kk[i * kLdF + j] * decay : 0.f;
+    ws.P[mat_off + e] = __float2bfloat16(sm.qk[i * kLdF + j] * decay);
+    Tm[i * kLdTm + j] = 0.f;
+  }
+  if (tid < kChunk) {
+    ws.G[(std::size_t(slot) * shape.n_v_heads + hv) * kChunk + tid] = sm.G[tid];
+    ws.beta[(std::size_t(slot) * shape.n_v_heads + hv) * kChunk + tid] = sm.beta[tid];
+  }
+  __syncthreads();
+  // T = (I + L)^-1, blocked by 16: diagonal blocks by forward substitution (one thread per column), then block rows
+  // ib = 1..3: T[ib][j] = -T[ib][ib] * sum_{m=j}^{ib-1} L[ib][m] T[m][j].
+  if (tid < kChunk) {
+    const int base = (tid >> 4) * 16, col = tid & 15;
+    float x[16];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      float acc = (i == col) ? 1.f : 0.f;
+#pragma unroll
+      for (int m = 0; m < i; ++m) acc -= sm.kk[(base + i) * kLdF + base + m] * x[m];
+      x[i] = acc;
+    }
+#pragma unroll
+    for (int i = 0; i < 16; ++i) Tm[(base + i) * kLdTm + base + col] = x[i];
+  }
+  __syncthreads();
+  for (int ib = 1; ib < 4; ++ib) {
+    for (int idx = tid; idx < ib * 256; idx += kPrepThreads) {
+      const int j = idx >> 8, r = (idx >> 4) & 15, c = idx & 15;
+      float acc = 0.f;
+      for (int m = j; m < ib; ++m)
+#pragma unroll
+        for (int kk = 0; kk < 16; ++kk)
+          acc += sm.kk[(ib * 16 + r) * kLdF + m * 16 + kk] * Tm[(m * 16 + kk) * kLdTm + j * 16 + c];
+      R[idx] = acc;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < ib * 256; idx += kPrepThreads) {
+      const int j = idx >> 8, r = (idx >> 4) & 15, c = idx & 15;
+      float acc = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < 16; ++kk) acc += Tm[(ib * 16 + r) * kLdTm + ib * 16 + kk] * R[(j << 8) + kk * 16 + c];
+      Tm[(ib * 16 + r) * kLdTm + j * 16 + c] = -acc;
+    }
+    __syncthreads();
+  }
+  for (int e = tid; e < kChunk * kChunk; e += kPrepThreads)
+    ws.T[mat_off + e] = __float2bfloat16(Tm[(e >> 6) * kLdTm + (e & 63)]);
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Kernel 2: the sequential scan over chunks.
+constexpr int kScanThreads = 256;  // 8 warps
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int src_bytes = valid ? 16 : 0;  // 0: zero-fill the 16 bytes, read nothing
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+template <int BV>
+struct scan_smem {
+  static constexpr int kLdV = BV + 8;  // bf16 pitch of [*, BV] tiles
+  static constexpr int kLdS = BV + 4;  // fp32 pitch of [*, BV] tiles
+  struct stage {
+    nvbf q[kChunk * kLdQ];  // raw q, normalised in place to exp(G) * scale * q / |q|
+    nvbf k[kChunk * kLdQ];  // raw k, normalised in place
+    nvbf v[kChunk * kLdV];
+    nvbf T[kChunk * kLdT];
+    nvbf P[kChunk * kLdT];
+    float G[kChunk];
+    float beta[kChunk];
+  };
+  stage st[2];
+  nvbf kd[kChunk * kLdQ];  // k * exp(G_last - G)
+  float S[kDk * kLdS];     // fp32 state tile
+  nvbf Sb[kDk * kLdV];     // bf16 copy of S (tensor-core operand)
+  float X[kChunk * kLdS];  // K S, then V_new, then the output tile
+  nvbf Y[kChunk * kLdV];   // beta (V - exp(G) X), then bf16 V_new
+};
+
+template <int BV>
+__device__ __forceinline__ void prefetch_chunk(typename scan_smem<BV>::stage& st, const gdn_args& a, int hk, int hv,
+                                               int v0, int t0, int len, std::size_t ws_mat, std::size_t ws_vec,
+                                               const workspace_view& ws, int tid) {
+  // q, k: 64 rows x 16 segments of 16 bytes.
+  for (int i = tid; i < kChunk * 16; i += kScanThreads) {
+    const int r = i >> 4, sgm = i & 15;
+    const bool valid = r < len;
+    const std::int64_t tr = valid ? t0 + r : t0;
+    cp_async16(st.q + r * kLdQ + sgm * 8, a.q + tr * a.q_stride + hk * kDk + sgm * 8, valid);
+    cp_async16(st.k + r * kLdQ + sgm * 8, a.k + tr * a.k_stride + hk * kDk + sgm * 8, valid);
+  }
+  constexpr int kSegV = BV / 8;
+  for (int i = tid; i < kChunk * kSegV; i += kScanThreads) {
+    const int r = i / kSegV, sgm = i % kSegV;
+    const bool valid = r < len;
+    const std::int64_t tr = valid ? t0 + r : t0;
+    cp_async16(st.v + r * scan_smem<BV>::kLdV + sgm * 8, a.v + tr * a.v_stride + hv * kDv + v0 + sgm * 8, valid);
+  }
+  for (int i = tid; i < kChunk * 8; i += kScanThreads) {
+    const int r = i >> 3, sgm = i & 7;
+    cp_async16(st.T + r * kLdT + sgm * 8, ws.T + ws_mat + r * kChunk + sgm * 8, true);
+    cp_async16(st.P + r * kLdT + sgm * 8, ws.P + ws_mat + r * kChunk + sgm * 8, true);
+  }
+  if (tid < 16) cp_async16(st.G + tid * 4, ws.G + ws_vec + tid * 4, true);
+  else if (tid < 32) cp_async16(st.beta + (tid - 16) * 4, ws.beta + ws_vec + (tid - 16) * 4, true);
+}
+
+template <int BV>
+__global__ void __launch_bounds__(kScanThreads, 1)
+    gdn_chunk_scan_kernel(gdn_shape shape, gdn_args args, workspace_view ws) {
+  using SM = scan_smem<BV>;
+  constexpr int kLdV = SM::kLdV, kLdS = SM::kLdS, kTilesV = BV / 16;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  SM& sm = *reinterpret_cast<SM*>(smem_raw);
+  const int n_vt = kDv / BV;
+  const int hv = blockIdx.x / n_vt, vt = blockIdx.x % n_vt, v0 = vt * BV, seq = blockIdx.y;
+  const int hk = hv / (shape.n_v_heads / shape.n_k_heads);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int seq_begin = args.cu_seqlens[seq], seq_len = args.cu_seqlens[seq + 1] - seq_begin;
+  const int n_chunks = (seq_len + kChunk - 1) / kChunk;
+  const int slot0 = chunk_base(args.cu_seqlens, seq);
+  const int state_slot = args.state_slots ? args.state_slots[seq] : seq;
+  const std::size_t state_off = (std::size_t(state_slot) * shape.n_v_heads + hv) * kDk * kDv + v0;
+
+  // Initial state tile.
+  for (int i = tid; i < kDk * BV; i += kScanThreads) {
+    const int r = i / BV, c = i % BV;
+    const float s = args.initial_state ? args.initial_state[state_off + std::size_t(r) * kDv + c] : 0.f;
+    sm.S[r * kLdS + c] = s;
+    sm.Sb[r * kLdV + c] = __float2bfloat16(s);
+  }
+  auto issue = [&](int c) {
+    const int slot = slot0 + c;
+    const int t0 = seq_begin + c * kChunk;
+    prefetch_chunk<BV>(sm.st[c & 1], args, hk, hv, v0, t0, min(kChunk, seq_len - c * kChunk),
+                       (std::size_t(slot) * shape.n_v_heads + hv) * kChunk * kChunk,
+                       (std::size_t(slot) * shape.n_v_heads + hv) * kChunk, ws, tid);
+    cp_async_commit();
+  };
+  if (n_chunks > 0) issue(0);
+
+  // Output tile of this warp: rows 16*(warp/kTilesV).., columns 16*(warp%kTilesV)..; with BV=32: 8 tiles, one per
+  // warp. For other BV the warps loop over tiles (see kOutTilesPerWarp).
+  constexpr int kOutTiles = (kChunk / 16) * kTilesV;
+  constexpr int kOutPerWarp = (kOutTiles + 7) / 8;
+  for (int c = 0; c < n_chunks; ++c) {
+    typename SM::stage& st = sm.st[c & 1];
+    const int t0 = seq_begin + c * kChunk;
+    const int len = min(kChunk, seq_len - c * kChunk);
+    if (c + 1 < n_chunks) {
+      issue(c + 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    // (A) normalise q, k in place; kd = k exp(G_last - G); q *= scale exp(G). Warp w: rows 8w..8w+7 of q and of k.
+    const float g_last = st.G[kChunk - 1];
+    for (int r = warp * 8; r < warp * 8 + 8; ++r) {
+      float xq[4], xk[4];
+      load4(st.q + r * kLdQ + lane * 4, xq);
+      load4(st.k + r * kLdQ + lane * 4, xk);
+      const float sq = warp_sum(xq[0] * xq[0] + xq[1] * xq[1] + xq[2] * xq[2] + xq[3] * xq[3]);
+      const float sk = warp_sum(xk[0] * xk[0] + xk[1] * xk[1] + xk[2] * xk[2] + xk[3] * xk[3]);
+      const float gq = rsqrtf(sq + kNormEps) * rsqrtf(float(kDk)) * __expf(st.G[r]);
+      const float ik = rsqrtf(sk + kNormEps), id = ik * __expf(g_last - st.G[r]);
+      store4(st.q + r * kLdQ + lane * 4, xq[0] * gq, xq[1] * gq, xq[2] * gq, xq[3] * gq);
+      store4(st.k + r * kLdQ + lane * 4, xk[0] * ik, xk[1] * ik, xk[2] * ik, xk[3] * ik);
+      store4(sm.kd + r * kLdQ + lane * 4, xk[0] * id, xk[1] * id, xk[2] * id, xk[3] * id);
+    }
+    __syncthreads();
+    // (B) X = K S (to smem), O = Q S (kept in registers).
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> o_acc[kOutPerWarp];
+#pragma unroll
+    for (int u = 0; u < kOutPerWarp; ++u) {
+      const int tile = warp + u * 8;
+      wmma::fill_fragment(o_acc[u], 0.f);
+      if (tile >= kOutTiles) continue;
+      const int ti = tile / kTilesV, tj = tile % kTilesV;
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> x_acc;
+      wmma::fill_fragment(x_acc, 0.f);
+#pragma unroll
+      for (int kk = 0; kk < kDk / 16; ++kk) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::row_major> a_k, a_q;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::row_major> b;
+        wmma::load_matrix_sync(b, sm.Sb + kk * 16 * kLdV + tj * 16, kLdV);
+        wmma::load_matrix_sync(a_k, st.k + ti * 16 * kLdQ + kk * 16, kLdQ);
+        wmma::load_matrix_sync(a_q, st.q + ti * 16 * kLdQ + kk * 16, kLdQ);
+        wmma::mma_sync(x_acc, a_k, b, x_acc);
+        wmma::mma_sync(o_acc[u], a_q, b, o_acc[u]);
+      }
+      wmma::store_matrix_sync(sm.X + ti * 16 * kLdS + tj * 16, x_acc, kLdS, wmma::mem_row_major);
+    }
+    __syncthreads();
+    // (C) Y = beta (V - exp(G) X) in bf16.
+    for (int i = tid; i < kChunk * BV; i += kScanThreads) {
+      const int r = i / BV, cc = i % BV;
+      const float y = st.beta[r] * (__bfloat162float(st.v[r * kLdV + cc]) - __expf(st.G[r]) * sm.X[r * kLdS + cc]);
+      sm.Y[r * kLdV + cc] = __float2bfloat16(y);
+    }
+    __syncthreads();
+    // (D) V_new = T Y (T is lower triangular: block columns kk <= ti only), fp32 into X.
+#pragma unroll
+    for (int u = 0; u < kOutPerWarp; ++u) {
+      const int tile = warp + u * 8;
+      if (tile >= kOutTiles) continue;
+      const int ti = tile / kTilesV, tj = tile % kTilesV;
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.f);
+      for (int kk = 0; kk <= ti; ++kk) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::row_major> b;
+        wmma::load_matrix_sync(a, st.T + ti * 16 * kLdT + kk * 16, kLdT);
+        wmma::load_matrix_sync(b, sm.Y + kk * 16 * kLdV + tj * 16, kLdV);
+        wmma::mma_sync(acc, a, b, acc);
+      }
+      wmma::store_matrix_sync(sm.X + ti * 16 * kLdS + tj * 16, acc, kLdS, wmma::mem_row_major);
+    }
+    __syncthreads();
+    // (E) bf16 V_new into Y.
+    for (int i = tid; i < kChunk * BV; i += kScanThreads) {
+      const int r = i / BV, cc = i % BV;
+      sm.Y[r * kLdV + cc] = __float2bfloat16(sm.X[r * kLdS + cc]);
+    }
+    __syncthreads();
+    // (F) O += P V_new (to X for the store); S = exp(G_last) S + Kd^T V_new.
+#pragma unroll
+    for (int u = 0; u < kOutPerWarp; ++u) {
+      const int tile = warp + u * 8;
+      if (tile >= kOutTiles) continue;
+      const int ti = tile / kTilesV, tj = tile % kTilesV;
+      for (int kk = 0; kk <= ti; ++kk) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::row_major> b;
+        wmma::load_matrix_sync(a, st.P + ti * 16 * kLdT + kk * 16, kLdT);
+        wmma::load_matrix_sync(b, sm.Y + kk * 16 * kLdV + tj * 16, kLdV);
+        wmma::mma_sync(o_acc[u], a, b, o_acc[u]);
+      }
+      wmma::store_matrix_sync(sm.X + ti * 16 * kLdS + tj * 16, o_acc[u], kLdS, wmma::mem_row_major);
+    }
+    const float decay_last = __expf(g_last);
+    constexpr int kStateTiles = (kDk / 16) * kTilesV;
+    for (int tile = warp; tile < kStateTiles; tile += 8) {
+      const int si = tile / kTilesV, sj = tile % kTilesV;
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::load_matrix_sync(acc, sm.S + si * 16 * kLdS + sj * 16, kLdS, wmma::mem_row_major);
+#pragma unroll
+      for (int e = 0; e < acc.num_elements; ++e) acc.x[e] *= decay_last;
+#pragma unroll
+      for (int kk = 0; kk < kChunk / 16; ++kk) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::col_major> a;  // Kd^T: a[m][t] = kd[t][m]
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::row_major> b;
+        wmma::load_matrix_sync(a, sm.kd + kk * 16 * kLdQ + si * 16, kLdQ);
+        wmma::load_matrix_sync(b, sm.Y + kk * 16 * kLdV + sj * 16, kLdV);
+        wmma::mma_sync(acc, a, b, acc);
+      }
+      wmma::store_matrix_sync(sm.S + si * 16 * kLdS + sj * 16, acc, kLdS, wmma::mem_row_major);
+    }
+    __syncthreads();
+    // (G) bf16 copy of the new state; output rows of this chunk.
+    for (int i = tid; i < kDk * BV; i += kScanThreads) {
+      const int r = i / BV, cc = i % BV;
+      sm.Sb[r * kLdV + cc] = __float2bfloat16(sm.S[r * kLdS + cc]);
+    }
+    for (int i = tid; i < len * (BV / 2); i += kScanThreads) {
+      const int r = i / (BV / 2), cc = (i % (BV / 2)) * 2;
+      *reinterpret_cast<__nv_bfloat162*>(args.out + std::int64_t(t0 + r) * args.out_stride + hv * kDv + v0 + cc) =
+          __floats2bfloat162_rn(sm.X[r * kLdS + cc], sm.X[r * kLdS + cc + 1]);
+    }
+    // The next iteration's wait + __syncthreads orders (G) before its (B).
+  }
+  if (args.final_state) {
+    __syncthreads();
+    for (int i = tid; i < kDk * BV; i += kScanThreads) {
+      const int r = i / BV, c = i % BV;
+      args.final_state[state_off + std::size_t(r) * kDv + c] = sm.S[r * kLdS + c];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Recurrent kernel: block = (value head, value tile of 32 columns, sequence), 128 threads = 32 columns x 4 row groups of
+// 32 state rows; each thread keeps its 32 state values in registers for the whole sequence.
+constexpr int kRecThreads = 128;
+
+__global__ void __launch_bounds__(kRecThreads) gdn_recurrent_kernel(gdn_shape shape, gdn_args args) {
+  __shared__ float qn[kDk], kn[kDk], red[4][32], vals[2];
+  const int n_vt = kDv / 32;
+  const int hv = blockIdx.x / n_vt, v0 = (blockIdx.x % n_vt) * 32, seq = blockIdx.y;
+  const int hk = hv / (shape.n_v_heads / shape.n_k_heads);
+  const int tid = threadIdx.x, col = tid & 31, grp = tid >> 5;
+  const int state_slot = args.state_slots ? args.state_slots[seq] : seq;
+  const std::size_t state_off = (std::size_t(state_slot) * shape.n_v_heads + hv) * kDk * kDv + v0 + col;
+  float s[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i)
+    s[i] = args.initial_state ? args.initial_state[state_off + std::size_t(grp * 32 + i) * kDv] : 0.f;
+  const int t_end = args.cu_seqlens[seq + 1];
+  for (int t = args.cu_seqlens[seq]; t < t_end; ++t) {
+    if (grp < 2) {  // warp 0 normalises q, warp 1 k
+      const nvbf* src = grp == 0 ? dev(args.q) + std::int64_t(t) * args.q_stride + hk * kDk
+                                 : dev(args.k) + std::int64_t(t) * args.k_stride + hk * kDk;
+      float x[4];
+      load4(src + col * 4, x);
+      const float inv = rsqrtf(warp_sum(x[0] * x[0] + x[1] * x[1] + x[2] * x[2] + x[3] * x[3]) + kNormEps) *
+                        (grp == 0 ? rsqrtf(float(kDk)) : 1.f);
+      float* dst = grp == 0 ? qn : kn;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) dst[col * 4 + i] = x[i] * inv;
+    } else if (tid == 64) {
+      vals[0] = __expf(args.g[std::size_t(t) * shape.n_v_heads + hv]);
+      vals[1] = args.beta[std::size_t(t) * shape.n_v_heads + hv];
+    }
+    __syncthreads();
+    const float decay = vals[0], beta = vals[1];
+    float part = 0.f;
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      s[i] *= decay;
+      part += s[i] * kn[grp * 32 + i];
+    }
+    red[grp][col] = part;
+    __syncthreads();
+    const float kv = red[0][col] + red[1][col] + red[2][col] + red[3][col];
+    const float v = __bfloat162float(dev(args.v)[std::int64_t(t) * args.v_stride + hv * kDv + v0 + col]);
+    const float delta = beta * (v - kv);
+    part = 0.f;
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      s[i] += kn[grp * 32 + i] * delta;
+      part += s[i] * qn[grp * 32 + i];
+    }
+    __syncthreads();  // everyone has read red[] for kv
+    red[grp][col] = part;
+    __syncthreads();
+    if (grp == 0)
+      dev(args.out)[std::int64_t(t) * args.out_stride + hv * kDv + v0 + col] =
+          __float2bfloat16(red[0][col] + red[1][col] + red[2][col] + red[3][col]);
+    __syncthreads();  // red, qn, kn are rewritten by the next token
+  }
+  if (args.final_state) {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) args.final_state[state_off + std::size_t(grp * 32 + i) * kDv] = s[i];
+  }
+}
+
+status check_common(const gdn_shape& s, const gdn_args& a, const char* what) {
+  EV_KERNEL_REQUIRE(s.n_tokens >= 0 && s.n_seq >= 0, what, ": n_tokens = ", s.n_tokens, ", n_seq = ", s.n_seq,
+                    ", expected >= 0");
+  EV_KERNEL_REQUIRE(s.n_k_heads > 0 && s.n_v_heads > 0 && s.n_v_heads % s.n_k_heads == 0, what,
+                    ": n_v_heads = ", s.n_v_heads, " must be a positive multiple of n_k_heads = ", s.n_k_heads);
+  EV_KERNEL_SUPPORTED(s.d_k == kDk && s.d_v == kDv, what, ": d_k = ", s.d_k, ", d_v = ", s.d_v,
+                      ", only 128 x 128 is implemented");
+  if (s.n_seq == 0) return status::success();
+  EV_KERNEL_REQUIRE(a.cu_seqlens, what, ": cu_seqlens is null");
+  if (s.n_tokens == 0) return status::success();
+  EV_KERNEL_REQUIRE(a.q && a.k && a.v && a.g && a.beta && a.out, what, ": q, k, v, g, beta and out must be non-null");
+  EV_KERNEL_REQUIRE(a.q_stride >= s.n_k_heads * kDk && a.k_stride >= s.n_k_heads * kDk &&
+                        a.v_stride >= s.n_v_heads * kDv && a.out_stride >= s.n_v_heads * kDv,
+                    what, ": a row stride is smaller than heads * head_dim");
+  return status::success();
+}
+
+}  // namespace
+
+std::size_t gdn_chunked_workspace_bytes(int n_tokens, int n_seq, int n_v_heads) {
+  const std::size_t slots = std::size_t(n_slots_for(n_tokens, n_seq));
+  const std::size_t mats = slots * n_v_heads * kChunk * kChunk, vecs = slots * n_v_heads * kChunk;
+  return 2 * align_up(mats * 2, 256) + 2 * align_up(vecs * 4, 256);
+}
+
+template <int BV>
+static status launch_scan(const gdn_shape& shape, const gdn_args& args, const workspace_view& ws, stream_t stream) {
+  const int smem = int(sizeof(scan_smem<BV>));
+  EV_CUDA_CHECK(cudaFuncSetAttribute(gdn_chunk_scan_kernel<BV>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  const dim3 grid(shape.n_v_heads * (kDv / BV), shape.n_seq);
+  gdn_chunk_scan_kernel<BV><<<grid, kScanThreads, smem, stream>>>(shape, args, ws);
+  EV_CUDA_CHECK_LAUNCH("gdn_chunk_scan_kernel");
+  return status::success();
+}
+
+status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* workspace, std::size_t workspace_bytes,
+                           stream_t stream, const gdn_chunked_options& options) {
+  if (auto st = check_common(shape, args, "gdn_chunked_forward"); !st.ok()) return st;
+  if (shape.n_seq == 0) return status::success();
+  const int vt = options.v_tile == 0 ? 32 : options.v_tile;
+  EV_KERNEL_SUPPORTED(vt == 16 || vt == 32 || vt == 64, "gdn_chunked_forward: v_tile = ", vt,
+                      ", expected 16, 32 or 64");
+  EV_KERNEL_REQUIRE(workspace && workspace_bytes >= gdn_chunked_workspace_bytes(shape.n_tokens, shape.n_seq,
+                                                                                shape.n_v_heads),
+                    "gdn_chunked_forward: workspace of ", workspace_bytes, " bytes, expected at least ",
+                    gdn_chunked_workspace_bytes(shape.n_tokens, shape.n_seq, shape.n_v_heads));
+  EV_KERNEL_REQUIRE(reinterpret_cast<std::uintptr_t>(workspace) % 256 == 0,
+                    "gdn_chunked_forward: workspace must be 256-byte aligned");
+  auto aligned16 = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  EV_KERNEL_REQUIRE(aligned16(args.q) && aligned16(args.k) && aligned16(args.v) && args.q_stride % 8 == 0 &&
+                        args.k_stride % 8 == 0 && args.v_stride % 8 == 0 && args.out_stride % 2 == 0 &&
+                        reinterpret_cast<std::uintptr_t>(args.out) % 4 == 0,
+                    "gdn_chunked_forward: q, k, v must be 16-byte aligned with strides that are multiples of 8 "
+                    "elements (out: 4-byte aligned, even stride)");
+  const int n_slots = n_slots_for(shape.n_tokens, shape.n_seq);
+  const workspace_view ws = make_view(workspace, n_slots, shape.n_v_heads);
+  const int prep_smem = int(sizeof(prep_smem));
+  EV_CUDA_CHECK(cudaFuncSetAttribute(gdn_prepare_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, prep_smem));
+  gdn_prepare_kernel<<<dim3(n_slots, shape.n_v_heads), kPrepThreads, prep_smem, stream>>>(shape, args, ws);
+  EV_CUDA_CHECK_LAUNCH("gdn_prepare_kernel");
+  switch (vt) {
+    case 16: return launch_scan<16>(shape, args, ws, stream);
+    case 64: return launch_scan<64>(shape, args, ws, stream);
+    default: return launch_scan<32>(shape, args, ws, stream);
+  }
+}
+
+status gdn_recurrent_forward(const gdn_shape& shape, const gdn_args& args, stream_t stream) {
+  if (auto st = check_common(shape, args, "gdn_recurrent_forward"); !st.ok()) return st;
+  if (shape.n_seq == 0) return status::success();
+  auto aligned8 = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 8 == 0; };
+  EV_KERNEL_REQUIRE(shape.n_tokens == 0 || (aligned8(args.q) && aligned8(args.k) && args.q_stride % 4 == 0 &&
+                                            args.k_stride % 4 == 0),
+                    "gdn_recurrent_forward: q, k must be 8-byte aligned with strides that are multiples of 4");
+  gdn_recurrent_kernel<<<dim3(shape.n_v_heads * (kDv / 32), shape.n_seq), kRecThreads, 0, stream>>>(shape, args);
+  EV_CUDA_CHECK_LAUNCH("gdn_recurrent_kernel");
+  return status::success();
+}
+
+}  // namespace evident::kernels
