@@ -1,0 +1,309 @@
+// Times every CUDA kernel of kernels/ at Qwen3-Next-80B-A3B shapes with CUDA events (median of many runs after a
+// warm-up), beside its bound: bytes over the measured device copy bandwidth, or FLOPs over the measured bf16 GEMM
+// rate. Inputs are random; buffers larger than L2 (or rotated among several copies) so DRAM is what is measured.
+// Usage: bench_kernels [--quick]     Prints a markdown table; numbers go to bench/RESULTS.md with the card and date.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/conv1d.h"
+#include "kernels/embedding.h"
+#include "kernels/gated-delta-rule.h"
+#include "kernels/gemm.h"
+#include "kernels/norm.h"
+#include "kernels/rope.h"
+#include "kernels/sampling.h"
+
+using namespace evident::kernels;
+
+namespace {
+
+#define CHECK_CUDA(call)                                                                          \
+  do {                                                                                            \
+    cudaError_t e_ = (call);                                                                      \
+    if (e_ != cudaSuccess) {                                                                      \
+      std::fprintf(stderr, "%s failed: %s at %s:%d\n", #call, cudaGetErrorString(e_), __FILE__, __LINE__); \
+      std::exit(1);                                                                               \
+    }                                                                                             \
+  } while (0)
+
+void check(const status& st, const char* what) {
+  if (!st.ok()) {
+    std::fprintf(stderr, "%s: %s\n", what, st.message.c_str());
+    std::exit(1);
+  }
+}
+
+// Device buffer filled with random bf16 (or fp32) values in [lo, hi], generated on the host once per size.
+template <typename T>
+T* random_buffer(std::size_t n, float lo, float hi, unsigned seed) {
+  std::vector<T> h(n);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> d(lo, hi);
+  // Fill a 1 Mi-element pattern and tile it: generating hundreds of millions of randoms on the host is slow.
+  const std::size_t pat = std::min<std::size_t>(n, 1u << 20);
+  for (std::size_t i = 0; i < pat; ++i) {
+    if constexpr (std::is_same_v<T, bf16>) h[i] = float_to_bf16(d(rng));
+    else h[i] = T(d(rng));
+  }
+  for (std::size_t i = pat; i < n; ++i) h[i] = h[i % pat];
+  T* p = nullptr;
+  CHECK_CUDA(cudaMalloc(&p, n * sizeof(T)));
+  CHECK_CUDA(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+  return p;
+}
+
+// Median milliseconds of fn over `reps` runs after `warmup` runs, each timed by its own pair of events.
+double time_ms(const std::function<void()>& fn, int warmup = 3, int reps = 20) {
+  for (int i = 0; i < warmup; ++i) fn();
+  CHECK_CUDA(cudaDeviceSynchronize());
+  std::vector<float> t(reps);
+  cudaEvent_t a, b;
+  CHECK_CUDA(cudaEventCreate(&a));
+  CHECK_CUDA(cudaEventCreate(&b));
+  for (int i = 0; i < reps; ++i) {
+    CHECK_CUDA(cudaEventRecord(a));
+    fn();
+    CHECK_CUDA(cudaEventRecord(b));
+    CHECK_CUDA(cudaEventSynchronize(b));
+    CHECK_CUDA(cudaEventElapsedTime(&t[i], a, b));
+  }
+  CHECK_CUDA(cudaGetLastError());
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[reps / 2];
+}
+
+double g_bw = 0;     // bytes/s, device copy (read + write counted)
+double g_flops = 0;  // bf16 GEMM FLOP/s
+
+void row(const std::string& what, double ms, double bytes, double flops) {
+  const double t_bytes = bytes / g_bw * 1e3, t_flops = flops / g_flops * 1e3;
+  const double bound = std::max(t_bytes, t_flops);
+  std::printf("| %s | %.4f ms | %.4f ms (%s) | %.0f%% |\n", what.c_str(), ms, bound,
+              t_bytes >= t_flops ? "bytes" : "flops", 100.0 * bound / ms);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  cudaDeviceProp prop;
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+
+  // Ceilings. Copy: 2 GiB device-to-device, bytes read + written.
+  {
+    const std::size_t n = std::size_t(1) << 31;
+    void *a, *b;
+    CHECK_CUDA(cudaMalloc(&a, n));
+    CHECK_CUDA(cudaMalloc(&b, n));
+    CHECK_CUDA(cudaMemset(a, 1, n));
+    const double ms = time_ms([&] { CHECK_CUDA(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice)); }, 2, 10);
+    g_bw = 2.0 * n / (ms * 1e-3);
+    cudaFree(a);
+    cudaFree(b);
+  }
+  status err;
+  auto gctx = gemm_context::create(&err);
+  check(err, "gemm_context");
+  {
+    const int M = 8192, N = 8192, K = 8192;
+    bf16* x = random_buffer<bf16>(std::size_t(M) * K, -1, 1, 1);
+    bf16* w = random_buffer<bf16>(std::size_t(N) * K, -1, 1, 2);
+    bf16* y;
+    CHECK_CUDA(cudaMalloc(&y, std::size_t(M) * N * 2));
+    gemm_args a{M, N, K, x, K, w, K, y, N, gemm_out::bf16};
+    const double ms = time_ms([&] { check(gemm_bf16(*gctx, a, nullptr), "gemm"); }, 3, 10);
+    g_flops = 2.0 * M * N * K / (ms * 1e-3);
+    cudaFree(x), cudaFree(w), cudaFree(y);
+  }
+  std::printf("copy bandwidth %.0f GB/s (read + write), bf16 GEMM 8192^3 %.0f TFLOP/s\n\n", g_bw / 1e9, g_flops / 1e12);
+  std::printf("| kernel (Qwen3-Next-80B-A3B shapes) | median | bound | bound/time |\n| --- | --- | --- | --- |\n");
+
+  // ---- gated delta rule, chunked: 16 key / 32 value heads of 128.
+  const int HK = 16, HV = 32, D = 128, KD = HK * D, VD = HV * D, PACK = 2 * KD + VD;
+  for (auto [n_seq, len] : std::vector<std::pair<int, int>>{{1, 32768}, {1, 8192}, {8, 4096}, {1, 65536}}) {
+    if (quick && len != 32768) continue;
+    const int T = n_seq * len;
+    bf16* mixed = random_buffer<bf16>(std::size_t(T) * PACK, -1, 1, 3);
+    float* g = random_buffer<float>(std::size_t(T) * HV, -2.f, -0.01f, 4);
+    float* beta = random_buffer<float>(std::size_t(T) * HV, 0.05f, 0.95f, 5);
+    bf16* out;
+    CHECK_CUDA(cudaMalloc(&out, std::size_t(T) * VD * 2));
+    float* state = random_buffer<float>(std::size_t(n_seq) * HV * D * D, -0.5f, 0.5f, 6);
+    std::vector<std::int32_t> cu(n_seq + 1);
+    for (int i = 0; i <= n_seq; ++i) cu[i] = i * len;
+    std::int32_t* d_cu;
+    CHECK_CUDA(cudaMalloc(&d_cu, cu.size() * 4));
+    CHECK_CUDA(cudaMemcpy(d_cu, cu.data(), cu.size() * 4, cudaMemcpyHostToDevice));
+    const std::size_t ws_bytes = gdn_chunked_workspace_bytes(T, n_seq, HV);
+    void* ws;
+    CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
+    gdn_shape s;
+    s.n_tokens = T, s.n_seq = n_seq, s.n_k_heads = HK, s.n_v_heads = HV;
+    gdn_args a;
+    a.q = mixed, a.k = mixed + KD, a.v = mixed + 2 * KD, a.q_stride = a.k_stride = a.v_stride = PACK;
+    a.g = g, a.beta = beta, a.cu_seqlens = d_cu, a.initial_state = state, a.final_state = nullptr;
+    a.out = out, a.out_stride = VD;
+    // Minimum traffic: q, k, v read once, out written once, g and beta, the state read (and written).
+    const double bytes = double(T) * (2 * KD * 2 + VD * 2 + VD * 2 + HV * 8) + 2.0 * n_seq * HV * D * D * 4;
+    // Chunked-form FLOPs per chunk and value head: KK^T, QK^T (2 * 64*64*128), T applied (64*64*128), W S, Q S
+    // (2 * 64*128*128), P V_new (64*64*128), state update (128*64*128); 2 FLOPs per multiply-add.
+    const double chunks = double(T) / 64 * HV;
+    const double flops = chunks * 2.0 * (3 * 64 * 64 * 128 + 64 * 64 * 128 + 3 * 64 * 128 * 128.0);
+    for (int vt : {32, 16, 64}) {
+      if (quick && vt != 32) continue;
+      gdn_chunked_options opt;
+      opt.v_tile = vt;
+      const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
+      row("gdn chunked " + std::to_string(n_seq) + "x" + std::to_string(len) + " tokens, v_tile " + std::to_string(vt),
+          ms, bytes, flops);
+    }
+    cudaFree(mixed), cudaFree(g), cudaFree(beta), cudaFree(out), cudaFree(state), cudaFree(d_cu), cudaFree(ws);
+  }
+
+  // ---- gated delta rule, decode: one token per sequence; states of 16 layers rotated (a layer's state is read and
+  // written once per step; rotation keeps the batch-1 state (2 MiB) from living in L2).
+  for (int B : {1, 8, 32, 64}) {
+    const int layers = 16;
+    bf16* mixed = random_buffer<bf16>(std::size_t(B) * PACK, -1, 1, 7);
+    float* g = random_buffer<float>(std::size_t(B) * HV, -2.f, -0.01f, 8);
+    float* beta = random_buffer<float>(std::size_t(B) * HV, 0.05f, 0.95f, 9);
+    bf16* out;
+    CHECK_CUDA(cudaMalloc(&out, std::size_t(B) * VD * 2));
+    const std::size_t state_n = std::size_t(B) * HV * D * D;
+    float* states = random_buffer<float>(state_n * layers, -0.5f, 0.5f, 10);
+    std::vector<std::int32_t> cu(B + 1);
+    for (int i = 0; i <= B; ++i) cu[i] = i;
+    std::int32_t* d_cu;
+    CHECK_CUDA(cudaMalloc(&d_cu, cu.size() * 4));
+    CHECK_CUDA(cudaMemcpy(d_cu, cu.data(), cu.size() * 4, cudaMemcpyHostToDevice));
+    gdn_shape s;
+    s.n_tokens = B, s.n_seq = B, s.n_k_heads = HK, s.n_v_heads = HV;
+    gdn_args a;
+    a.q = mixed, a.k = mixed + KD, a.v = mixed + 2 * KD, a.q_stride = a.k_stride = a.v_stride = PACK;
+    a.g = g, a.beta = beta, a.cu_seqlens = d_cu, a.out = out, a.out_stride = VD;
+    int layer = 0;
+    const double ms = time_ms([&] {
+      a.initial_state = a.final_state = states + state_n * (layer++ % layers);
+      check(gdn_recurrent_forward(s, a, nullptr), "gdn recurrent");
+    }, 5, 50);
+    row("gdn decode step, batch " + std::to_string(B) + " (state in place)", ms, 2.0 * state_n * 4, 0);
+    cudaFree(mixed), cudaFree(g), cudaFree(beta), cudaFree(out), cudaFree(states), cudaFree(d_cu);
+  }
+
+  // ---- conv1d prompt, 32K tokens x 8192 channels; decode batch 64 (states of 16 layers rotated).
+  {
+    const int T = 32768, C = PACK, K = 4;
+    bf16* x = random_buffer<bf16>(std::size_t(T) * C, -2, 2, 11);
+    bf16* w = random_buffer<bf16>(std::size_t(C) * K, -1, 1, 12);
+    bf16* out;
+    CHECK_CUDA(cudaMalloc(&out, std::size_t(T) * C * 2));
+    bf16* st = random_buffer<bf16>(std::size_t(64) * (K - 1) * C * 16, -1, 1, 13);
+    std::int32_t cu_h[2] = {0, T};
+    std::int32_t* cu;
+    CHECK_CUDA(cudaMalloc(&cu, 8));
+    CHECK_CUDA(cudaMemcpy(cu, cu_h, 8, cudaMemcpyHostToDevice));
+    conv1d_args a;
+    a.n_tokens = T, a.n_seq = 1, a.n_channels = C, a.kernel = K, a.x = x, a.x_stride = C, a.w = w, a.cu_seqlens = cu;
+    a.state = st, a.read_state = false, a.out = out, a.out_stride = C;
+    double ms = time_ms([&] { check(conv1d_forward(a, nullptr), "conv1d"); });
+    row("conv1d+silu prompt 32768 x 8192", ms, 2.0 * T * C * 2, 0);
+    conv1d_args d = a;
+    d.n_tokens = d.n_seq = 64, d.cu_seqlens = nullptr, d.read_state = true;
+    int layer = 0;
+    ms = time_ms([&] {
+      d.state = st + std::size_t(64) * (K - 1) * C * (layer++ % 16);
+      check(conv1d_update(d, nullptr), "conv1d_update");
+    }, 5, 50);
+    row("conv1d update, batch 64 x 8192", ms, 64.0 * C * 2 * (2 + 2 * (K - 1)), 0);
+    cudaFree(x), cudaFree(w), cudaFree(out), cudaFree(st), cudaFree(cu);
+  }
+
+  // ---- norms, RoPE, embedding at 32K tokens.
+  {
+    const int T = 32768, H = 2048;
+    bf16* x = random_buffer<bf16>(std::size_t(T) * H, -3, 3, 14);
+    bf16* res = random_buffer<bf16>(std::size_t(T) * H, -3, 3, 15);
+    bf16* w = random_buffer<bf16>(H, -0.5f, 0.5f, 16);
+    bf16* out;
+    CHECK_CUDA(cudaMalloc(&out, std::size_t(T) * H * 2));
+    rmsnorm_args a;
+    a.n_rows = T, a.dim = H, a.x = x, a.x_stride = H, a.residual = res, a.residual_stride = H, a.w = w, a.out = out;
+    a.out_stride = H;
+    double ms = time_ms([&] { check(rmsnorm_residual(a, nullptr), "rmsnorm"); });
+    row("rmsnorm + residual 32768 x 2048", ms, double(T) * H * 2 * 4, 0);
+    // Gated: 32K tokens x 32 heads rows of 128 (x, z read; out written).
+    bf16* wg = random_buffer<bf16>(128, 0.5f, 1.5f, 17);
+    rmsnorm_args gz;
+    gz.n_rows = T * 32 / 16, gz.dim = 128, gz.x = x, gz.x_stride = 128, gz.z = res, gz.z_stride = 128, gz.w = wg;
+    gz.out = out, gz.out_stride = 128;
+    gz.n_rows = int(std::size_t(T) * H / 128);  // 32K x 2048 elements = half of the real 32 x 128 per token
+    ms = time_ms([&] { check(rmsnorm_gated(gz, nullptr), "gated"); });
+    row("gated rmsnorm 524288 rows x 128", ms, double(T) * H * 2 * 3, 0);
+    // RoPE on q (16 heads inside q|gate, head stride 512) for 32K tokens: 64 of 256 dims rotate.
+    std::vector<std::int32_t> pos(T);
+    for (int i = 0; i < T; ++i) pos[i] = i;
+    std::int32_t* d_pos;
+    CHECK_CUDA(cudaMalloc(&d_pos, T * 4));
+    CHECK_CUDA(cudaMemcpy(d_pos, pos.data(), T * 4, cudaMemcpyHostToDevice));
+    bf16* q = random_buffer<bf16>(std::size_t(T) * 16 * 512, -2, 2, 18);
+    rope_args r;
+    r.n_tokens = T, r.n_heads = 16, r.head_dim = 256, r.rotary_dim = 64, r.x = q, r.token_stride = 16 * 512;
+    r.head_stride = 512, r.positions = d_pos;
+    ms = time_ms([&] { check(rope_apply(r, nullptr), "rope"); });
+    row("partial rope q 32768 x 16 heads (64 of 256 dims)", ms, double(T) * 16 * 64 * 2 * 2, 0);
+    // Embedding: 32K ids from the 151936 x 2048 table.
+    bf16* table = random_buffer<bf16>(std::size_t(151936) * H, -1, 1, 19);
+    std::vector<std::int32_t> ids(T);
+    std::mt19937 rng(20);
+    for (auto& id : ids) id = int(rng() % 151936);
+    std::int32_t* d_ids;
+    CHECK_CUDA(cudaMalloc(&d_ids, T * 4));
+    CHECK_CUDA(cudaMemcpy(d_ids, ids.data(), T * 4, cudaMemcpyHostToDevice));
+    embedding_args e{T, 151936, H, table, d_ids, out, H};
+    ms = time_ms([&] { check(embedding_gather(e, nullptr), "embedding"); });
+    row("embedding gather 32768 x 2048", ms, double(T) * H * 2 * 2, 0);
+    cudaFree(x), cudaFree(res), cudaFree(w), cudaFree(wg), cudaFree(out), cudaFree(d_pos), cudaFree(q);
+    cudaFree(table), cudaFree(d_ids);
+  }
+
+  // ---- dense projections (cuBLAS) at model shapes, and greedy sampling over the vocabulary.
+  {
+    struct gshape { const char* name; int m, n, k; };
+    for (gshape gs : {gshape{"gemm in_proj_qkvz 32768x12288x2048", 32768, 12288, 2048},
+                      gshape{"gemm out_proj 32768x2048x4096", 32768, 2048, 4096},
+                      gshape{"gemm lm_head decode 1x151936x2048", 1, 151936, 2048},
+                      gshape{"gemm lm_head decode 64x151936x2048", 64, 151936, 2048}}) {
+      bf16* x = random_buffer<bf16>(std::size_t(gs.m) * gs.k, -1, 1, 21);
+      bf16* w = random_buffer<bf16>(std::size_t(gs.n) * gs.k, -1, 1, 22);
+      bf16* y;
+      CHECK_CUDA(cudaMalloc(&y, std::size_t(gs.m) * gs.n * 2));
+      gemm_args a{gs.m, gs.n, gs.k, x, gs.k, w, gs.k, y, gs.n, gemm_out::bf16};
+      const double ms = time_ms([&] { check(gemm_bf16(*gctx, a, nullptr), "gemm"); });
+      row(gs.name, ms, 2.0 * (double(gs.m) * gs.k + double(gs.n) * gs.k + double(gs.m) * gs.n),
+          2.0 * gs.m * double(gs.n) * gs.k);
+      cudaFree(x), cudaFree(w), cudaFree(y);
+    }
+    for (int B : {1, 64}) {
+      float* logits = random_buffer<float>(std::size_t(B) * 151936, -10, 10, 23);
+      std::int32_t* ids;
+      CHECK_CUDA(cudaMalloc(&ids, B * 4));
+      argmax_args a{B, 151936, logits, 151936, ids};
+      const double ms = time_ms([&] { check(sample_greedy(a, nullptr), "greedy"); }, 5, 50);
+      row("greedy argmax, batch " + std::to_string(B) + " x 151936", ms, double(B) * 151936 * 4, 0);
+      cudaFree(logits), cudaFree(ids);
+    }
+  }
+  return 0;
+}

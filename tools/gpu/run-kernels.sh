@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# One device call for kernels/: build (engine-only), the kernel tests (unit + cuda), compute-sanitizer memcheck and
+# racecheck on small shapes, then the benchmark. Logs go to $OUT (default ./gpu-out); the summary is printed last.
+# Usage (on the GPU machine, from the repository root): tools/gpu/run-kernels.sh [--no-bench] [--quick-bench]
+set -u
+OUT="${OUT:-$PWD/gpu-out}"
+mkdir -p "$OUT"
+BUILD=build-gpu
+BENCH=1; BENCH_ARGS=""
+for a in "$@"; do
+  case "$a" in
+    --no-bench) BENCH=0 ;;
+    --quick-bench) BENCH_ARGS="--quick" ;;
+  esac
+done
+summary() { echo "$*" | tee -a "$OUT/summary.txt"; }
+: > "$OUT/summary.txt"
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv > "$OUT/gpu.txt" 2>&1
+summary "gpu: $(tail -n1 "$OUT/gpu.txt")"
+summary "nvcc: $(nvcc --version | tail -n1)  cmake: $(cmake --version | head -n1)"
+
+t0=$(date +%s)
+if ! cmake -S . -B "$BUILD" -G Ninja -DEVIDENT_ENGINE_ONLY=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
+      -DEVIDENT_KERNELS_PTXAS_VERBOSE=ON > "$OUT/configure.log" 2>&1; then
+  summary "configure FAILED"; tail -n 30 "$OUT/configure.log"; exit 1
+fi
+if ! cmake --build "$BUILD" --target test_kernels_ref test_kernels_cuda bench_kernels -j 16 > "$OUT/build.log" 2>&1; then
+  summary "build FAILED"; grep -E "error" -A3 "$OUT/build.log" | head -n 60; exit 1
+fi
+summary "build ok in $(( $(date +%s) - t0 )) s"
+grep -E "Compiling entry|registers|spill" "$OUT/build.log" | grep -B1 -A1 "gdn" | head -n 40 > "$OUT/ptxas-gdn.txt"
+
+"$BUILD/tests/kernels/test_kernels_ref" > "$OUT/test-ref.log" 2>&1; summary "test_kernels_ref rc=$? $(tail -n1 "$OUT/test-ref.log")"
+timeout 300 "$BUILD/tests/kernels/test_kernels_cuda" > "$OUT/test-cuda.log" 2>&1; rc=$?
+summary "test_kernels_cuda rc=$rc $(grep -E '^\[  (PASSED|FAILED)' "$OUT/test-cuda.log" | tr '\n' ' ')"
+grep -E "rel-L2|FAILED|Failure|Expected|Which is|actual" "$OUT/test-cuda.log" | head -n 80 > "$OUT/test-cuda-errors.txt"
+
+export EVIDENT_KERNELS_SMALL=1
+for tool in memcheck racecheck; do
+  timeout 240 compute-sanitizer --tool $tool --error-exitcode 3 \
+    "$BUILD/tests/kernels/test_kernels_cuda" --gtest_filter='*Gdn*:*Conv1d*:*Norm*:*Rope*:*Embedding*:*Sampling*' \
+    > "$OUT/sanitizer-$tool.log" 2>&1
+  rc=$?
+  summary "compute-sanitizer $tool rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer-$tool.log" | tail -n1)"
+done
+unset EVIDENT_KERNELS_SMALL
+
+if [ "$BENCH" = 1 ]; then
+  timeout 300 "$BUILD/kernels/bench_kernels" $BENCH_ARGS > "$OUT/bench.md" 2>&1; summary "bench rc=$?"
+fi
+echo "================ failures (first lines) ================"
+grep -E "Failure|FAILED|Expected|Which is|error" "$OUT/test-cuda.log" | head -n 30
+echo "================ accuracy ================"
+grep "rel-L2" "$OUT/test-cuda.log" | head -n 40
+echo "================ bench ================"
+cat "$OUT/bench.md" 2>/dev/null
+echo "================ summary ================"
+cat "$OUT/summary.txt"
