@@ -602,9 +602,9 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
                     "elements (out: 4-byte aligned, even stride)");
   const int n_slots = n_slots_for(shape.n_tokens, shape.n_seq);
   const workspace_view ws = make_view(workspace, n_slots, shape.n_v_heads);
-  const int prep_smem = int(sizeof(prep_smem));
-  EV_CUDA_CHECK(cudaFuncSetAttribute(gdn_prepare_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, prep_smem));
-  gdn_prepare_kernel<<<dim3(n_slots, shape.n_v_heads), kPrepThreads, prep_smem, stream>>>(shape, args, ws);
+  const int prep_bytes = int(sizeof(prep_smem));
+  EV_CUDA_CHECK(cudaFuncSetAttribute(gdn_prepare_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, prep_bytes));
+  gdn_prepare_kernel<<<dim3(n_slots, shape.n_v_heads), kPrepThreads, prep_bytes, stream>>>(shape, args, ws);
   EV_CUDA_CHECK_LAUNCH("gdn_prepare_kernel");
   switch (vt) {
     case 16: return launch_scan<16>(shape, args, ws, stream);
