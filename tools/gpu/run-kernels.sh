@@ -35,7 +35,7 @@ grep -E "Compiling entry|registers|spill" "$LOGS/build.log" | grep -B1 -A1 "gdn"
 
 "$BUILD/tests/kernels/test_kernels_ref" > "$LOGS/test-ref.log" 2>&1; summary "test_kernels_ref rc=$? $(tail -n1 "$LOGS/test-ref.log")"
 timeout 300 "$BUILD/tests/kernels/test_kernels_cuda" > "$OUT/test-cuda.log" 2>&1; rc=$?
-summary "test_kernels_cuda rc=$rc $(grep -E '^\[  (PASSED|FAILED)' "$OUT/test-cuda.log" | tr '\n' ' ')"
+summary "test_kernels_cuda rc=$rc $(grep -E '^\[  (PASSED|FAILED)  \] [0-9]+ test' "$OUT/test-cuda.log" | tr '\n' ' ')"
 
 export EVIDENT_KERNELS_SMALL=1
 for tool in memcheck racecheck; do
@@ -51,7 +51,7 @@ if [ "$BENCH" = 1 ]; then
   timeout 300 "$BUILD/kernels/bench_kernels" $BENCH_ARGS > "$OUT/bench.md" 2>&1; summary "bench rc=$?"
 fi
 echo "================ failures (first lines) ================"
-grep -E "Failure|FAILED|Expected|Which is|error" "$OUT/test-cuda.log" | head -n 30
+grep -E "Failure|Expected|Which is|actual|error|^\[  FAILED  \] [A-Za-z]" "$OUT/test-cuda.log" | cut -c1-200 | head -n 40
 echo "================ accuracy ================"
 grep "rel-L2" "$OUT/test-cuda.log" | head -n 40
 echo "================ bench ================"
