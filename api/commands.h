@@ -5,6 +5,7 @@
 #include <vector>
 
 namespace evident::cli {
+int cmd_eval(const std::vector<std::string>& args);
 int cmd_tokenize(const std::vector<std::string>& args);
 int cmd_version(const std::vector<std::string>& args);
 }  // namespace evident::cli

@@ -16,6 +16,7 @@ using evident::cli::command;
 // The table every subcommand is registered in (keep alphabetical).
 const std::vector<command>& commands() {
   static const std::vector<command> table = {
+      {"eval", "evaluate retrieval on a BEIR dataset (eval retrieval --beir DIR)", evident::cli::cmd_eval},
       {"tokenize", "encode text into token ids or decode ids (--decode)", evident::cli::cmd_tokenize},
       {"version", "print the version", evident::cli::cmd_version},
   };
