@@ -17,6 +17,7 @@
 
 #include "engine/base/error.h"
 #include "engine/tokenizer-bpe.h"
+#include "engine/tokenizer-split.h"
 
 namespace evident::engine {
 
@@ -83,6 +84,21 @@ inline int32_t prev_codepoint(std::string_view s, size_t& i) {
 bool is_word_char(int32_t c) { return c == '_' || (c >= 0 && u_isalnum(c)); }
 bool is_space(int32_t c) { return c >= 0 && u_isUWhiteSpace(c); }
 
+bool valid_utf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const uint8_t*>(s.data());
+  const int32_t n = int32_t(s.size());
+  for (int32_t i = 0; i < n;) {
+    if (p[i] < 0x80) {
+      ++i;
+      continue;
+    }
+    int32_t c;
+    U8_NEXT(p, i, n, c);
+    if (c < 0) return false;
+  }
+  return true;
+}
+
 bool all_ascii(std::string_view s) {
   for (char ch : s)
     if (uint8_t(ch) >= 0x80) return false;
@@ -110,6 +126,8 @@ struct tokenizer::impl {
 
   const icu::Normalizer2* nfc = nullptr;  // null: no normaliser
   std::vector<std::unique_ptr<icu::RegexPattern>> splitters;  // applied in order; "Isolated" behaviour
+  std::vector<std::string> splitter_patterns;                 // their source text
+  bool fast_split = false;  // the one splitter is the Qwen3 pattern: use split_qwen3 instead of ICU regex
 
   // Regex matchers are not thread-safe; a small pool hands one to each concurrent encode.
   mutable std::mutex pool_mu;
@@ -248,32 +266,55 @@ struct tokenizer::impl {
     give_matcher(k, std::move(m));
   }
 
+  // Pre-tokenises one normalised stretch (UTF-8) and runs BPE on each piece.
+  void split_and_merge(std::string_view text, std::vector<token_id>& out) const {
+    if (fast_split) {
+      thread_local std::vector<uint32_t> ends;
+      ends.clear();
+      split_qwen3(text, ends);
+      uint32_t begin = 0;
+      for (uint32_t end : ends) {
+        bpe.encode_piece(text.substr(begin, end - begin), out);
+        begin = end;
+      }
+      return;
+    }
+    split_and_merge(icu::UnicodeString::fromUTF8(icu::StringPiece(text.data(), int32_t(text.size()))), out);
+  }
+
   // One stretch of text between raw-matched added tokens: normalise, then normalized added tokens, then split + BPE.
   void encode_gap(std::string_view gap, std::vector<token_id>& out, special_mode mode) const {
-    icu::UnicodeString u = icu::UnicodeString::fromUTF8(icu::StringPiece(gap.data(), int32_t(gap.size())));
-    if (nfc != nullptr && !all_ascii(gap)) {
+    std::string normalized;
+    if (nfc != nullptr && !all_ascii(gap)) {  // ASCII is always NFC
       UErrorCode status = U_ZERO_ERROR;
-      if (!nfc->isNormalized(u, status)) {
-        icu::UnicodeString n = nfc->normalize(u, status);
-        u = std::move(n);
+      const icu::StringPiece sp(gap.data(), int32_t(gap.size()));
+      if (!nfc->isNormalizedUTF8(sp, status)) {
+        icu::StringByteSink<std::string> sink(&normalized);
+        nfc->normalizeUTF8(0, sp, sink, nullptr, status);
+        gap = normalized;
       }
       EV_THROW_IF_NOT_KIND(U_SUCCESS(status), internal, "tokenizer: NFC normalisation failed: ", u_errorName(status));
     }
     if (normalized_matcher.empty || mode == special_mode::as_text) {
-      split_and_merge(u, out);
+      split_and_merge(gap, out);
       return;
     }
-    std::string utf8;
-    u.toUTF8String(utf8);
     split_added(
-        utf8, normalized_matcher,
-        [&](std::string_view g) {
-          split_and_merge(icu::UnicodeString::fromUTF8(icu::StringPiece(g.data(), int32_t(g.size()))), out);
-        },
+        gap, normalized_matcher, [&](std::string_view g) { split_and_merge(g, out); },
         [&](token_id id) { out.push_back(id); });
   }
 
   void encode(std::string_view text, std::vector<token_id>& out, special_mode mode) const {
+    // Invalid UTF-8 is replaced by U+FFFD first, so every later stage sees valid text.
+    std::string sanitized;
+    if (!valid_utf8(text)) {
+      append_utf8_lossy(text, sanitized);
+      text = sanitized;
+    }
+    encode_valid(text, out, mode);
+  }
+
+  void encode_valid(std::string_view text, std::vector<token_id>& out, special_mode mode) const {
     if (mode == special_mode::as_text) {
       encode_gap(text, out, mode);
       return;
@@ -308,7 +349,7 @@ void load_normalizer(const json& j, const json_reader& r, const std::string& pat
 }
 
 void load_pre_tokenizer(const json& j, const json_reader& r, const std::string& path,
-                        std::vector<std::unique_ptr<icu::RegexPattern>>& splitters) {
+                        std::vector<std::unique_ptr<icu::RegexPattern>>& splitters, std::vector<std::string>& patterns) {
   if (j.is_null()) return;
   if (!j.is_object()) r.fail(path, "an object or null", &j);
   const std::string type = r.str(j, "type", path + ".type");
@@ -321,12 +362,13 @@ void load_pre_tokenizer(const json& j, const json_reader& r, const std::string& 
       EV_THROW(corrupt, r.origin, ": ", field, ": ICU cannot compile the regex (", u_errorName(status), " at offset ",
                perr.offset, ")");
     splitters.push_back(std::move(p));
+    patterns.push_back(pattern);
   };
   if (type == "Sequence") {
     const json& list = r.get(j, "pretokenizers", path + ".pretokenizers");
     if (!list.is_array()) r.fail(path + ".pretokenizers", "an array", &list);
     for (size_t i = 0; i < list.size(); ++i)
-      load_pre_tokenizer(list[i], r, path + ".pretokenizers[" + std::to_string(i) + "]", splitters);
+      load_pre_tokenizer(list[i], r, path + ".pretokenizers[" + std::to_string(i) + "]", splitters, patterns);
   } else if (type == "Split") {
     const json& pat = r.get(j, "pattern", path + ".pattern");
     if (!pat.is_object() || !pat.contains("Regex") || !pat["Regex"].is_string())
@@ -348,7 +390,7 @@ void load_pre_tokenizer(const json& j, const json_reader& r, const std::string& 
 
 }  // namespace
 
-tokenizer tokenizer::from_json(std::string_view json_text, std::string_view origin) {
+tokenizer tokenizer::from_json(std::string_view json_text, std::string_view origin, const tokenizer_options& options) {
   json_reader r{std::string(origin)};
   json root;
   try {
@@ -485,7 +527,10 @@ tokenizer tokenizer::from_json(std::string_view json_text, std::string_view orig
   p->bpe.finalize();
 
   load_normalizer(root.contains("normalizer") ? root["normalizer"] : json(), r, "normalizer", p->nfc);
-  load_pre_tokenizer(r.get(root, "pre_tokenizer", "pre_tokenizer"), r, "pre_tokenizer", p->splitters);
+  load_pre_tokenizer(r.get(root, "pre_tokenizer", "pre_tokenizer"), r, "pre_tokenizer", p->splitters,
+                     p->splitter_patterns);
+  p->fast_split = !options.force_icu_regex && p->splitter_patterns.size() == 1 &&
+                  p->splitter_patterns[0] == kQwen3SplitPattern;
   if (root.contains("decoder") && !root["decoder"].is_null()) {
     const std::string dtype = r.str(root["decoder"], "type", "decoder.type");
     if (dtype != "ByteLevel") r.fail("decoder.type", "\"ByteLevel\"", &root["decoder"]["type"]);
@@ -495,7 +540,7 @@ tokenizer tokenizer::from_json(std::string_view json_text, std::string_view orig
   return tokenizer(std::move(p));
 }
 
-tokenizer tokenizer::from_file(const std::filesystem::path& path) {
+tokenizer tokenizer::from_file(const std::filesystem::path& path, const tokenizer_options& options) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     if (!std::filesystem::exists(path)) EV_THROW(not_found, path.string(), ": tokenizer file not found");
@@ -503,7 +548,7 @@ tokenizer tokenizer::from_file(const std::filesystem::path& path) {
   }
   std::ostringstream ss;
   ss << in.rdbuf();
-  return from_json(ss.str(), path.string());
+  return from_json(ss.str(), path.string(), options);
 }
 
 tokenizer::tokenizer(std::unique_ptr<impl> p) : impl_(std::move(p)) {}

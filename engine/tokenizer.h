@@ -55,13 +55,20 @@ enum class special_mode {
   as_text,  // added tokens are ordinary text (e.g. "<|im_end|>" inside a document is spelled out in BPE pieces)
 };
 
+struct tokenizer_options {
+  // The Qwen3 split pattern runs through a hand-written splitter equivalent to it (engine/tokenizer-split.h), several
+  // times faster than ICU regex; true forces ICU regex (the tests compare the two).
+  bool force_icu_regex = false;
+};
+
 class tokenizer {
  public:
   // Loads `tokenizer.json`. Throws evident::error: not_found when the file is missing, corrupt when it is not JSON or
   // a field is missing / of the wrong type / unsupported (the message names the field).
-  static tokenizer from_file(const std::filesystem::path& path);
+  static tokenizer from_file(const std::filesystem::path& path, const tokenizer_options& options = {});
   // Same, from the JSON text; `origin` names the source in error messages.
-  static tokenizer from_json(std::string_view json_text, std::string_view origin = "tokenizer.json");
+  static tokenizer from_json(std::string_view json_text, std::string_view origin = "tokenizer.json",
+                             const tokenizer_options& options = {});
 
   tokenizer(tokenizer&&) noexcept;
   tokenizer& operator=(tokenizer&&) noexcept;

@@ -263,3 +263,46 @@ TEST(tokenizer, missing_file_is_not_found) {
 }
 
 }  // namespace
+
+// --- the hand-written Qwen3 splitter against ICU regex -----------------------------------------------------------------
+
+// Random strings over characters chosen to hit every branch and class boundary of the split pattern: letters of several
+// scripts, numbers of every N category, each kind of white space (incl. \v, \f, U+0085, U+00A0, U+2028, U+3000) and
+// non-white controls (U+001C..U+001F, U+200B, U+FEFF), combining marks (neither L nor N), contraction letters
+// including U+017F (folds to s), emoji, and invalid UTF-8 bytes (replaced by U+FFFD before splitting).
+TEST(tokenizer, fast_splitter_matches_icu_regex) {
+  const auto path = evident::test::shared_path("models/qwen3-tokenizer/tokenizer.json");
+  const tokenizer& fast = qwen3();
+  evident::engine::tokenizer_options opts;
+  opts.force_icu_regex = true;
+  const tokenizer icu = tokenizer::from_file(path, opts);
+  for (const auto& c : cases()) EXPECT_EQ(icu.encode(c.text), c.ids) << "ICU path: " << json(c.text).dump();
+
+  const std::vector<std::string> pool = {
+      "a", "Z", "s", "S", "t", "T", "r", "R", "e", "E", "v", "V", "m", "M", "l", "L", "d", "D", "\xC5\xBF", "'", "'",
+      "\xE2\x80\x99", "0", "7", "\xC2\xB2", "\xC2\xBD", "\xE2\x85\xAB", "\xD9\xA3", " ", " ", " ", "\t", "\n", "\n",
+      "\r", "\x0B", "\x0C", "\x1C", "\x1F", "\xC2\x85", "\xC2\xA0", "\xE1\x9A\x80", "\xE2\x80\x83", "\xE2\x80\xA8",
+      "\xE2\x80\xA9", "\xE3\x80\x80", "\xE2\x80\x8B", "\xEF\xBB\xBF", "\xCC\x81", "\xE0\xA4\xBE", "\xE2\x83\x9D",
+      "\xD0\x96", "\xCE\xBB", "\xE4\xB8\xAD", "\xE0\xB8\x81", "\xD8\xB9", "\xF0\x9F\x98\x80", "\xE2\x80\x8D",
+      "\xEF\xB8\x8F", "!", ".", ",", "-", "_", "(", "<", "$", "#", "\xFF", "\x80", "\xE4\xB8", "<|im_end|>", "<think>"};
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  auto next = [&] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  size_t mismatches = 0;
+  for (int k = 0; k < 4000 && mismatches < 10; ++k) {
+    std::string s;
+    const size_t len = 1 + next() % 24;
+    for (size_t i = 0; i < len; ++i) s += pool[next() % pool.size()];
+    const auto a = fast.encode(s), b = icu.encode(s);
+    if (a != b) {
+      ++mismatches;
+      ADD_FAILURE() << "text " << json(s).dump(-1, ' ', false, json::error_handler_t::replace)
+                    << "\n  fast " << ids_str(a) << "\n  icu  " << ids_str(b);
+    }
+  }
+  EXPECT_EQ(mismatches, 0u);
+}
