@@ -96,7 +96,9 @@ void row(const std::string& what, double ms, double bytes, double flops) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --quick: only the headline shapes; --gdn-only: only the 32K chunked gated delta rule (for profilers).
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  const bool gdn_only = argc > 1 && std::strcmp(argv[1], "--gdn-only") == 0;
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
@@ -133,7 +135,7 @@ int main(int argc, char** argv) {
   // ---- gated delta rule, chunked: 16 key / 32 value heads of 128.
   const int HK = 16, HV = 32, D = 128, KD = HK * D, VD = HV * D, PACK = 2 * KD + VD;
   for (auto [n_seq, len] : std::vector<std::pair<int, int>>{{1, 32768}, {1, 8192}, {8, 4096}, {1, 65536}}) {
-    if (quick && len != 32768) continue;
+    if ((quick || gdn_only) && len != 32768) continue;
     const int T = n_seq * len;
     bf16* mixed = random_buffer<bf16>(std::size_t(T) * PACK, -1, 1, 3);
     float* g = random_buffer<float>(std::size_t(T) * HV, -2.f, -0.01f, 4);
@@ -161,8 +163,16 @@ int main(int argc, char** argv) {
     // (2 * 64*128*128), P V_new (64*64*128), state update (128*64*128); 2 FLOPs per multiply-add.
     const double chunks = double(T) / 64 * HV;
     const double flops = chunks * 2.0 * (3 * 64 * 64 * 128 + 64 * 64 * 128 + 3 * 64 * 128 * 128.0);
+    if (!gdn_only) {
+      gdn_chunked_options opt;
+      opt.prepare_only = true;
+      const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
+      // The preparation reads q, k, g, beta and writes T, P (bf16 64x64) and three fp32 vectors per chunk and head.
+      row("  of which gdn prepare " + std::to_string(n_seq) + "x" + std::to_string(len), ms,
+          double(T) * (2 * KD * 2 + HV * 8) + chunks * (2 * 64 * 64 * 2 + 3 * 64 * 4), 0);
+    }
     for (int vt : {32, 16, 64}) {
-      if (quick && vt != 32) continue;
+      if ((quick || gdn_only) && vt != 32) continue;
       gdn_chunked_options opt;
       opt.v_tile = vt;
       const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
@@ -172,6 +182,7 @@ int main(int argc, char** argv) {
     cudaFree(mixed), cudaFree(g), cudaFree(beta), cudaFree(out), cudaFree(state), cudaFree(d_cu), cudaFree(ws);
   }
 
+  if (gdn_only) return 0;
   // ---- gated delta rule, decode: one token per sequence; states of 16 layers rotated (a layer's state is read and
   // written once per step; rotation keeps the batch-1 state (2 MiB) from living in L2).
   for (int B : {1, 8, 32, 64}) {

@@ -2,15 +2,15 @@
 // gated-delta-rule.h. Design notes: docs/kernels.md.
 //
 // Chunked path
-//   1. gdn_prepare_kernel, one block per (chunk, value head), all chunks in parallel: L2-normalises q, k of the chunk,
-//      forms K K^T and Q K^T on tensor cores (WMMA bf16, fp32 accumulate), the in-chunk cumulative decay G, and writes
-//      to the workspace  T = (I + L)^-1 (blocked forward substitution in fp32, stored bf16),
-//      P = tril(Q K^T * exp(G_i - G_j)) (bf16), G and beta (fp32).
+//   1. gdn_prepare_kernel, one block per (chunk, key head), all chunks in parallel: L2-normalises q, k of the chunk,
+//      forms K K^T and Q K^T once on tensor cores (WMMA bf16, fp32 accumulate), and for each value head of the key
+//      head writes to the workspace  T = (I + L)^-1 (blocked forward substitution in fp32, stored bf16),
+//      P = tril(Q K^T * exp(G_i - G_j)) (bf16), exp(G), exp(G_last - G) and beta (fp32).
 //   2. gdn_chunk_scan_kernel, one block per (sequence, value head, value tile of BV columns): walks the chunks of its
 //      sequence in order with the fp32 state tile S [128, BV] resident in shared memory, next chunk's inputs prefetched
 //      by cp.async, all matrix products on tensor cores:
 //        X = K S,  Y = beta (V - exp(G) X),  V_new = T Y,  O = (exp(G) Q) S + P V_new,
-//        S = exp(G_last) S + (K exp(G_last - G))^T V_new.
+//        S = exp(G_last) S + K^T (V_new exp(G_last - G))   (the decay moved from K's rows onto V_new's rows).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
@@ -40,8 +40,9 @@ __device__ __forceinline__ int chunk_base(const int32_t* cu, int s) { return cu[
 struct workspace_view {
   nvbf* T;      // [slots, n_v_heads, 64, 64]
   nvbf* P;      // [slots, n_v_heads, 64, 64]
-  float* G;     // [slots, n_v_heads, 64]
-  float* beta;  // [slots, n_v_heads, 64]
+  float* eg;    // [slots, n_v_heads, 64] exp(G_i), G the in-chunk cumulative sum of g
+  float* ed;    // [slots, n_v_heads, 64] exp(G_last - G_i)
+  float* beta;  // [slots, n_v_heads, 64] (0 past the sequence end)
 };
 
 __host__ __device__ inline std::size_t align_up(std::size_t x, std::size_t a) { return (x + a - 1) / a * a; }
@@ -55,7 +56,9 @@ __host__ __device__ inline workspace_view make_view(void* ws, int n_slots, int n
   p += align_up(mats * sizeof(nvbf), 256);
   v.P = reinterpret_cast<nvbf*>(p);
   p += align_up(mats * sizeof(nvbf), 256);
-  v.G = reinterpret_cast<float*>(p);
+  v.eg = reinterpret_cast<float*>(p);
+  p += align_up(vecs * sizeof(float), 256);
+  v.ed = reinterpret_cast<float*>(p);
   p += align_up(vecs * sizeof(float), 256);
   v.beta = reinterpret_cast<float*>(p);
   return v;
@@ -75,6 +78,15 @@ __device__ __forceinline__ float warp_sum(float x) {
 // Loads 4 consecutive bf16 (8 bytes) as floats.
 __device__ __forceinline__ void load4(const nvbf* p, float (&x)[4]) {
   const uint2 raw = *reinterpret_cast<const uint2*>(p);
+  const __nv_bfloat162 a = *reinterpret_cast<const __nv_bfloat162*>(&raw.x);
+  const __nv_bfloat162 b = *reinterpret_cast<const __nv_bfloat162*>(&raw.y);
+  x[0] = __low2float(a);
+  x[1] = __high2float(a);
+  x[2] = __low2float(b);
+  x[3] = __high2float(b);
+}
+
+__device__ __forceinline__ void unpack4(uint2 raw, float (&x)[4]) {
   const __nv_bfloat162 a = *reinterpret_cast<const __nv_bfloat162*>(&raw.x);
   const __nv_bfloat162 b = *reinterpret_cast<const __nv_bfloat162*>(&raw.y);
   x[0] = __low2float(a);
@@ -112,14 +124,17 @@ __device__ int slot_to_seq(const int32_t* cu, int n_seq, int slot, int* chunk) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
-// Kernel 1: per-chunk preparation.
+// Kernel 1: per-chunk preparation, one block per (chunk, key head) serving every value head of that key head.
 constexpr int kPrepThreads = 128;
+constexpr int kLdF = kChunk + 4;   // fp32 pitch of 64x64 tiles
+constexpr int kLdTm = kChunk + 1;  // fp32 pitch of the T solve
 
 struct prep_smem {
   nvbf q[kChunk * kLdQ];  // reused as the fp32 T matrix [64][65] after the products
   nvbf k[kChunk * kLdQ];  // reused as the fp32 scratch R [3][16][16]
-  float kk[kChunk * (kChunk + 4)];
-  float qk[kChunk * (kChunk + 4)];
+  float kk[kChunk * kLdF];
+  float qk[kChunk * kLdF];
+  float L[kChunk * kLdF];
   float G[kChunk];
   float beta[kChunk];
 };
@@ -127,47 +142,47 @@ struct prep_smem {
 __global__ void __launch_bounds__(kPrepThreads) gdn_prepare_kernel(gdn_shape shape, gdn_args args, workspace_view ws) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   prep_smem& sm = *reinterpret_cast<prep_smem*>(smem_raw);
-  const int slot = blockIdx.x, hv = blockIdx.y;
+  const int slot = blockIdx.x, hk = blockIdx.y;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   int chunk = 0;
   const int seq = slot_to_seq(args.cu_seqlens, shape.n_seq, slot, &chunk);
   if (seq < 0) return;
-  const int hk = hv / (shape.n_v_heads / shape.n_k_heads);
+  const int ratio = shape.n_v_heads / shape.n_k_heads;
   const int t0 = args.cu_seqlens[seq] + chunk * kChunk;
   const int len = min(kChunk, args.cu_seqlens[seq + 1] - t0);
   const float qscale = rsqrtf(float(kDk));
 
-  // Normalised q (scaled) and k rows as bf16; rows past the sequence end are zero. Warp w: rows 16w..16w+15.
-  for (int r = warp * 16; r < warp * 16 + 16; ++r) {
-    float xq[4] = {0, 0, 0, 0}, xk[4] = {0, 0, 0, 0};
-    if (r < len) {
-      load4(dev(args.q) + (t0 + r) * args.q_stride + hk * kDk + lane * 4, xq);
-      load4(dev(args.k) + (t0 + r) * args.k_stride + hk * kDk + lane * 4, xk);
-    }
-    const float sq = warp_sum(xq[0] * xq[0] + xq[1] * xq[1] + xq[2] * xq[2] + xq[3] * xq[3]);
-    const float sk = warp_sum(xk[0] * xk[0] + xk[1] * xk[1] + xk[2] * xk[2] + xk[3] * xk[3]);
-    const float iq = rsqrtf(sq + kNormEps) * qscale, ik = rsqrtf(sk + kNormEps);
-    store4(sm.q + r * kLdQ + lane * 4, xq[0] * iq, xq[1] * iq, xq[2] * iq, xq[3] * iq);
-    store4(sm.k + r * kLdQ + lane * 4, xk[0] * ik, xk[1] * ik, xk[2] * ik, xk[3] * ik);
-  }
-  // Cumulative decay over the chunk (padded rows: g = 0, beta = 0), by two warp scans.
-  if (tid < kChunk) {
-    const bool valid = tid < len;
-    float g = valid ? args.g[std::size_t(t0 + tid) * shape.n_v_heads + hv] : 0.f;
-    sm.beta[tid] = valid ? args.beta[std::size_t(t0 + tid) * shape.n_v_heads + hv] : 0.f;
+  // Normalised q (scaled) and k rows as bf16; rows past the sequence end are zero. Warp w: rows 16w..16w+15, all
+  // loads issued before any use.
+  {
+    uint2 rq[16], rk[16];
 #pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const float up = __shfl_up_sync(0xffffffffu, g, o);
-      if (lane >= o) g += up;
+    for (int i = 0; i < 16; ++i) {
+      const int r = warp * 16 + i;
+      rq[i] = rk[i] = make_uint2(0, 0);
+      if (r < len) {
+        rq[i] = *reinterpret_cast<const uint2*>(dev(args.q) + std::int64_t(t0 + r) * args.q_stride + hk * kDk + lane * 4);
+        rk[i] = *reinterpret_cast<const uint2*>(dev(args.k) + std::int64_t(t0 + r) * args.k_stride + hk * kDk + lane * 4);
+      }
     }
-    sm.G[tid] = g;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const int r = warp * 16 + i;
+      float xq[4], xk[4];
+      unpack4(rq[i], xq);
+      unpack4(rk[i], xk);
+      const float sq = warp_sum(xq[0] * xq[0] + xq[1] * xq[1] + xq[2] * xq[2] + xq[3] * xq[3]);
+      const float sk = warp_sum(xk[0] * xk[0] + xk[1] * xk[1] + xk[2] * xk[2] + xk[3] * xk[3]);
+      const float iq = rsqrtf(sq + kNormEps) * qscale, ik = rsqrtf(sk + kNormEps);
+      store4(sm.q + r * kLdQ + lane * 4, xq[0] * iq, xq[1] * iq, xq[2] * iq, xq[3] * iq);
+      store4(sm.k + r * kLdQ + lane * 4, xk[0] * ik, xk[1] * ik, xk[2] * ik, xk[3] * ik);
+    }
   }
   __syncthreads();
-  if (tid >= 32 && tid < kChunk) sm.G[tid] += sm.G[31];
-  // K K^T and Q K^T: 16 output tiles each; warp w does tile rows w (4 tiles of each).
+  // K K^T and Q K^T: 16 output tiles each; warp w does tile row w (lower-triangular tiles only).
   {
     const int ti = warp;
-    for (int tj = 0; tj < 4; ++tj) {
+    for (int tj = 0; tj <= ti; ++tj) {
       wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_k, acc_q;
       wmma::fill_fragment(acc_k, 0.f);
       wmma::fill_fragment(acc_q, 0.f);
@@ -181,66 +196,85 @@ __global__ void __launch_bounds__(kPrepThreads) gdn_prepare_kernel(gdn_shape sha
         wmma::mma_sync(acc_k, a_k, b, acc_k);
         wmma::mma_sync(acc_q, a_q, b, acc_q);
       }
-      wmma::store_matrix_sync(sm.kk + ti * 16 * (kChunk + 4) + tj * 16, acc_k, kChunk + 4, wmma::mem_row_major);
-      wmma::store_matrix_sync(sm.qk + ti * 16 * (kChunk + 4) + tj * 16, acc_q, kChunk + 4, wmma::mem_row_major);
+      wmma::store_matrix_sync(sm.kk + ti * 16 * kLdF + tj * 16, acc_k, kLdF, wmma::mem_row_major);
+      wmma::store_matrix_sync(sm.qk + ti * 16 * kLdF + tj * 16, acc_q, kLdF, wmma::mem_row_major);
     }
   }
-  __syncthreads();
-  // L (strictly lower, in place over kk) and P (lower with diagonal, straight to global), G and beta to the workspace.
-  const std::size_t mat_off = (std::size_t(slot) * shape.n_v_heads + hv) * kChunk * kChunk;
-  float* Tm = reinterpret_cast<float*>(sm.q);  // [64][65]
+  float* Tm = reinterpret_cast<float*>(sm.q);  // [64][65]; q is dead after the products
   float* R = reinterpret_cast<float*>(sm.k);   // [3][16][16]
-  constexpr int kLdF = kChunk + 4, kLdTm = kChunk + 1;
-  for (int e = tid; e < kChunk * kChunk; e += kPrepThreads) {
-    const int i = e >> 6, j = e & 63;
-    const float decay = j <= i ? __expf(sm.G[i] - sm.G[j]) : 0.f;
-    sm.kk[i * kLdF + j] = j < i ? sm.beta[i] * sm.kk[i * kLdF + j] * decay : 0.f;
-    ws.P[mat_off + e] = __float2bfloat16(sm.qk[i * kLdF + j] * decay);
-    Tm[i * kLdTm + j] = 0.f;
-  }
-  if (tid < kChunk) {
-    ws.G[(std::size_t(slot) * shape.n_v_heads + hv) * kChunk + tid] = sm.G[tid];
-    ws.beta[(std::size_t(slot) * shape.n_v_heads + hv) * kChunk + tid] = sm.beta[tid];
-  }
-  __syncthreads();
-  // T = (I + L)^-1, blocked by 16: diagonal blocks by forward substitution (one thread per column), then block rows
-  // ib = 1..3: T[ib][j] = -T[ib][ib] * sum_{m=j}^{ib-1} L[ib][m] T[m][j].
-  if (tid < kChunk) {
-    const int base = (tid >> 4) * 16, col = tid & 15;
-    float x[16];
+  for (int r = 0; r < ratio; ++r) {
+    const int hv = hk * ratio + r;
+    const std::size_t head_slot = std::size_t(slot) * shape.n_v_heads + hv;
+    // Cumulative decay over the chunk (padded rows: g = 0, beta = 0), by two warp scans.
+    if (tid < kChunk) {
+      const bool valid = tid < len;
+      float g = valid ? args.g[std::size_t(t0 + tid) * shape.n_v_heads + hv] : 0.f;
+      sm.beta[tid] = valid ? args.beta[std::size_t(t0 + tid) * shape.n_v_heads + hv] : 0.f;
 #pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      float acc = (i == col) ? 1.f : 0.f;
-#pragma unroll
-      for (int m = 0; m < i; ++m) acc -= sm.kk[(base + i) * kLdF + base + m] * x[m];
-      x[i] = acc;
+      for (int o = 1; o < 32; o <<= 1) {
+        const float up = __shfl_up_sync(0xffffffffu, g, o);
+        if (lane >= o) g += up;
+      }
+      sm.G[tid] = g;
     }
-#pragma unroll
-    for (int i = 0; i < 16; ++i) Tm[(base + i) * kLdTm + base + col] = x[i];
-  }
-  __syncthreads();
-  for (int ib = 1; ib < 4; ++ib) {
-    for (int idx = tid; idx < ib * 256; idx += kPrepThreads) {
-      const int j = idx >> 8, r = (idx >> 4) & 15, c = idx & 15;
-      float acc = 0.f;
-      for (int m = j; m < ib; ++m)
-#pragma unroll
-        for (int kk = 0; kk < 16; ++kk)
-          acc += sm.kk[(ib * 16 + r) * kLdF + m * 16 + kk] * Tm[(m * 16 + kk) * kLdTm + j * 16 + c];
-      R[idx] = acc;
+    __syncthreads();  // also orders the products above before their use, and the previous head's T solve
+    if (tid >= 32 && tid < kChunk) sm.G[tid] += sm.G[31];
+    __syncthreads();
+    // L (strictly lower), P (lower with diagonal, straight to global), the per-row decays and beta.
+    const std::size_t mat_off = head_slot * kChunk * kChunk;
+    for (int e = tid; e < kChunk * kChunk; e += kPrepThreads) {
+      const int i = e >> 6, j = e & 63;
+      const float decay = j <= i ? __expf(sm.G[i] - sm.G[j]) : 0.f;
+      sm.L[i * kLdF + j] = j < i ? sm.beta[i] * sm.kk[i * kLdF + j] * decay : 0.f;
+      ws.P[mat_off + e] = __float2bfloat16(j <= i ? sm.qk[i * kLdF + j] * decay : 0.f);
+      Tm[i * kLdTm + j] = 0.f;
+    }
+    if (tid < kChunk) {
+      ws.eg[head_slot * kChunk + tid] = __expf(sm.G[tid]);
+      ws.ed[head_slot * kChunk + tid] = __expf(sm.G[kChunk - 1] - sm.G[tid]);
+      ws.beta[head_slot * kChunk + tid] = sm.beta[tid];
     }
     __syncthreads();
-    for (int idx = tid; idx < ib * 256; idx += kPrepThreads) {
-      const int j = idx >> 8, r = (idx >> 4) & 15, c = idx & 15;
-      float acc = 0.f;
+    // T = (I + L)^-1, blocked by 16: diagonal blocks by forward substitution (one thread per column), then block
+    // rows ib = 1..3: T[ib][j] = -T[ib][ib] * sum_{m=j}^{ib-1} L[ib][m] T[m][j].
+    if (tid < kChunk) {
+      const int base = (tid >> 4) * 16, col = tid & 15;
+      float x[16];
 #pragma unroll
-      for (int kk = 0; kk < 16; ++kk) acc += Tm[(ib * 16 + r) * kLdTm + ib * 16 + kk] * R[(j << 8) + kk * 16 + c];
-      Tm[(ib * 16 + r) * kLdTm + j * 16 + c] = -acc;
+      for (int i = 0; i < 16; ++i) {
+        float acc = (i == col) ? 1.f : 0.f;
+#pragma unroll
+        for (int m = 0; m < i; ++m) acc -= sm.L[(base + i) * kLdF + base + m] * x[m];
+        x[i] = acc;
+      }
+#pragma unroll
+      for (int i = 0; i < 16; ++i) Tm[(base + i) * kLdTm + base + col] = x[i];
     }
     __syncthreads();
+    for (int ib = 1; ib < 4; ++ib) {
+      for (int idx = tid; idx < ib * 256; idx += kPrepThreads) {
+        const int j = idx >> 8, rr = (idx >> 4) & 15, c = idx & 15;
+        float acc = 0.f;
+        for (int m = j; m < ib; ++m)
+#pragma unroll
+          for (int kk = 0; kk < 16; ++kk)
+            acc += sm.L[(ib * 16 + rr) * kLdF + m * 16 + kk] * Tm[(m * 16 + kk) * kLdTm + j * 16 + c];
+        R[idx] = acc;
+      }
+      __syncthreads();
+      for (int idx = tid; idx < ib * 256; idx += kPrepThreads) {
+        const int j = idx >> 8, rr = (idx >> 4) & 15, c = idx & 15;
+        float acc = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < 16; ++kk) acc += Tm[(ib * 16 + rr) * kLdTm + ib * 16 + kk] * R[(j << 8) + kk * 16 + c];
+        Tm[(ib * 16 + rr) * kLdTm + j * 16 + c] = -acc;
+      }
+      __syncthreads();
+    }
+    for (int e = tid; e < kChunk * kChunk; e += kPrepThreads)
+      ws.T[mat_off + e] = __float2bfloat16(Tm[(e >> 6) * kLdTm + (e & 63)]);
+    // The next head's first __syncthreads orders these reads of Tm before its zeroing.
   }
-  for (int e = tid; e < kChunk * kChunk; e += kPrepThreads)
-    ws.T[mat_off + e] = __float2bfloat16(Tm[(e >> 6) * kLdTm + (e & 63)]);
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -253,10 +287,7 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
 
 template <int BV>
 struct scan_smem {
@@ -268,15 +299,18 @@ struct scan_smem {
     nvbf v[kChunk * kLdV];
     nvbf T[kChunk * kLdT];
     nvbf P[kChunk * kLdT];
-    float G[kChunk];
+    float eg[kChunk];    // exp(G_i)
+    float ed[kChunk];    // exp(G_last - G_i)
     float beta[kChunk];
+    float pad[kChunk];   // keeps the stage a multiple of 32 bytes
   };
   stage st[2];
-  nvbf kd[kChunk * kLdQ];  // k * exp(G_last - G)
   float S[kDk * kLdS];     // fp32 state tile
   nvbf Sb[kDk * kLdV];     // bf16 copy of S (tensor-core operand)
-  float X[kChunk * kLdS];  // K S, then V_new, then the output tile
-  nvbf Y[kChunk * kLdV];   // beta (V - exp(G) X), then bf16 V_new
+  float X[kChunk * kLdS];  // per-warp tiles: K S, then V_new, then the output
+  nvbf Y[kChunk * kLdV];   // beta (V - exp(G) X)
+  nvbf Vn[kChunk * kLdV];  // bf16 V_new
+  nvbf Vd[kChunk * kLdV];  // bf16 V_new * exp(G_last - G)
 };
 
 template <int BV>
@@ -303,10 +337,13 @@ __device__ __forceinline__ void prefetch_chunk(typename scan_smem<BV>::stage& st
     cp_async16(st.T + r * kLdT + sgm * 8, ws.T + ws_mat + r * kChunk + sgm * 8, true);
     cp_async16(st.P + r * kLdT + sgm * 8, ws.P + ws_mat + r * kChunk + sgm * 8, true);
   }
-  if (tid < 16) cp_async16(st.G + tid * 4, ws.G + ws_vec + tid * 4, true);
-  else if (tid < 32) cp_async16(st.beta + (tid - 16) * 4, ws.beta + ws_vec + (tid - 16) * 4, true);
+  if (tid < 16) cp_async16(st.eg + tid * 4, ws.eg + ws_vec + tid * 4, true);
+  else if (tid < 32) cp_async16(st.ed + (tid - 16) * 4, ws.ed + ws_vec + (tid - 16) * 4, true);
+  else if (tid < 48) cp_async16(st.beta + (tid - 32) * 4, ws.beta + ws_vec + (tid - 32) * 4, true);
 }
 
+// Per chunk, four block barriers: (top) inputs landed; (A) q, k normalised; (B) Y tiles complete; (D) V_new tiles
+// complete. Everything else is warp-local: a warp post-processes the tiles it produced (X, V_new, output, state).
 template <int BV>
 __global__ void __launch_bounds__(kScanThreads, 1)
     gdn_chunk_scan_kernel(gdn_shape shape, gdn_args args, workspace_view ws) {
@@ -332,46 +369,44 @@ __global__ void __launch_bounds__(kScanThreads, 1)
     sm.Sb[r * kLdV + c] = __float2bfloat16(s);
   }
   auto issue = [&](int c) {
-    const int slot = slot0 + c;
-    const int t0 = seq_begin + c * kChunk;
-    prefetch_chunk<BV>(sm.st[c & 1], args, hk, hv, v0, t0, min(kChunk, seq_len - c * kChunk),
-                       (std::size_t(slot) * shape.n_v_heads + hv) * kChunk * kChunk,
-                       (std::size_t(slot) * shape.n_v_heads + hv) * kChunk, ws, tid);
+    const std::size_t head_slot = std::size_t(slot0 + c) * shape.n_v_heads + hv;
+    prefetch_chunk<BV>(sm.st[c & 1], args, hk, hv, v0, seq_begin + c * kChunk, min(kChunk, seq_len - c * kChunk),
+                       head_slot * kChunk * kChunk, head_slot * kChunk, ws, tid);
     cp_async_commit();
   };
   if (n_chunks > 0) issue(0);
 
-  // Output tile of this warp: rows 16*(warp/kTilesV).., columns 16*(warp%kTilesV)..; with BV=32: 8 tiles, one per
-  // warp. For other BV the warps loop over tiles (see kOutTilesPerWarp).
-  constexpr int kOutTiles = (kChunk / 16) * kTilesV;
+  constexpr int kOutTiles = (kChunk / 16) * kTilesV;  // [64, BV] tiles: X, Y, V_new, output
   constexpr int kOutPerWarp = (kOutTiles + 7) / 8;
+  constexpr int kStateTiles = (kDk / 16) * kTilesV;   // [128, BV] state tiles
+  const float qscale = rsqrtf(float(kDk));
   for (int c = 0; c < n_chunks; ++c) {
     typename SM::stage& st = sm.st[c & 1];
     const int t0 = seq_begin + c * kChunk;
     const int len = min(kChunk, seq_len - c * kChunk);
-    if (c + 1 < n_chunks) {
-      issue(c + 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
+    cp_async_wait_all();  // chunk c has landed (for this thread's copies) ...
+    __syncthreads();      // ... for every thread's; and every warp is done with chunk c-1 (its stage is free)
+    if (c + 1 < n_chunks) issue(c + 1);
+    // (A) normalise q, k in place; q also times scale * exp(G). Warp w: rows 8w..8w+7 of q and of k.
+    {
+      float xq[8][4], xk[8][4];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        load4(st.q + (warp * 8 + i) * kLdQ + lane * 4, xq[i]);
+        load4(st.k + (warp * 8 + i) * kLdQ + lane * 4, xk[i]);
+      }
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int r = warp * 8 + i;
+        const float sq = warp_sum(xq[i][0] * xq[i][0] + xq[i][1] * xq[i][1] + xq[i][2] * xq[i][2] + xq[i][3] * xq[i][3]);
+        const float sk = warp_sum(xk[i][0] * xk[i][0] + xk[i][1] * xk[i][1] + xk[i][2] * xk[i][2] + xk[i][3] * xk[i][3]);
+        const float gq = rsqrtf(sq + kNormEps) * qscale * st.eg[r], ik = rsqrtf(sk + kNormEps);
+        store4(st.q + r * kLdQ + lane * 4, xq[i][0] * gq, xq[i][1] * gq, xq[i][2] * gq, xq[i][3] * gq);
+        store4(st.k + r * kLdQ + lane * 4, xk[i][0] * ik, xk[i][1] * ik, xk[i][2] * ik, xk[i][3] * ik);
+      }
     }
     __syncthreads();
-    // (A) normalise q, k in place; kd = k exp(G_last - G); q *= scale exp(G). Warp w: rows 8w..8w+7 of q and of k.
-    const float g_last = st.G[kChunk - 1];
-    for (int r = warp * 8; r < warp * 8 + 8; ++r) {
-      float xq[4], xk[4];
-      load4(st.q + r * kLdQ + lane * 4, xq);
-      load4(st.k + r * kLdQ + lane * 4, xk);
-      const float sq = warp_sum(xq[0] * xq[0] + xq[1] * xq[1] + xq[2] * xq[2] + xq[3] * xq[3]);
-      const float sk = warp_sum(xk[0] * xk[0] + xk[1] * xk[1] + xk[2] * xk[2] + xk[3] * xk[3]);
-      const float gq = rsqrtf(sq + kNormEps) * rsqrtf(float(kDk)) * __expf(st.G[r]);
-      const float ik = rsqrtf(sk + kNormEps), id = ik * __expf(g_last - st.G[r]);
-      store4(st.q + r * kLdQ + lane * 4, xq[0] * gq, xq[1] * gq, xq[2] * gq, xq[3] * gq);
-      store4(st.k + r * kLdQ + lane * 4, xk[0] * ik, xk[1] * ik, xk[2] * ik, xk[3] * ik);
-      store4(sm.kd + r * kLdQ + lane * 4, xk[0] * id, xk[1] * id, xk[2] * id, xk[3] * id);
-    }
-    __syncthreads();
-    // (B) X = K S (to smem), O = Q S (kept in registers).
+    // (B) X = K S and O = Q S (O stays in registers); then this warp's Y tile = beta (V - exp(G) X).
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> o_acc[kOutPerWarp];
 #pragma unroll
     for (int u = 0; u < kOutPerWarp; ++u) {
@@ -392,16 +427,17 @@ __global__ void __launch_bounds__(kScanThreads, 1)
         wmma::mma_sync(o_acc[u], a_q, b, o_acc[u]);
       }
       wmma::store_matrix_sync(sm.X + ti * 16 * kLdS + tj * 16, x_acc, kLdS, wmma::mem_row_major);
+      __syncwarp();
+#pragma unroll
+      for (int e = lane; e < 256; e += 32) {
+        const int r = ti * 16 + (e >> 4), cc = tj * 16 + (e & 15);
+        const float y = st.beta[r] * (__bfloat162float(st.v[r * kLdV + cc]) - st.eg[r] * sm.X[r * kLdS + cc]);
+        sm.Y[r * kLdV + cc] = __float2bfloat16(y);
+      }
     }
     __syncthreads();
-    // (C) Y = beta (V - exp(G) X) in bf16.
-    for (int i = tid; i < kChunk * BV; i += kScanThreads) {
-      const int r = i / BV, cc = i % BV;
-      const float y = st.beta[r] * (__bfloat162float(st.v[r * kLdV + cc]) - __expf(st.G[r]) * sm.X[r * kLdS + cc]);
-      sm.Y[r * kLdV + cc] = __float2bfloat16(y);
-    }
-    __syncthreads();
-    // (D) V_new = T Y (T is lower triangular: block columns kk <= ti only), fp32 into X.
+    // (D) V_new = T Y (T lower triangular: block columns kk <= ti only); this warp's tiles to bf16 V_new and
+    // V_new * exp(G_last - G).
 #pragma unroll
     for (int u = 0; u < kOutPerWarp; ++u) {
       const int tile = warp + u * 8;
@@ -417,15 +453,18 @@ __global__ void __launch_bounds__(kScanThreads, 1)
         wmma::mma_sync(acc, a, b, acc);
       }
       wmma::store_matrix_sync(sm.X + ti * 16 * kLdS + tj * 16, acc, kLdS, wmma::mem_row_major);
+      __syncwarp();
+#pragma unroll
+      for (int e = lane; e < 256; e += 32) {
+        const int r = ti * 16 + (e >> 4), cc = tj * 16 + (e & 15);
+        const float vn = sm.X[r * kLdS + cc];
+        sm.Vn[r * kLdV + cc] = __float2bfloat16(vn);
+        sm.Vd[r * kLdV + cc] = __float2bfloat16(vn * st.ed[r]);
+      }
     }
     __syncthreads();
-    // (E) bf16 V_new into Y.
-    for (int i = tid; i < kChunk * BV; i += kScanThreads) {
-      const int r = i / BV, cc = i % BV;
-      sm.Y[r * kLdV + cc] = __float2bfloat16(sm.X[r * kLdS + cc]);
-    }
-    __syncthreads();
-    // (F) O += P V_new (to X for the store); S = exp(G_last) S + Kd^T V_new.
+    // (F) O += P V_new, written out by its warp; S = exp(G_last) S + K^T (V_new * exp(G_last - G)), with the bf16
+    // copy of each state tile refreshed by its warp.
 #pragma unroll
     for (int u = 0; u < kOutPerWarp; ++u) {
       const int tile = warp + u * 8;
@@ -435,13 +474,20 @@ __global__ void __launch_bounds__(kScanThreads, 1)
         wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::row_major> a;
         wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::row_major> b;
         wmma::load_matrix_sync(a, st.P + ti * 16 * kLdT + kk * 16, kLdT);
-        wmma::load_matrix_sync(b, sm.Y + kk * 16 * kLdV + tj * 16, kLdV);
+        wmma::load_matrix_sync(b, sm.Vn + kk * 16 * kLdV + tj * 16, kLdV);
         wmma::mma_sync(o_acc[u], a, b, o_acc[u]);
       }
       wmma::store_matrix_sync(sm.X + ti * 16 * kLdS + tj * 16, o_acc[u], kLdS, wmma::mem_row_major);
+      __syncwarp();
+#pragma unroll
+      for (int e = lane; e < 128; e += 32) {  // 16 rows x 8 pairs
+        const int r = ti * 16 + (e >> 3), cc = tj * 16 + (e & 7) * 2;
+        if (r < len)
+          *reinterpret_cast<__nv_bfloat162*>(args.out + std::int64_t(t0 + r) * args.out_stride + hv * kDv + v0 + cc) =
+              __floats2bfloat162_rn(sm.X[r * kLdS + cc], sm.X[r * kLdS + cc + 1]);
+      }
     }
-    const float decay_last = __expf(g_last);
-    constexpr int kStateTiles = (kDk / 16) * kTilesV;
+    const float decay_last = st.eg[kChunk - 1];
     for (int tile = warp; tile < kStateTiles; tile += 8) {
       const int si = tile / kTilesV, sj = tile % kTilesV;
       wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
@@ -450,26 +496,21 @@ __global__ void __launch_bounds__(kScanThreads, 1)
       for (int e = 0; e < acc.num_elements; ++e) acc.x[e] *= decay_last;
 #pragma unroll
       for (int kk = 0; kk < kChunk / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::col_major> a;  // Kd^T: a[m][t] = kd[t][m]
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::col_major> a;  // K^T: a[m][t] = k[t][m]
         wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::row_major> b;
-        wmma::load_matrix_sync(a, sm.kd + kk * 16 * kLdQ + si * 16, kLdQ);
-        wmma::load_matrix_sync(b, sm.Y + kk * 16 * kLdV + sj * 16, kLdV);
+        wmma::load_matrix_sync(a, st.k + kk * 16 * kLdQ + si * 16, kLdQ);
+        wmma::load_matrix_sync(b, sm.Vd + kk * 16 * kLdV + sj * 16, kLdV);
         wmma::mma_sync(acc, a, b, acc);
       }
       wmma::store_matrix_sync(sm.S + si * 16 * kLdS + sj * 16, acc, kLdS, wmma::mem_row_major);
+      __syncwarp();
+#pragma unroll
+      for (int e = lane; e < 256; e += 32) {
+        const int r = si * 16 + (e >> 4), cc = sj * 16 + (e & 15);
+        sm.Sb[r * kLdV + cc] = __float2bfloat16(sm.S[r * kLdS + cc]);
+      }
     }
-    __syncthreads();
-    // (G) bf16 copy of the new state; output rows of this chunk.
-    for (int i = tid; i < kDk * BV; i += kScanThreads) {
-      const int r = i / BV, cc = i % BV;
-      sm.Sb[r * kLdV + cc] = __float2bfloat16(sm.S[r * kLdS + cc]);
-    }
-    for (int i = tid; i < len * (BV / 2); i += kScanThreads) {
-      const int r = i / (BV / 2), cc = (i % (BV / 2)) * 2;
-      *reinterpret_cast<__nv_bfloat162*>(args.out + std::int64_t(t0 + r) * args.out_stride + hv * kDv + v0 + cc) =
-          __floats2bfloat162_rn(sm.X[r * kLdS + cc], sm.X[r * kLdS + cc + 1]);
-    }
-    // The next iteration's wait + __syncthreads orders (G) before its (B).
+    // The next iteration's top barrier orders this chunk's S, Sb and X writes before their next readers.
   }
   if (args.final_state) {
     __syncthreads();
@@ -568,7 +609,7 @@ status check_common(const gdn_shape& s, const gdn_args& a, const char* what) {
 std::size_t gdn_chunked_workspace_bytes(int n_tokens, int n_seq, int n_v_heads) {
   const std::size_t slots = std::size_t(n_slots_for(n_tokens, n_seq));
   const std::size_t mats = slots * n_v_heads * kChunk * kChunk, vecs = slots * n_v_heads * kChunk;
-  return 2 * align_up(mats * 2, 256) + 2 * align_up(vecs * 4, 256);
+  return 2 * align_up(mats * 2, 256) + 3 * align_up(vecs * 4, 256);
 }
 
 template <int BV>
@@ -604,8 +645,9 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
   const workspace_view ws = make_view(workspace, n_slots, shape.n_v_heads);
   const int prep_bytes = int(sizeof(prep_smem));
   EV_CUDA_CHECK(cudaFuncSetAttribute(gdn_prepare_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, prep_bytes));
-  gdn_prepare_kernel<<<dim3(n_slots, shape.n_v_heads), kPrepThreads, prep_bytes, stream>>>(shape, args, ws);
+  gdn_prepare_kernel<<<dim3(n_slots, shape.n_k_heads), kPrepThreads, prep_bytes, stream>>>(shape, args, ws);
   EV_CUDA_CHECK_LAUNCH("gdn_prepare_kernel");
+  if (options.prepare_only) return status::success();
   switch (vt) {
     case 16: return launch_scan<16>(shape, args, ws, stream);
     case 64: return launch_scan<64>(shape, args, ws, stream);

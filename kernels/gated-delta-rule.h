@@ -64,7 +64,8 @@ struct gdn_args {
 
 // Tuning knobs of the chunked kernel (0 = the default measured best).
 struct gdn_chunked_options {
-  int v_tile = 0;  // value columns per block: 16, 32 or 64 (default 32)
+  int v_tile = 0;              // value columns per block: 16, 32 or 64 (default 32)
+  bool prepare_only = false;   // benchmarks: run only the per-chunk preparation kernel (outputs are not written)
 };
 
 // Bytes of device workspace gdn_chunked_forward needs (per-chunk T and masked QK^T in bf16, cumulative decays and

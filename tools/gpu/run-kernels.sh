@@ -47,6 +47,13 @@ for tool in memcheck racecheck; do
 done
 unset EVIDENT_KERNELS_SMALL
 
+if command -v ncu > /dev/null; then
+  # The two chunked kernels at 32K tokens: where the time goes (launch 0/1 = prepare/scan of the first timed call).
+  timeout 240 ncu --kernel-name regex:'gdn_(prepare|chunk_scan)' --launch-skip 2 --launch-count 2 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section SchedulerStats --section SourceCounters "$BUILD/kernels/bench_kernels" --gdn-only > "$OUT/ncu.txt" 2>&1
+  summary "ncu rc=$?"
+fi
 if [ "$BENCH" = 1 ]; then
   timeout 300 "$BUILD/kernels/bench_kernels" $BENCH_ARGS > "$OUT/bench.md" 2>&1; summary "bench rc=$?"
 fi
