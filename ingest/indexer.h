@@ -1,8 +1,13 @@
 // The indexer: files -> parsed, normalised, chunked, embedded rows in the store (SQLite) and vectors.faiss.
 //
-// Write order per document (crash safety): one SQLite transaction (document + chunks + FTS + df), commit; vectors are
-// added to the in-memory FAISS index and saved (temp + fsync + rename) every few documents and at the end. A crash
-// between commit and save leaves chunks without vectors; `open_vectors` detects the mismatch and re-embeds them.
+// Write order per document (crash safety): one SQLite transaction (document + chunks + FTS), commit; vectors are
+// added to the in-memory FAISS index and df counts in memory; both are persisted at checkpoints (every
+// checkpoint_seconds and at the end: df in one transaction, then vectors.faiss by temp + fsync + rename). A crash
+// between commit and checkpoint leaves chunks without vectors and df behind; vector_index::open (ingest/vectors.h)
+// detects the id mismatch and re-embeds, and the next writer recounts df (ingest/index-writer.h).
+//
+// Store facts kept in meta: embedder.name, embedder.dim, embedder.df_n, ingest.next_chunk_id (chunk ids are never
+// reused, so FAISS ids stay unambiguous), chunker.tokens, chunker.overlap, chunker.counter.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +28,11 @@ struct ingest_options {
   int64_t max_file_bytes = 256ll << 20;  // larger files are skipped with a warning
   std::string tokenizer_path;        // tokenizer.json for exact token counts; empty = documented estimate
   bool progress = false;             // draw progress on stderr (TTY)
+  bool warnings = true;              // one "warning: skipped PATH: REASON" line on stderr per skipped file
+  int threads = 0;                   // parse/chunk/embed workers; 0 = one per hardware thread
+  double checkpoint_seconds = 30;    // persist df + vectors.faiss at least this often during a run
+  int64_t hnsw_above = 200000;       // vectors.faiss uses HNSW instead of a flat index above this many vectors
+  bool wait_for_lock = true;         // wait for another writer of the store; false: throw at once
 };
 
 struct skipped_file {
@@ -43,6 +53,10 @@ struct ingest_summary {
 // ones replaced, missing ones removed (unless !prune). Per-file problems go to summary.skipped; throws
 // evident::error only when the store itself fails.
 ingest_summary ingest_folder(store& s, const std::filesystem::path& root, const ingest_options& opt = {});
+
+// The summary as one JSON object: {added, updated, removed, unchanged, skipped: [{path, reason}], chunks, bytes,
+// seconds}.
+std::string summary_json(const ingest_summary& s);
 
 // Ingests one in-memory file (uploads): `name` decides the format by extension. Replaces a document with the same
 // name in the collection. Returns the document id. Throws evident::error (invalid_input) for unsupported or corrupt

@@ -1,0 +1,244 @@
+#include "ingest/index-writer.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "engine/base/error.h"
+#include "engine/base/log.h"
+#include "ingest/store.h"
+#include "ingest/text.h"
+
+namespace evident::ingest {
+
+namespace {
+int64_t unix_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+index_writer::index_writer(store& s, const ingest_options& opt) : s_(s), opt_(opt) {
+  auto lock_path = s.dir() / "ingest.lock";
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  EV_THROW_IF_NOT_KIND(lock_fd_ >= 0, io, "cannot open ", lock_path.string(), ": ", std::strerror(errno));
+  if (::flock(lock_fd_, LOCK_EX | (opt.wait_for_lock ? 0 : LOCK_NB)) != 0) {
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    EV_THROW(resource, "store ", s.dir().string(), " is being written by another ingest (", lock_path.string(), ")");
+  }
+  try {
+    counter_ = make_token_counter(opt.tokenizer_path);
+    // Embedder: recorded on first use, checked afterwards.
+    auto name = s.meta("embedder.name");
+    auto dim_s = s.meta("embedder.dim");
+    int dim = dim_s ? std::stoi(*dim_s) : hashed_tfidf_embedder::default_dim;
+    EV_THROW_IF_NOT_KIND(!name || *name == hashed_tfidf_embedder::id, invalid_input, "store ", s.dir().string(),
+                         " uses embedder '", name.value_or(""), "', this build writes '", hashed_tfidf_embedder::id, "'");
+    if (!name) {
+      sql::transaction tx(s.db());
+      s.set_meta("embedder.name", hashed_tfidf_embedder::id);
+      s.set_meta("embedder.dim", std::to_string(dim));
+      tx.commit();
+    }
+    embedder_ = std::make_unique<hashed_tfidf_embedder>(dim);
+    df_n_ = load_df(s, df_);
+    df_dirty_.assign(df_.size(), 0);
+    if (df_n_ != s.chunk_count()) rebuild_df();
+    embedder_->set_df(df_, df_n_);
+
+    vector_index::options vo;
+    vo.for_write = true;
+    vectors_ = vector_index::open(s, *embedder_, vo, &repair_);
+    if (repair_.changed())
+      log::warn("repaired ", s.vectors_path().string(), ": ", repair_.added, " vectors re-embedded, ",
+                repair_.removed, " stale removed", repair_.rebuilt ? " (rebuilt)" : "");
+
+    auto next = s.meta("ingest.next_chunk_id");
+    auto q = s.db().prepare("SELECT coalesce(max(id), 0) + 1 FROM chunks");
+    q.step();
+    next_chunk_id_ = std::max<int64_t>(next ? std::stoll(*next) : 1, q.col_int(0));
+  } catch (...) {
+    ::close(lock_fd_);
+    throw;
+  }
+}
+
+index_writer::~index_writer() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+}
+
+void index_writer::rebuild_df() {
+  log::info("recounting embedder document frequencies for ", s_.dir().string());
+  df_.assign(hashed_tfidf_embedder::df_buckets, 0);
+  df_n_ = 0;
+  std::vector<uint32_t> b;
+  auto q = s_.db().prepare("SELECT text FROM chunks");
+  while (q.step()) {
+    b.clear();
+    embedder_->df_buckets_of(q.col_text_view(0), b);
+    for (uint32_t x : b) ++df_[x];
+    ++df_n_;
+  }
+  sql::transaction tx(s_.db());
+  s_.db().exec("DELETE FROM embedder_df");
+  auto ins = s_.db().prepare("INSERT INTO embedder_df(feature, df) VALUES (?, ?)");
+  for (size_t i = 0; i < df_.size(); ++i) {
+    if (!df_[i]) continue;
+    ins.bind(1, static_cast<int64_t>(i)).bind(2, static_cast<int64_t>(df_[i]));
+    ins.run();
+    ins.reset();
+  }
+  s_.set_meta("embedder.df_n", std::to_string(df_n_));
+  tx.commit();
+  std::fill(df_dirty_.begin(), df_dirty_.end(), 0);
+}
+
+void index_writer::drop_chunks(int64_t document_id) {
+  std::vector<uint32_t> b;
+  auto q = s_.db().prepare("SELECT id, text FROM chunks WHERE document_id = ?");
+  q.bind(1, document_id);
+  while (q.step()) {
+    pending_removals_.push_back(q.col_int(0));
+    b.clear();
+    embedder_->df_buckets_of(q.col_text_view(1), b);
+    for (uint32_t x : b) {
+      if (df_[x]) --df_[x];
+      df_dirty_[x] = 1;
+    }
+    --df_n_;
+  }
+  s_.db().prepare("DELETE FROM chunks WHERE document_id = ?").bind(1, document_id).run();
+}
+
+int64_t index_writer::write_document(int64_t collection_id, const file_info& f, const prepared& p,
+                                     std::optional<int64_t> replace) {
+  const document& d = p.doc;
+  nlohmann::json ps = d.page_starts;
+  nlohmann::json hs = nlohmann::json::array();
+  for (const auto& h : d.headings) hs.push_back({{"level", h.level}, {"title", h.title}, {"char_start", h.char_start}});
+  const int64_t cps = count_code_points(d.text);
+  const int64_t first_id = next_chunk_id_;
+  int64_t doc_id;
+  {
+    sql::transaction tx(s_.db());
+    if (replace) {
+      drop_chunks(*replace);
+      s_.db()
+          .prepare("UPDATE documents SET source_root=?, sha256=?, size=?, mtime=?, format=?, title=?, pages=?, "
+                   "page_starts=?, headings=?, text=?, char_count=?, ingested_at=? WHERE id=?")
+          .bind(1, f.source_root).bind(2, f.sha256).bind(3, f.size).bind(4, f.mtime).bind(5, d.format)
+          .bind(6, d.title).bind(7, static_cast<int64_t>(d.page_starts.size())).bind(8, ps.dump())
+          .bind(9, hs.dump()).bind(10, d.text).bind(11, cps).bind(12, unix_seconds()).bind(13, *replace)
+          .run();
+      doc_id = *replace;
+    } else {
+      s_.db()
+          .prepare("INSERT INTO documents(collection_id, path, source_root, sha256, size, mtime, format, title, pages, "
+                   "page_starts, headings, text, char_count, ingested_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+          .bind(1, collection_id).bind(2, f.path).bind(3, f.source_root).bind(4, f.sha256).bind(5, f.size)
+          .bind(6, f.mtime).bind(7, d.format).bind(8, d.title).bind(9, static_cast<int64_t>(d.page_starts.size()))
+          .bind(10, ps.dump()).bind(11, hs.dump()).bind(12, d.text).bind(13, cps).bind(14, unix_seconds())
+          .run();
+      doc_id = s_.db().last_insert_rowid();
+    }
+    auto ins = s_.db().prepare(
+        "INSERT INTO chunks(id, document_id, ordinal, char_start, char_end, byte_start, byte_end, page, heading_path, "
+        "token_count, text) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
+    int64_t id = first_id;
+    for (const auto& c : p.chunks) {
+      ins.bind(1, id++).bind(2, doc_id).bind(3, c.ordinal).bind(4, c.char_start).bind(5, c.char_end)
+          .bind(6, c.byte_start).bind(7, c.byte_end).bind(8, c.page).bind(9, c.heading_path)
+          .bind(10, c.token_count).bind(11, c.text);
+      ins.run();
+      ins.reset();
+    }
+    s_.set_meta("ingest.next_chunk_id", std::to_string(id));
+    tx.commit();
+    next_chunk_id_ = id;
+  }
+  // After the commit: FAISS and df in memory.
+  if (!pending_removals_.empty()) {
+    vectors_->remove(pending_removals_);
+    pending_removals_.clear();
+  }
+  std::vector<int64_t> ids(p.chunks.size());
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = first_id + static_cast<int64_t>(i);
+  vectors_->add(static_cast<int64_t>(ids.size()), ids.data(), p.vectors.data());
+  for (uint32_t x : p.df_buckets) {
+    ++df_[x];
+    df_dirty_[x] = 1;
+  }
+  df_n_ += static_cast<int64_t>(p.chunks.size());
+  vectors_dirty_ = true;
+  return doc_id;
+}
+
+void index_writer::touch(int64_t document_id, int64_t mtime) {
+  s_.db().prepare("UPDATE documents SET mtime = ? WHERE id = ?").bind(1, mtime).bind(2, document_id).run();
+}
+
+void index_writer::remove(int64_t document_id) {
+  {
+    sql::transaction tx(s_.db());
+    drop_chunks(document_id);
+    s_.db().prepare("DELETE FROM documents WHERE id = ?").bind(1, document_id).run();
+    tx.commit();
+  }
+  vectors_->remove(pending_removals_);
+  pending_removals_.clear();
+  vectors_dirty_ = true;
+}
+
+void index_writer::checkpoint() {
+  {
+    sql::transaction tx(s_.db());
+    auto up = s_.db().prepare(
+        "INSERT INTO embedder_df(feature, df) VALUES (?, ?) ON CONFLICT(feature) DO UPDATE SET df = excluded.df");
+    auto del = s_.db().prepare("DELETE FROM embedder_df WHERE feature = ?");
+    for (size_t i = 0; i < df_.size(); ++i) {
+      if (!df_dirty_[i]) continue;
+      if (df_[i]) {
+        up.bind(1, static_cast<int64_t>(i)).bind(2, static_cast<int64_t>(df_[i]));
+        up.run();
+        up.reset();
+      } else {
+        del.bind(1, static_cast<int64_t>(i));
+        del.run();
+        del.reset();
+      }
+    }
+    s_.set_meta("embedder.df_n", std::to_string(df_n_));
+    s_.set_meta("chunker.tokens", std::to_string(opt_.chunk_tokens));
+    s_.set_meta("chunker.overlap", std::to_string(opt_.chunk_overlap));
+    s_.set_meta("chunker.counter", counter_->name());
+    tx.commit();
+    std::fill(df_dirty_.begin(), df_dirty_.end(), 0);
+  }
+  if (vectors_dirty_ || !std::filesystem::exists(s_.vectors_path())) {
+    vectors_->save(s_.vectors_path(), opt_.hnsw_above);
+    vectors_dirty_ = false;
+  }
+}
+
+int64_t index_writer::begin_run(const std::string& root, int64_t collection_id) {
+  s_.db()
+      .prepare("INSERT INTO ingest_runs(started_at, root, collection_id) VALUES (?, ?, ?)")
+      .bind(1, unix_seconds()).bind(2, root).bind(3, collection_id)
+      .run();
+  return s_.db().last_insert_rowid();
+}
+
+void index_writer::end_run(int64_t run_id, const std::string& summary_json) {
+  s_.db()
+      .prepare("UPDATE ingest_runs SET finished_at = ?, summary = ? WHERE id = ?")
+      .bind(1, unix_seconds()).bind(2, summary_json).bind(3, run_id)
+      .run();
+}
+
+}  // namespace evident::ingest

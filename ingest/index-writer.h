@@ -1,0 +1,98 @@
+// ingest::index_writer: the single writer of a store's documents, chunks, FTS rows, df table and vectors.faiss.
+// Used by ingest_folder, ingest_bytes and remove_document (ingest/indexer.h); internal to ingest/.
+//
+// Construction takes the store's writer lock (DIR/ingest.lock, flock; blocks while another writer runs, or throws
+// when opt.wait_for_lock is false), records/validates the embedder in meta, loads df, opens vectors.faiss for writing
+// and repairs it against SQLite, and rebuilds the df table when meta embedder.df_n disagrees with the chunk count
+// (a crash between a document commit and the next checkpoint).
+//
+// Per document: one SQLite transaction (document row, old chunks deleted, new chunks inserted with fresh ids from
+// meta ingest.next_chunk_id; FTS rows follow through triggers), then the in-memory FAISS index and df are updated.
+// checkpoint() persists df (one transaction, with embedder.df_n) and then saves vectors.faiss atomically.
+//
+// Thread-safety: one index_writer per store at a time (the lock enforces it across processes); its methods are
+// called from one thread. embedder() and counter() are const and may be used by worker threads concurrently.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ingest/chunker.h"
+#include "ingest/document.h"
+#include "ingest/hashed-embedder.h"
+#include "ingest/indexer.h"
+#include "ingest/token-count.h"
+#include "ingest/vectors.h"
+
+namespace evident::ingest {
+
+class store;
+
+// A parsed, chunked and embedded file, ready to be written.
+struct prepared {
+  document doc;
+  std::vector<chunk> chunks;
+  std::vector<float> vectors;         // float [chunks.size(), dim]
+  std::vector<uint32_t> df_buckets;   // df buckets of every chunk (distinct per chunk), concatenated
+  std::string sha256;
+  int64_t bytes = 0;
+};
+
+struct file_info {
+  std::string path;         // relative to source_root (or the upload name)
+  std::string source_root;  // absolute folder; empty for uploads
+  std::string sha256;
+  int64_t size = 0;
+  int64_t mtime = 0;        // unix ns
+};
+
+class index_writer {
+ public:
+  index_writer(store& s, const ingest_options& opt);
+  ~index_writer();
+  index_writer(const index_writer&) = delete;
+  index_writer& operator=(const index_writer&) = delete;
+
+  const hashed_tfidf_embedder& embedder() const { return *embedder_; }
+  const token_counter& counter() const { return *counter_; }
+  const vector_repair& repair_report() const { return repair_; }
+
+  // Writes (or replaces, keeping the id, when `replace` names an existing document) one document. Returns its id.
+  int64_t write_document(int64_t collection_id, const file_info& f, const prepared& p, std::optional<int64_t> replace);
+  // Records a new mtime for a document whose content did not change.
+  void touch(int64_t document_id, int64_t mtime);
+  // Deletes a document with its chunks (FTS rows via trigger), vectors and df contributions.
+  void remove(int64_t document_id);
+  // Persists df and vectors.faiss.
+  void checkpoint();
+
+  int64_t begin_run(const std::string& root, int64_t collection_id);
+  void end_run(int64_t run_id, const std::string& summary_json);
+
+ private:
+  void drop_chunks(int64_t document_id);  // inside a transaction: df decrement, ids queued for FAISS removal
+  void rebuild_df();
+  store& s_;
+  ingest_options opt_;
+  int lock_fd_ = -1;
+  std::unique_ptr<hashed_tfidf_embedder> embedder_;
+  std::unique_ptr<token_counter> counter_;
+  std::unique_ptr<vector_index> vectors_;
+  vector_repair repair_;
+  std::vector<uint32_t> df_;
+  std::vector<uint8_t> df_dirty_;
+  int64_t df_n_ = 0;
+  int64_t next_chunk_id_ = 1;
+  std::vector<int64_t> pending_removals_;
+  bool vectors_dirty_ = false;
+};
+
+// The worker's half: parse + chunk + embed one file's bytes (`name` picks the format). Throws evident::error with the
+// reason when the file cannot be used (empty, binary, corrupt, no text).
+prepared prepare_document(const index_writer& w, std::string_view bytes, const std::filesystem::path& name,
+                          const ingest_options& opt);
+
+}  // namespace evident::ingest

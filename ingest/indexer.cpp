@@ -1,0 +1,397 @@
+// The indexer. Pipeline of one ingest_folder run:
+//
+//   walk (calling thread) ──► work list ──► workers (N threads): read, sha256, parse, NFC, chunk, embed
+//                                                 │ results (bounded queue)
+//                                                 ▼
+//                           writer (calling thread): one SQLite transaction per document, then FAISS add/remove
+//                           in memory; every checkpoint_seconds and at the end: df flush, vectors.faiss save.
+//
+// Crash safety: SQLite is the source of truth. A crash after a document's commit but before the next checkpoint
+// leaves vectors.faiss without that document's vectors (or with removed ones) and embedder_df behind the chunks; the
+// next writer detects both (vector ids vs chunk ids, meta embedder.df_n vs chunk count) and repairs them before it
+// writes anything.
+#include "ingest/indexer.h"
+
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "engine/base/error.h"
+#include "engine/base/log.h"
+#include "ingest/chunker.h"
+#include "ingest/document.h"
+#include "ingest/hashed-embedder.h"
+#include "ingest/index-writer.h"
+#include "ingest/sha256.h"
+#include "ingest/store.h"
+#include "ingest/text.h"
+#include "ingest/token-count.h"
+#include "ingest/vectors.h"
+
+namespace evident::ingest {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+int64_t mtime_ns(const struct stat& st) {
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000ll + st.st_mtim.tv_nsec;
+}
+
+struct candidate {
+  std::string rel;  // path relative to the root, '/'-separated
+  fs::path abs;
+  int64_t size = 0;
+  int64_t mtime = 0;
+};
+
+bool inside(const fs::path& p, const fs::path& root) {
+  auto r = root.lexically_normal().string();
+  auto s = p.lexically_normal().string();
+  if (!r.empty() && r.back() == '/') r.pop_back();
+  return s == r || (s.size() > r.size() && s.compare(0, r.size(), r) == 0 && s[r.size()] == '/');
+}
+
+// Recursive walk: hidden entries (name starting with '.') are skipped with their subtrees; symbolic links are never
+// followed (a link inside the folder points at a file that is ingested under its own path; a link out of the
+// folder is reported); the store's own directory is skipped when it lies inside the folder.
+void walk(const fs::path& root, const fs::path& store_dir, std::vector<candidate>& out, std::vector<skipped_file>& skipped) {
+  std::error_code ec;
+  fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec);
+  EV_THROW_IF_NOT_KIND(!ec, not_found, "cannot read folder ", root.string(), ": ", ec.message());
+  for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) {
+      skipped.push_back({it->path().lexically_relative(root).string(), "unreadable: " + ec.message()});
+      ec.clear();
+      continue;
+    }
+    const fs::path& p = it->path();
+    const std::string name = p.filename().string();
+    const std::string rel = p.lexically_relative(root).generic_string();
+    if (!name.empty() && name[0] == '.') {
+      if (it->is_directory(ec) && !it->is_symlink(ec)) it.disable_recursion_pending();
+      continue;
+    }
+    if (it->is_symlink(ec)) {
+      fs::path target = fs::weakly_canonical(p, ec);
+      if (ec || !inside(target, fs::weakly_canonical(root, ec)))
+        skipped.push_back({rel, "symbolic link out of the folder (not followed)"});
+      continue;
+    }
+    if (it->is_directory(ec)) {
+      if (inside(fs::weakly_canonical(p, ec), store_dir)) it.disable_recursion_pending();
+      continue;
+    }
+    if (!it->is_regular_file(ec)) continue;
+    struct stat st;
+    if (::stat(p.c_str(), &st) != 0) {
+      skipped.push_back({rel, std::string("unreadable: ") + std::strerror(errno)});
+      continue;
+    }
+    out.push_back({rel, p, static_cast<int64_t>(st.st_size), mtime_ns(st)});
+  }
+  std::sort(out.begin(), out.end(), [](const candidate& a, const candidate& b) { return a.rel < b.rel; });
+}
+
+std::string strip_path_prefix(std::string msg, const std::string& path) {
+  if (msg.size() > path.size() + 2 && msg.compare(0, path.size(), path) == 0 && msg.compare(path.size(), 2, ": ") == 0)
+    return msg.substr(path.size() + 2);
+  return msg;
+}
+
+bool read_file(const fs::path& p, std::string& out, std::string& err) {
+  std::ifstream f(p, std::ios::binary);
+  if (!f) {
+    err = std::string("unreadable: ") + std::strerror(errno);
+    return false;
+  }
+  f.seekg(0, std::ios::end);
+  auto n = f.tellg();
+  if (n < 0) {
+    err = "unreadable: cannot seek";
+    return false;
+  }
+  out.resize(static_cast<size_t>(n));
+  f.seekg(0);
+  if (n > 0 && !f.read(out.data(), n)) {
+    err = std::string("unreadable: read failed: ") + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------------------
+// prepared_document: the worker's output for one file.
+
+prepared prepare_document(const index_writer& w, std::string_view bytes, const fs::path& name,
+                          const ingest_options& opt) {
+  prepared r;
+  r.bytes = static_cast<int64_t>(bytes.size());
+  r.sha256 = sha256_hex(bytes);
+  if (bytes.empty()) throw error("empty file", error_kind::invalid_input);
+  if (is_known_binary_extension(name)) throw error("binary file (" + name.extension().string() + ")", error_kind::invalid_input);
+  const parser_i& p = parser_for(name);
+  if (p.format() != "pdf" && looks_binary(bytes)) throw error("binary file (contains NUL bytes)", error_kind::invalid_input);
+  r.doc = p.parse(bytes, name);
+  if (r.doc.text.find_first_not_of(" \t\n") == std::string::npos) throw error("no text", error_kind::invalid_input);
+  chunk_options co{opt.chunk_tokens, opt.chunk_overlap};
+  r.chunks = chunk_document(r.doc, w.counter(), co);
+  const int dim = w.embedder().dim();
+  r.vectors.resize(r.chunks.size() * static_cast<size_t>(dim));
+  for (size_t i = 0; i < r.chunks.size(); ++i)
+    w.embedder().embed_one(r.chunks[i].text, r.vectors.data() + i * static_cast<size_t>(dim), &r.df_buckets);
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+
+ingest_summary ingest_folder(store& s, const fs::path& root_in, const ingest_options& opt) {
+  const auto t0 = clock_type::now();
+  ingest_summary sum;
+  std::error_code ec;
+  EV_THROW_IF_NOT_KIND(fs::is_directory(root_in, ec), not_found, "folder ", root_in.string(),
+                       " does not exist or is not a directory");
+  const fs::path root = fs::canonical(root_in);
+  index_writer w(s, opt);
+  const int64_t coll = *s.collection_id(opt.collection, true);
+  const int64_t run_id = w.begin_run(root.string(), coll);
+
+  std::vector<candidate> files;
+  walk(root, fs::weakly_canonical(s.dir(), ec), files, sum.skipped);
+  sum.files_seen = static_cast<int>(files.size());
+
+  // Existing documents of the collection by path.
+  struct existing { int64_t id, size, mtime; std::string sha, root; };
+  std::unordered_map<std::string, existing> have;
+  {
+    auto q = s.db().prepare("SELECT id, path, size, mtime, sha256, source_root FROM documents WHERE collection_id = ?");
+    q.bind(1, coll);
+    while (q.step()) have[q.col_text(1)] = {q.col_int(0), q.col_int(2), q.col_int(3), q.col_text(4), q.col_text(5)};
+  }
+
+  struct work { const candidate* c; std::optional<existing> old; };
+  std::vector<work> todo;
+  std::unordered_map<std::string, bool> seen;
+  int64_t total_bytes = 0;
+  for (const auto& c : files) {
+    seen[c.rel] = true;
+    auto it = have.find(c.rel);
+    if (it != have.end() && it->second.size == c.size && it->second.mtime == c.mtime) {
+      ++sum.unchanged;
+      continue;
+    }
+    if (c.size > opt.max_file_bytes) {
+      sum.skipped.push_back({c.rel, "over-size: " + std::to_string(c.size) + " bytes (limit " +
+                                        std::to_string(opt.max_file_bytes) + ")"});
+      continue;
+    }
+    std::optional<existing> old;
+    if (it != have.end()) old = it->second;
+    todo.push_back({&c, old});
+    total_bytes += c.size;
+  }
+  for (const auto& sk : sum.skipped)
+    if (opt.warnings) std::fprintf(stderr, "warning: skipped %s: %s\n", sk.path.c_str(), sk.reason.c_str());
+
+  // Workers.
+  struct result {
+    size_t idx = 0;
+    bool ok = false;
+    std::string reason;
+    prepared p;
+  };
+  const int n_workers = opt.threads > 0 ? opt.threads : std::max(1u, std::thread::hardware_concurrency());
+  std::mutex mu;
+  std::condition_variable cv_put, cv_get;
+  std::deque<result> queue;
+  const size_t max_queue = static_cast<size_t>(2 * n_workers + 2);
+  std::atomic<size_t> next{0};
+  std::atomic<bool> stop{false};
+  int running = n_workers;
+  auto worker = [&] {
+    std::string bytes;
+    for (size_t i = next++; i < todo.size() && !stop; i = next++) {
+      result r;
+      r.idx = i;
+      const candidate& c = *todo[i].c;
+      std::string err;
+      try {
+        if (!read_file(c.abs, bytes, err)) {
+          r.reason = err;
+        } else if (static_cast<int64_t>(bytes.size()) > opt.max_file_bytes) {
+          r.reason = "over-size: " + std::to_string(bytes.size()) + " bytes";
+        } else if (todo[i].old && bytes.size() == static_cast<size_t>(todo[i].old->size) &&
+                   sha256_hex(bytes) == todo[i].old->sha) {
+          r.ok = true;  // same content, new mtime: p.doc stays empty
+          r.p.sha256 = todo[i].old->sha;
+          r.p.bytes = static_cast<int64_t>(bytes.size());
+        } else {
+          r.p = prepare_document(w, bytes, c.rel, opt);
+          r.ok = true;
+        }
+      } catch (const std::exception& e) {
+        r.ok = false;
+        r.reason = strip_path_prefix(e.what(), c.rel);
+      }
+      std::unique_lock<std::mutex> lk(mu);
+      cv_put.wait(lk, [&] { return queue.size() < max_queue || stop; });
+      queue.push_back(std::move(r));
+      cv_get.notify_one();
+    }
+    std::lock_guard<std::mutex> lk(mu);
+    --running;
+    cv_get.notify_all();
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n_workers; ++i) threads.emplace_back(worker);
+
+  // Writer: the calling thread.
+  int64_t done_bytes = 0;
+  size_t done_files = 0;
+  auto last_progress = clock_type::now();
+  auto last_checkpoint = clock_type::now();
+  bool progress_shown = false;
+  auto draw_progress = [&](bool final) {
+    if (!opt.progress) return;
+    double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
+    double mbps = secs > 0 ? done_bytes / 1e6 / secs : 0;
+    double eta = mbps > 0 ? (total_bytes - done_bytes) / 1e6 / mbps : 0;
+    std::fprintf(stderr, "\r\033[Kingest: %zu/%zu files  %.1f MB  %.1f MB/s  %lld chunks  ETA %d:%02d", done_files,
+                 todo.size(), done_bytes / 1e6, mbps, static_cast<long long>(sum.chunks), static_cast<int>(eta) / 60,
+                 static_cast<int>(eta) % 60);
+    if (final) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+    progress_shown = true;
+  };
+  try {
+    while (true) {
+      result r;
+      {
+        std::unique_lock<std::mutex> lk(mu);
+        cv_get.wait(lk, [&] { return !queue.empty() || running == 0; });
+        if (queue.empty()) break;
+        r = std::move(queue.front());
+        queue.pop_front();
+        cv_put.notify_one();
+      }
+      const work& wk = todo[r.idx];
+      const candidate& c = *wk.c;
+      ++done_files;
+      done_bytes += c.size;
+      if (!r.ok) {
+        if (opt.progress && progress_shown) std::fprintf(stderr, "\r\033[K");
+        if (opt.warnings) std::fprintf(stderr, "warning: skipped %s: %s\n", c.rel.c_str(), r.reason.c_str());
+        sum.skipped.push_back({c.rel, r.reason});
+      } else if (r.p.doc.text.empty()) {
+        w.touch(wk.old->id, c.mtime);
+        ++sum.unchanged;
+      } else {
+        file_info fi{c.rel, root.string(), r.p.sha256, c.size, c.mtime};
+        w.write_document(coll, fi, r.p, wk.old ? std::optional<int64_t>(wk.old->id) : std::nullopt);
+        sum.chunks += static_cast<int64_t>(r.p.chunks.size());
+        sum.bytes += c.size;
+        (wk.old ? sum.updated : sum.added)++;
+      }
+      auto now = clock_type::now();
+      if (now - last_checkpoint > std::chrono::duration<double>(opt.checkpoint_seconds)) {
+        w.checkpoint();
+        last_checkpoint = now;
+      }
+      if (now - last_progress > std::chrono::milliseconds(250)) {
+        draw_progress(false);
+        last_progress = now;
+      }
+    }
+  } catch (...) {
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      stop = true;
+    }
+    cv_put.notify_all();
+    for (auto& t : threads) t.join();
+    throw;
+  }
+  for (auto& t : threads) t.join();
+
+  // Prune documents of this root whose files are gone.
+  if (opt.prune) {
+    for (const auto& [path, e] : have) {
+      if (seen.count(path) || e.root != root.string()) continue;
+      w.remove(e.id);
+      ++sum.removed;
+    }
+  }
+  w.checkpoint();
+  if (opt.progress && progress_shown) draw_progress(true);
+  sum.seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
+  w.end_run(run_id, summary_json(sum));
+  return sum;
+}
+
+std::string summary_json(const ingest_summary& s) {
+  nlohmann::json j;
+  j["added"] = s.added;
+  j["updated"] = s.updated;
+  j["removed"] = s.removed;
+  j["unchanged"] = s.unchanged;
+  j["skipped"] = nlohmann::json::array();
+  for (const auto& k : s.skipped) j["skipped"].push_back({{"path", k.path}, {"reason", k.reason}});
+  j["chunks"] = s.chunks;
+  j["bytes"] = s.bytes;
+  j["seconds"] = s.seconds;
+  return j.dump();
+}
+
+int64_t ingest_bytes(store& s, const std::string& name, const std::string& bytes, const ingest_options& opt) {
+  EV_THROW_IF_NOT_MSG(!name.empty(), "upload needs a file name");
+  EV_THROW_IF_NOT_MSG(static_cast<int64_t>(bytes.size()) <= opt.max_file_bytes, name, ": over-size (",
+                      bytes.size(), " bytes, limit ", opt.max_file_bytes, ")");
+  index_writer w(s, opt);
+  const int64_t coll = *s.collection_id(opt.collection, true);
+  prepared p;
+  try {
+    p = prepare_document(w, bytes, name, opt);
+  } catch (const error& e) {
+    EV_THROW(invalid_input, name, ": ", strip_path_prefix(e.what(), name));
+  }
+  std::optional<int64_t> old;
+  {
+    auto q = s.db().prepare("SELECT id FROM documents WHERE collection_id = ? AND path = ?");
+    q.bind(1, coll).bind(2, name);
+    if (q.step()) old = q.col_int(0);
+  }
+  auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch());
+  file_info fi{name, "", p.sha256, static_cast<int64_t>(bytes.size()), static_cast<int64_t>(now.count())};
+  int64_t id = w.write_document(coll, fi, p, old);
+  w.checkpoint();
+  return id;
+}
+
+bool remove_document(store& s, int64_t document_id) {
+  ingest_options opt;
+  index_writer w(s, opt);
+  if (!s.document(document_id)) return false;
+  w.remove(document_id);
+  w.checkpoint();
+  return true;
+}
+
+}  // namespace evident::ingest
