@@ -1,6 +1,8 @@
 #include "engine/tokenizer-bpe.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <queue>
@@ -16,23 +18,26 @@ constexpr int32_t kNoMerge = std::numeric_limits<int32_t>::max();
 constexpr size_t kSmallPiece = 48;
 }  // namespace
 
+bpe_model::bpe_model() {
+  static std::atomic<uint64_t> next_owner{1};
+  owner_id_ = next_owner.fetch_add(1);
+}
+
 bool bpe_model::add_merge(id_t left, id_t right, id_t merged, int32_t rank) {
   const uint64_t key = (uint64_t(uint32_t(left)) << 32) | uint32_t(right);
   return staging_.emplace(key, merge_value{rank, merged}).second;
 }
 
 void bpe_model::finalize() {
-  EV_ASSERT(keys_.empty(), "bpe_model::finalize called twice");
+  EV_ASSERT(table_.empty(), "bpe_model::finalize called twice");
   size_t cap = 1024;
   while (cap < staging_.size() * 2) cap <<= 1;
-  keys_.assign(cap, kEmpty);
-  values_.assign(cap, merge_value{kNoMerge, -1});
+  table_.assign(cap, table_slot{kEmpty, merge_value{kNoMerge, -1}});
   mask_ = cap - 1;
   for (const auto& [key, v] : staging_) {
     size_t slot = hash(key) & mask_;
-    while (keys_[slot] != kEmpty) slot = (slot + 1) & mask_;
-    keys_[slot] = key;
-    values_[slot] = v;
+    while (table_[slot].key != kEmpty) slot = (slot + 1) & mask_;
+    table_[slot] = table_slot{key, v};
   }
   n_merges_ = staging_.size();
   staging_.clear();
@@ -40,33 +45,53 @@ void bpe_model::finalize() {
 }
 
 void bpe_model::encode_piece(std::string_view piece, std::vector<id_t>& out) const {
-  if (piece.empty()) return;
-  if (piece.size() == 1) {
+  const size_t n = piece.size();
+  if (n == 0) return;
+  if (n == 1) {
     out.push_back(byte_token_[uint8_t(piece[0])]);
     return;
   }
-  if (piece.size() > kMaxCachedBytes) {
-    merge_heap(piece, out);
+  if (n < kMinCachedBytes || n > kMaxCachedBytes) {
+    if (n <= kSmallPiece)
+      merge_small(piece, out);
+    else
+      merge_heap(piece, out);
     return;
   }
-  shard& s = cache_[std::hash<std::string_view>{}(piece) % kShards];
-  {
-    std::lock_guard<std::mutex> lock(s.mu);
-    auto it = s.map.find(std::string(piece));
-    if (it != s.map.end()) {
-      out.insert(out.end(), it->second.begin(), it->second.end());
-      return;
-    }
+  // Direct-mapped per-thread cache. It belongs to one model at a time (owner_id_); switching models in a thread
+  // empties it. No locks: each thread has its own.
+  struct entry {
+    uint64_t hash = 0;
+    uint8_t len = 0;    // 0: empty
+    uint8_t n_ids = 0;
+    char bytes[kMaxCachedBytes];
+    id_t ids[kMaxCachedIds];
+  };
+  thread_local std::vector<entry> cache;
+  thread_local uint64_t cache_owner = 0;
+  if (cache_owner != owner_id_) {
+    cache.assign(kCacheEntries, entry{});
+    cache_owner = owner_id_;
+  }
+  const uint64_t h = std::hash<std::string_view>{}(piece);
+  entry& e = cache[h & (kCacheEntries - 1)];
+  if (e.hash == h && e.len == n && std::memcmp(e.bytes, piece.data(), n) == 0) {
+    out.insert(out.end(), e.ids, e.ids + e.n_ids);
+    return;
   }
   const size_t first = out.size();
-  if (piece.size() <= kSmallPiece)
+  if (n <= kSmallPiece)
     merge_small(piece, out);
   else
     merge_heap(piece, out);
-  std::vector<id_t> ids(out.begin() + std::ptrdiff_t(first), out.end());
-  std::lock_guard<std::mutex> lock(s.mu);
-  if (s.map.size() >= kShardCapacity) s.map.clear();
-  s.map.emplace(std::string(piece), std::move(ids));
+  const size_t n_ids = out.size() - first;
+  if (n_ids <= kMaxCachedIds) {
+    e.hash = h;
+    e.len = uint8_t(n);
+    e.n_ids = uint8_t(n_ids);
+    std::memcpy(e.bytes, piece.data(), n);
+    std::copy(out.begin() + std::ptrdiff_t(first), out.end(), e.ids);
+  }
 }
 
 void bpe_model::merge_small(std::string_view piece, std::vector<id_t>& out) const {

@@ -7,12 +7,11 @@
 // the leftmost one when several pairs share that rank, until no adjacent pair has a merge. (This is not the same as
 // "merge every occurrence of the best pair at once": after one merge a newly formed pair of lower rank wins first.)
 //
-// Thread-safety: const methods may be called concurrently; the piece cache is striped over mutex-guarded shards.
+// Thread-safety: const methods may be called concurrently; the piece cache is per thread.
 #pragma once
 
 #include <array>
 #include <cstdint>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -23,6 +22,7 @@ namespace evident::engine {
 class bpe_model {
  public:
   using id_t = int32_t;
+  bpe_model();
 
   // requires: every byte 0..255 has a single-byte token (byte-level BPE guarantees it); checked by the loader.
   void set_byte_token(uint8_t byte, id_t id) { byte_token_[byte] = id; }
@@ -50,12 +50,12 @@ class bpe_model {
     const uint64_t key = (uint64_t(uint32_t(left)) << 32) | uint32_t(right);
     size_t slot = hash(key) & mask_;
     while (true) {
-      const uint64_t k = keys_[slot];
-      if (k == key) {
-        v = values_[slot];
+      const table_slot& s = table_[slot];
+      if (s.key == key) {
+        v = s.value;
         return true;
       }
-      if (k == kEmpty) return false;
+      if (s.key == kEmpty) return false;
       slot = (slot + 1) & mask_;
     }
   }
@@ -66,21 +66,23 @@ class bpe_model {
 
   std::array<id_t, 256> byte_token_{};
   std::unordered_map<uint64_t, merge_value> staging_;  // merges before finalize()
-  std::vector<uint64_t> keys_;
-  std::vector<merge_value> values_;
+  struct table_slot {  // key and value in one 16-byte slot: a lookup touches one cache line
+    uint64_t key;
+    merge_value value;
+  };
+  std::vector<table_slot> table_;
   size_t mask_ = 0;
   size_t n_merges_ = 0;
 
-  // Piece cache: pieces of 2..kMaxCachedBytes bytes -> ids. Each shard is cleared when it reaches kShardCapacity
-  // entries (bounded memory; repeated words on a long text refill it quickly).
-  static constexpr size_t kShards = 16;
-  static constexpr size_t kShardCapacity = 1 << 14;
-  static constexpr size_t kMaxCachedBytes = 64;
-  struct shard {
-    std::mutex mu;
-    std::unordered_map<std::string, std::vector<id_t>> map;
-  };
-  mutable std::array<shard, kShards> cache_;
+  // Piece cache (per thread, direct-mapped, see encode_piece): pieces of kMinCachedBytes..kMaxCachedBytes bytes whose
+  // ids fit kMaxCachedIds. A direct-mapped slot costs one hash and one
+  // memcmp, with no lock and no allocation, where merging a piece costs a merge-table lookup (a likely cache miss)
+  // per candidate pair.
+  static constexpr size_t kMinCachedBytes = 2;
+  static constexpr size_t kMaxCachedBytes = 40;
+  static constexpr size_t kMaxCachedIds = 14;
+  static constexpr size_t kCacheEntries = 1 << 14;
+  uint64_t owner_id_ = 0;  // unique per model instance: tags the thread-local cache
 };
 
 }  // namespace evident::engine

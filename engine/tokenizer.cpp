@@ -119,6 +119,7 @@ struct tokenizer::impl {
   struct matcher {
     std::array<std::vector<uint32_t>, 256> by_first_byte;  // indices into `added`
     std::array<bool, 256> is_first{};
+    std::vector<std::string> content;  // per index into `added`: the text matched (NFC for normalized tokens)
     bool empty = true;
   };
   matcher raw_matcher;         // normalized == false: matched before normalisation
@@ -153,10 +154,22 @@ struct tokenizer::impl {
   }
 
   void build_matchers() {
+    raw_matcher.content.assign(added.size(), std::string());
+    normalized_matcher.content.assign(added.size(), std::string());
     for (uint32_t i = 0; i < added.size(); ++i) {
       if (added[i].content.empty()) continue;
       matcher& m = added[i].normalized ? normalized_matcher : raw_matcher;
-      const uint8_t b = uint8_t(added[i].content[0]);
+      // A normalized token is looked for in normalised text, so its own content is normalised too.
+      std::string text = added[i].content;
+      if (added[i].normalized && nfc != nullptr) {
+        UErrorCode status = U_ZERO_ERROR;
+        text.clear();
+        icu::StringByteSink<std::string> sink(&text);
+        nfc->normalizeUTF8(0, icu::StringPiece(added[i].content), sink, nullptr, status);
+        EV_THROW_IF_NOT_KIND(U_SUCCESS(status), internal, "tokenizer: NFC normalisation failed: ", u_errorName(status));
+      }
+      m.content[i] = text;
+      const uint8_t b = uint8_t(text[0]);
       m.by_first_byte[b].push_back(i);
       m.is_first[b] = true;
       m.empty = false;
@@ -164,7 +177,7 @@ struct tokenizer::impl {
     for (matcher* m : {&raw_matcher, &normalized_matcher})
       for (auto& list : m->by_first_byte)
         std::stable_sort(list.begin(), list.end(),
-                         [&](uint32_t a, uint32_t b) { return added[a].content.size() > added[b].content.size(); });
+                         [&](uint32_t a, uint32_t b) { return m->content[a].size() > m->content[b].size(); });
   }
 
   // Splits `text` at added tokens of matcher `m`: calls gap(string_view) for text between matches and
@@ -182,17 +195,12 @@ struct tokenizer::impl {
         ++pos;
         continue;
       }
+      // The longest token matching here (candidates are sorted longest first).
       const added_token* hit = nullptr;
       for (uint32_t idx : m.by_first_byte[uint8_t(text[pos])]) {
-        const std::string& c = added[idx].content;
+        const std::string& c = m.content[idx];
         if (text.size() - pos >= c.size() && std::memcmp(text.data() + pos, c.data(), c.size()) == 0) {
-          const added_token& t = added[idx];
-          if (t.single_word) {
-            size_t before = pos, after = pos + c.size();
-            if (before > 0 && is_word_char(prev_codepoint(text, before))) continue;
-            if (after < text.size() && is_word_char(next_codepoint(text, after))) continue;
-          }
-          hit = &t;
+          hit = &added[idx];
           break;
         }
       }
@@ -200,7 +208,17 @@ struct tokenizer::impl {
         ++pos;
         continue;
       }
-      size_t start = pos, stop = pos + hit->content.size();
+      size_t start = pos, stop = pos + m.content[size_t(hit - added.data())].size();
+      if (hit->single_word) {
+        // A rejected match is skipped as a whole, like the reference's non-overlapping match iterator does: no
+        // shorter token is tried at this position and no match starts inside it.
+        size_t before = start, after = stop;
+        if ((before > 0 && is_word_char(prev_codepoint(text, before))) ||
+            (after < text.size() && is_word_char(next_codepoint(text, after)))) {
+          pos = stop;
+          continue;
+        }
+      }
       if (hit->lstrip) {
         while (start > emitted) {
           size_t p = start;

@@ -306,3 +306,27 @@ TEST(tokenizer, fast_splitter_matches_icu_regex) {
   }
   EXPECT_EQ(mismatches, 0u);
 }
+
+// --- added-token flags ---------------------------------------------------------------------------------------------
+
+// The Qwen3 tokenizer plus extra added tokens with lstrip / rstrip / single_word / normalized set, against the ids the
+// `tokenizers` package gives for the same tokenizer (tests/fixtures/tokenizer/flags.json).
+TEST(tokenizer, added_token_flags_match_the_reference) {
+  const auto fixture_path = evident::test::source_path("tests/fixtures/tokenizer/flags.json");
+  std::ifstream fin(fixture_path);
+  ASSERT_TRUE(fin.good()) << "fixture missing: " << fixture_path;
+  const json fixture = json::parse(fin);
+  std::ifstream tin(evident::test::shared_path("models/qwen3-tokenizer/tokenizer.json"));
+  ASSERT_TRUE(tin.good());
+  json tj = json::parse(tin);
+  for (const json& t : fixture["added_tokens"]) tj["added_tokens"].push_back(t);
+  const tokenizer tok = tokenizer::from_json(tj.dump(), "tokenizer.json + flags.json");
+  ASSERT_GE(fixture["cases"].size(), 40u);
+  for (const json& c : fixture["cases"]) {
+    const std::string text = c["text"].get<std::string>();
+    const auto expected = c["ids"].get<std::vector<token_id>>();
+    const auto ids = tok.encode(text);
+    EXPECT_EQ(ids, expected) << json(text).dump() << "\n  expected " << ids_str(expected) << "\n  got      "
+                             << ids_str(ids);
+  }
+}

@@ -16,6 +16,9 @@ Thinking one (see THINKING_GENERATION_PROMPT); the "hybrid" fixtures render the 
 
 Usage: pip install tokenizers jinja2 && python3 tools/reference/make_tokenizer_fixtures.py [--shared ../shared]
 Outputs: tests/fixtures/tokenizer/encode.jsonl  {"text", "ids", "nfc"}            one line per string
+         tests/fixtures/tokenizer/flags.json    {"added_tokens": [...], "cases": [{"text", "ids"}]}: the Qwen3
+                                                 tokenizer plus extra added tokens with lstrip / rstrip / single_word /
+                                                 normalized flags (the test appends them to the shared tokenizer.json)
          tests/fixtures/tokenizer/chat.jsonl    {"name", "variant", "messages", "add_generation_prompt",
                                                  "enable_thinking" (absent = undefined), "text", "ids"}
 """
@@ -159,6 +162,31 @@ def chat_cases():
     return cases
 
 
+# Extra added tokens exercising every flag of the added-vocabulary matcher (ids after Qwen3's last id, 151668).
+FLAG_TOKENS = [
+    {"content": "<mask>", "lstrip": True, "rstrip": False, "single_word": False, "normalized": False, "special": True},
+    {"content": "[R]", "lstrip": False, "rstrip": True, "single_word": False, "normalized": False, "special": False},
+    {"content": "zzboth", "lstrip": True, "rstrip": True, "single_word": False, "normalized": False, "special": False},
+    {"content": "qcatq", "lstrip": False, "rstrip": False, "single_word": True, "normalized": False, "special": False},
+    {"content": "qcatqlog", "lstrip": False, "rstrip": False, "single_word": True, "normalized": False,
+     "special": False},
+    {"content": "\u00e9t\u00e9", "lstrip": False, "rstrip": False, "single_word": False, "normalized": True,
+     "special": False},
+    {"content": "o\u0308l", "lstrip": False, "rstrip": False, "single_word": False, "normalized": True,
+     "special": False},
+    {"content": "n\u0303", "lstrip": False, "rstrip": False, "single_word": False, "normalized": False,
+     "special": False},
+]
+FLAG_TEXTS = [
+    "a <mask> b", "a   <mask>b", "<mask>", "x<mask>", "\t\n <mask>", "<mask><mask>", " <mask> <mask> ", "a\u3000<mask>",
+    "[R]   next", "[R]\n\nz", "a [R] b", "[R][R]  ", "[R]", "zzboth", "zzbother", " zzboth ", "x  zzboth  y",
+    "a\tzzboth\tb", "a\u00a0zzboth\u2003b", "qcatq", "a qcatq b", "qcatqs", "conqcatq", "_qcatq", "qcatq_", "qcatq.",
+    "(qcatq)", "qcatqé", "qcatq1", "1qcatq", "qcatqlog", "qcatqlogs", "a qcatqlog", "qcatqlo", "été",
+    "e\u0301te\u0301", "l'e\u0301te\u0301 est chaud", "öl", "o\u0308l", "Ö", "n\u0303", "ñ", "man\u0303ana",
+    "<|im_end|> <mask> qcatq [R] zzboth", "<mask>qcatq", "qcatq<mask>", "été<|im_end|>été",
+]
+
+
 def make_env():
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
 
@@ -193,6 +221,20 @@ def main():
             nfc = unicodedata.normalize("NFC", text)
             assert tok.decode(ids, skip_special_tokens=False) == nfc, repr(text)
             f.write(json.dumps({"text": text, "ids": ids, "nfc": nfc}, ensure_ascii=False) + "\n")
+
+    tok_json = json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    next_id = max(t["id"] for t in tok_json["added_tokens"]) + 1
+    flag_tokens = [dict(t, id=next_id + i) for i, t in enumerate(FLAG_TOKENS)]
+    for t in flag_tokens:  # new contents only: `tokenizers` gives a content already in the vocabulary its vocab id
+        assert tok.token_to_id(t["content"]) is None, t
+    tok_json["added_tokens"] += flag_tokens
+    flag_tok = Tokenizer.from_str(json.dumps(tok_json))
+    for t in flag_tokens:
+        assert flag_tok.id_to_token(t["id"]) is not None, t
+    flag_cases = [{"text": t, "ids": flag_tok.encode(t, add_special_tokens=False).ids} for t in FLAG_TEXTS]
+    with open(out / "flags.json", "w", encoding="utf-8") as f:
+        json.dump({"added_tokens": flag_tokens, "cases": flag_cases}, f, ensure_ascii=False, indent=0)
+        f.write("\n")
 
     hybrid = config["chat_template"]
     assert hybrid.count(HYBRID_GENERATION_PROMPT) == 1, "unexpected chat template: generation-prompt block not found"
