@@ -125,7 +125,7 @@ __device__ int slot_to_seq(const int32_t* cu, int n_seq, int slot, int* chunk) {
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Kernel 1: per-chunk preparation, one block per (chunk, key head) serving every value head of that key head.
-constexpr int kPrepThreads = 128;
+constexpr int kPrepThreads = 256;  // 8 warps; two blocks per SM (shared memory)
 constexpr int kLdF = kChunk + 4;   // fp32 pitch of 64x64 tiles
 constexpr int kLdTm = kChunk + 1;  // fp32 pitch of the T solve
 
@@ -139,7 +139,7 @@ struct prep_smem {
   float beta[kChunk];
 };
 
-__global__ void __launch_bounds__(kPrepThreads) gdn_prepare_kernel(gdn_shape shape, gdn_args args, workspace_view ws) {
+__global__ void __launch_bounds__(kPrepThreads, 2) gdn_prepare_kernel(gdn_shape shape, gdn_args args, workspace_view ws) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   prep_smem& sm = *reinterpret_cast<prep_smem*>(smem_raw);
   const int slot = blockIdx.x, hk = blockIdx.y;
@@ -152,13 +152,13 @@ __global__ void __launch_bounds__(kPrepThreads) gdn_prepare_kernel(gdn_shape sha
   const int len = min(kChunk, args.cu_seqlens[seq + 1] - t0);
   const float qscale = rsqrtf(float(kDk));
 
-  // Normalised q (scaled) and k rows as bf16; rows past the sequence end are zero. Warp w: rows 16w..16w+15, all
-  // loads issued before any use.
+  // Normalised q (scaled) and k rows as bf16; rows past the sequence end are zero. Warp w: rows 8w..8w+7, all loads
+  // issued before any use.
   {
-    uint2 rq[16], rk[16];
+    uint2 rq[8], rk[8];
 #pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      const int r = warp * 16 + i;
+    for (int i = 0; i < 8; ++i) {
+      const int r = warp * 8 + i;
       rq[i] = rk[i] = make_uint2(0, 0);
       if (r < len) {
         rq[i] = *reinterpret_cast<const uint2*>(dev(args.q) + std::int64_t(t0 + r) * args.q_stride + hk * kDk + lane * 4);
@@ -166,8 +166,8 @@ __global__ void __launch_bounds__(kPrepThreads) gdn_prepare_kernel(gdn_shape sha
       }
     }
 #pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      const int r = warp * 16 + i;
+    for (int i = 0; i < 8; ++i) {
+      const int r = warp * 8 + i;
       float xq[4], xk[4];
       unpack4(rq[i], xq);
       unpack4(rk[i], xk);
@@ -179,26 +179,24 @@ __global__ void __launch_bounds__(kPrepThreads) gdn_prepare_kernel(gdn_shape sha
     }
   }
   __syncthreads();
-  // K K^T and Q K^T: 16 output tiles each; warp w does tile row w (lower-triangular tiles only).
-  {
-    const int ti = warp;
-    for (int tj = 0; tj <= ti; ++tj) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_k, acc_q;
-      wmma::fill_fragment(acc_k, 0.f);
-      wmma::fill_fragment(acc_q, 0.f);
+  // K K^T and Q K^T on the 10 lower-triangular 16x16 tiles: 20 single-accumulator tasks over 8 warps.
+  for (int task = warp; task < 20; task += kPrepThreads / 32) {
+    int p = task >> 1, ti = 0;
+    while (p >= ti + 1) p -= ++ti;
+    const int tj = p;
+    const bool is_kk = (task & 1) == 0;
+    const nvbf* a_src = is_kk ? sm.k : sm.q;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::fill_fragment(acc, 0.f);
 #pragma unroll
-      for (int kk = 0; kk < kDk / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::row_major> a_k, a_q;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::col_major> b;
-        wmma::load_matrix_sync(a_k, sm.k + ti * 16 * kLdQ + kk * 16, kLdQ);
-        wmma::load_matrix_sync(a_q, sm.q + ti * 16 * kLdQ + kk * 16, kLdQ);
-        wmma::load_matrix_sync(b, sm.k + tj * 16 * kLdQ + kk * 16, kLdQ);
-        wmma::mma_sync(acc_k, a_k, b, acc_k);
-        wmma::mma_sync(acc_q, a_q, b, acc_q);
-      }
-      wmma::store_matrix_sync(sm.kk + ti * 16 * kLdF + tj * 16, acc_k, kLdF, wmma::mem_row_major);
-      wmma::store_matrix_sync(sm.qk + ti * 16 * kLdF + tj * 16, acc_q, kLdF, wmma::mem_row_major);
+    for (int kk = 0; kk < kDk / 16; ++kk) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::row_major> a;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::col_major> b;
+      wmma::load_matrix_sync(a, a_src + ti * 16 * kLdQ + kk * 16, kLdQ);
+      wmma::load_matrix_sync(b, sm.k + tj * 16 * kLdQ + kk * 16, kLdQ);
+      wmma::mma_sync(acc, a, b, acc);
     }
+    wmma::store_matrix_sync((is_kk ? sm.kk : sm.qk) + ti * 16 * kLdF + tj * 16, acc, kLdF, wmma::mem_row_major);
   }
   float* Tm = reinterpret_cast<float*>(sm.q);  // [64][65]; q is dead after the products
   float* R = reinterpret_cast<float*>(sm.k);   // [3][16][16]
@@ -279,7 +277,8 @@ __global__ void __launch_bounds__(kPrepThreads) gdn_prepare_kernel(gdn_shape sha
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Kernel 2: the sequential scan over chunks.
-constexpr int kScanThreads = 256;  // 8 warps
+constexpr int kScanWarps = 16;
+constexpr int kScanThreads = kScanWarps * 32;
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -307,7 +306,7 @@ struct scan_smem {
   stage st[2];
   float S[kDk * kLdS];     // fp32 state tile
   nvbf Sb[kDk * kLdV];     // bf16 copy of S (tensor-core operand)
-  float X[kChunk * kLdS];  // per-warp tiles: K S, then V_new, then the output
+  float X[kChunk * kLdS];  // per-tile staging: K S, then V_new (phase D), then the output (phase F)
   nvbf Y[kChunk * kLdV];   // beta (V - exp(G) X)
   nvbf Vn[kChunk * kLdV];  // bf16 V_new
   nvbf Vd[kChunk * kLdV];  // bf16 V_new * exp(G_last - G)
@@ -344,6 +343,8 @@ __device__ __forceinline__ void prefetch_chunk(typename scan_smem<BV>::stage& st
 
 // Per chunk, four block barriers: (top) inputs landed; (A) q, k normalised; (B) Y tiles complete; (D) V_new tiles
 // complete. Everything else is warp-local: a warp post-processes the tiles it produced (X, V_new, output, state).
+// 16 warps: with one block per SM (the state tile and two input stages fill shared memory), the per-phase dependency
+// chains are latency-bound, so each warp takes one tile task per phase.
 template <int BV>
 __global__ void __launch_bounds__(kScanThreads, 1)
     gdn_chunk_scan_kernel(gdn_shape shape, gdn_args args, workspace_view ws) {
@@ -377,7 +378,8 @@ __global__ void __launch_bounds__(kScanThreads, 1)
   if (n_chunks > 0) issue(0);
 
   constexpr int kOutTiles = (kChunk / 16) * kTilesV;  // [64, BV] tiles: X, Y, V_new, output
-  constexpr int kOutPerWarp = (kOutTiles + 7) / 8;
+  constexpr int kTasksB = 2 * kOutTiles;              // phase B: X tiles then O tiles
+  constexpr int kTasksBPerWarp = (kTasksB + kScanWarps - 1) / kScanWarps;
   constexpr int kStateTiles = (kDk / 16) * kTilesV;   // [128, BV] state tiles
   const float qscale = rsqrtf(float(kDk));
   for (int c = 0; c < n_chunks; ++c) {
@@ -387,61 +389,58 @@ __global__ void __launch_bounds__(kScanThreads, 1)
     cp_async_wait_all();  // chunk c has landed (for this thread's copies) ...
     __syncthreads();      // ... for every thread's; and every warp is done with chunk c-1 (its stage is free)
     if (c + 1 < n_chunks) issue(c + 1);
-    // (A) normalise q, k in place; q also times scale * exp(G). Warp w: rows 8w..8w+7 of q and of k.
+    // (A) normalise q (warps 0-7) or k (warps 8-15) in place, 8 rows per warp; q also times scale * exp(G).
     {
-      float xq[8][4], xk[8][4];
+      const bool is_q = warp < 8;
+      nvbf* base = is_q ? st.q : st.k;
+      const int r0 = (warp & 7) * 8;
+      float x[8][4];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) load4(base + (r0 + i) * kLdQ + lane * 4, x[i]);
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
-        load4(st.q + (warp * 8 + i) * kLdQ + lane * 4, xq[i]);
-        load4(st.k + (warp * 8 + i) * kLdQ + lane * 4, xk[i]);
-      }
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const int r = warp * 8 + i;
-        const float sq = warp_sum(xq[i][0] * xq[i][0] + xq[i][1] * xq[i][1] + xq[i][2] * xq[i][2] + xq[i][3] * xq[i][3]);
-        const float sk = warp_sum(xk[i][0] * xk[i][0] + xk[i][1] * xk[i][1] + xk[i][2] * xk[i][2] + xk[i][3] * xk[i][3]);
-        const float gq = rsqrtf(sq + kNormEps) * qscale * st.eg[r], ik = rsqrtf(sk + kNormEps);
-        store4(st.q + r * kLdQ + lane * 4, xq[i][0] * gq, xq[i][1] * gq, xq[i][2] * gq, xq[i][3] * gq);
-        store4(st.k + r * kLdQ + lane * 4, xk[i][0] * ik, xk[i][1] * ik, xk[i][2] * ik, xk[i][3] * ik);
+        const int r = r0 + i;
+        const float ss = warp_sum(x[i][0] * x[i][0] + x[i][1] * x[i][1] + x[i][2] * x[i][2] + x[i][3] * x[i][3]);
+        const float f = rsqrtf(ss + kNormEps) * (is_q ? qscale * st.eg[r] : 1.f);
+        store4(base + r * kLdQ + lane * 4, x[i][0] * f, x[i][1] * f, x[i][2] * f, x[i][3] * f);
       }
     }
     __syncthreads();
-    // (B) X = K S and O = Q S (O stays in registers); then this warp's Y tile = beta (V - exp(G) X).
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> o_acc[kOutPerWarp];
+    // (B) task t < kOutTiles: X tile = K S, then this warp's Y tile = beta (V - exp(G) X); task t >= kOutTiles:
+    // O tile = (exp(G) Q) S, kept in registers until (F).
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> o_acc[kTasksBPerWarp];
 #pragma unroll
-    for (int u = 0; u < kOutPerWarp; ++u) {
-      const int tile = warp + u * 8;
+    for (int u = 0; u < kTasksBPerWarp; ++u) {
+      const int task = warp + u * kScanWarps;
       wmma::fill_fragment(o_acc[u], 0.f);
-      if (tile >= kOutTiles) continue;
+      if (task >= kTasksB) continue;
+      const bool is_x = task < kOutTiles;
+      const int tile = is_x ? task : task - kOutTiles;
       const int ti = tile / kTilesV, tj = tile % kTilesV;
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> x_acc;
-      wmma::fill_fragment(x_acc, 0.f);
+      const nvbf* a_src = is_x ? st.k : st.q;
 #pragma unroll
       for (int kk = 0; kk < kDk / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::row_major> a_k, a_q;
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::row_major> a;
         wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::row_major> b;
         wmma::load_matrix_sync(b, sm.Sb + kk * 16 * kLdV + tj * 16, kLdV);
-        wmma::load_matrix_sync(a_k, st.k + ti * 16 * kLdQ + kk * 16, kLdQ);
-        wmma::load_matrix_sync(a_q, st.q + ti * 16 * kLdQ + kk * 16, kLdQ);
-        wmma::mma_sync(x_acc, a_k, b, x_acc);
-        wmma::mma_sync(o_acc[u], a_q, b, o_acc[u]);
+        wmma::load_matrix_sync(a, a_src + ti * 16 * kLdQ + kk * 16, kLdQ);
+        wmma::mma_sync(o_acc[u], a, b, o_acc[u]);
       }
-      wmma::store_matrix_sync(sm.X + ti * 16 * kLdS + tj * 16, x_acc, kLdS, wmma::mem_row_major);
-      __syncwarp();
+      if (is_x) {
+        wmma::store_matrix_sync(sm.X + ti * 16 * kLdS + tj * 16, o_acc[u], kLdS, wmma::mem_row_major);
+        __syncwarp();
 #pragma unroll
-      for (int e = lane; e < 256; e += 32) {
-        const int r = ti * 16 + (e >> 4), cc = tj * 16 + (e & 15);
-        const float y = st.beta[r] * (__bfloat162float(st.v[r * kLdV + cc]) - st.eg[r] * sm.X[r * kLdS + cc]);
-        sm.Y[r * kLdV + cc] = __float2bfloat16(y);
+        for (int e = lane; e < 256; e += 32) {
+          const int r = ti * 16 + (e >> 4), cc = tj * 16 + (e & 15);
+          const float y = st.beta[r] * (__bfloat162float(st.v[r * kLdV + cc]) - st.eg[r] * sm.X[r * kLdS + cc]);
+          sm.Y[r * kLdV + cc] = __float2bfloat16(y);
+        }
       }
     }
     __syncthreads();
-    // (D) V_new = T Y (T lower triangular: block columns kk <= ti only); this warp's tiles to bf16 V_new and
-    // V_new * exp(G_last - G).
-#pragma unroll
-    for (int u = 0; u < kOutPerWarp; ++u) {
-      const int tile = warp + u * 8;
-      if (tile >= kOutTiles) continue;
+    // (D) V_new = T Y (T lower triangular: block columns kk <= ti only); this warp's tile to bf16 V_new and
+    // V_new * exp(G_last - G). X tiles are reused (each is private to the warp that owns the tile index).
+    for (int tile = warp; tile < kOutTiles; tile += kScanWarps) {
       const int ti = tile / kTilesV, tj = tile % kTilesV;
       wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
       wmma::fill_fragment(acc, 0.f);
@@ -463,12 +462,13 @@ __global__ void __launch_bounds__(kScanThreads, 1)
       }
     }
     __syncthreads();
-    // (F) O += P V_new, written out by its warp; S = exp(G_last) S + K^T (V_new * exp(G_last - G)), with the bf16
-    // copy of each state tile refreshed by its warp.
+    // (F) O += P V_new, staged through X (dead since the (D) barrier) and written out by its warp;
+    // S = exp(G_last) S + K^T (V_new * exp(G_last - G)), each state tile's bf16 copy refreshed by its warp.
 #pragma unroll
-    for (int u = 0; u < kOutPerWarp; ++u) {
-      const int tile = warp + u * 8;
-      if (tile >= kOutTiles) continue;
+    for (int u = 0; u < kTasksBPerWarp; ++u) {
+      const int task = warp + u * kScanWarps;
+      if (task < kOutTiles || task >= kTasksB) continue;
+      const int tile = task - kOutTiles;
       const int ti = tile / kTilesV, tj = tile % kTilesV;
       for (int kk = 0; kk <= ti; ++kk) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::row_major> a;
@@ -488,7 +488,7 @@ __global__ void __launch_bounds__(kScanThreads, 1)
       }
     }
     const float decay_last = st.eg[kChunk - 1];
-    for (int tile = warp; tile < kStateTiles; tile += 8) {
+    for (int tile = warp; tile < kStateTiles; tile += kScanWarps) {
       const int si = tile / kTilesV, sj = tile % kTilesV;
       wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
       wmma::load_matrix_sync(acc, sm.S + si * 16 * kLdS + sj * 16, kLdS, wmma::mem_row_major);
