@@ -330,3 +330,49 @@ TEST(tokenizer, added_token_flags_match_the_reference) {
                              << ids_str(ids);
   }
 }
+
+// --- real prose at scale -------------------------------------------------------------------------------------------
+
+// Every document of the shared BEIR SciFact corpus (5183 abstracts, 7.8 MB), encoded one by one as the chunker does,
+// against digests of the reference ids (tests/fixtures/tokenizer/corpus-digest.json): FNV-1a-64 over the ids as
+// little-endian uint32, a 0xFFFFFFFF separator after each document, one digest per block of 100 documents.
+TEST(tokenizer, scifact_corpus_matches_reference_digests) {
+  std::ifstream din(evident::test::source_path("tests/fixtures/tokenizer/corpus-digest.json"));
+  ASSERT_TRUE(din.good()) << "fixture missing: corpus-digest.json";
+  const json digest = json::parse(din);
+  std::ifstream cin(evident::test::shared_path(digest["source"].get<std::string>()));
+  ASSERT_TRUE(cin.good());
+  const tokenizer& tok = qwen3();
+  const size_t block = digest["block"].get<size_t>();
+  auto fnv = [](uint64_t h, uint32_t v) {
+    for (int b = 0; b < 4; ++b) h = (h ^ ((v >> (8 * b)) & 0xFF)) * 0x100000001B3ull;
+    return h;
+  };
+  std::vector<std::string> got;
+  uint64_t h = 0xCBF29CE484222325ull;
+  size_t docs = 0, tokens = 0;
+  std::string line;
+  std::vector<token_id> ids;
+  auto close_block = [&] {
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+    got.push_back(hex);
+    h = 0xCBF29CE484222325ull;
+  };
+  while (std::getline(cin, line)) {
+    const json d = json::parse(line);
+    ids.clear();
+    tok.encode_into(d.value("title", "") + "\n" + d.value("text", ""), ids);
+    for (token_id id : ids) h = fnv(h, uint32_t(id));
+    h = fnv(h, 0xFFFFFFFFu);
+    tokens += ids.size();
+    if (++docs % block == 0) close_block();
+  }
+  if (docs % block != 0) close_block();
+  EXPECT_EQ(docs, digest["documents"].get<size_t>());
+  EXPECT_EQ(tokens, digest["tokens"].get<size_t>());
+  const auto expected = digest["fnv1a64"].get<std::vector<std::string>>();
+  ASSERT_EQ(got.size(), expected.size());
+  for (size_t b = 0; b < got.size(); ++b)
+    EXPECT_EQ(got[b], expected[b]) << "documents " << b * block << ".." << (b + 1) * block - 1 << " differ";
+}

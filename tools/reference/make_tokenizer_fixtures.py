@@ -19,6 +19,9 @@ Outputs: tests/fixtures/tokenizer/encode.jsonl  {"text", "ids", "nfc"}          
          tests/fixtures/tokenizer/flags.json    {"added_tokens": [...], "cases": [{"text", "ids"}]}: the Qwen3
                                                  tokenizer plus extra added tokens with lstrip / rstrip / single_word /
                                                  normalized flags (the test appends them to the shared tokenizer.json)
+         tests/fixtures/tokenizer/corpus-digest.json  every document of <shared>/data/beir-scifact/corpus.jsonl
+                                                 (title + "\n" + text) encoded: total tokens and an FNV-1a-64 digest
+                                                 of the ids per block of 100 documents (see corpus_digest)
          tests/fixtures/tokenizer/chat.jsonl    {"name", "variant", "messages", "add_generation_prompt",
                                                  "enable_thinking" (absent = undefined), "text", "ids"}
 """
@@ -187,6 +190,32 @@ FLAG_TEXTS = [
 ]
 
 
+def fnv1a64(ids, h=0xCBF29CE484222325):
+    """FNV-1a over the ids as little-endian uint32 bytes; the C++ test computes the same."""
+    for i in ids:
+        for b in int(i).to_bytes(4, "little"):
+            h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def corpus_digest(tok, corpus_path, block=100):
+    docs = []
+    with open(corpus_path, encoding="utf-8") as f:
+        for line in f:
+            d = json.loads(line)
+            docs.append(d.get("title", "") + "\n" + d.get("text", ""))
+    encodings = tok.encode_batch(docs, add_special_tokens=False)
+    blocks, total = [], 0
+    for start in range(0, len(docs), block):
+        h = 0xCBF29CE484222325
+        for e in encodings[start:start + block]:
+            h = fnv1a64(e.ids + [0xFFFFFFFF], h)  # a separator id marks each document's end
+            total += len(e.ids)
+        blocks.append(f"{h:016x}")
+    return {"source": "data/beir-scifact/corpus.jsonl", "documents": len(docs), "block": block, "tokens": total,
+            "fnv1a64": blocks}
+
+
 def make_env():
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
 
@@ -234,6 +263,11 @@ def main():
     flag_cases = [{"text": t, "ids": flag_tok.encode(t, add_special_tokens=False).ids} for t in FLAG_TEXTS]
     with open(out / "flags.json", "w", encoding="utf-8") as f:
         json.dump({"added_tokens": flag_tokens, "cases": flag_cases}, f, ensure_ascii=False, indent=0)
+        f.write("\n")
+
+    digest = corpus_digest(tok, shared_dir / "data/beir-scifact/corpus.jsonl")
+    with open(out / "corpus-digest.json", "w", encoding="utf-8") as f:
+        json.dump(digest, f, indent=0)
         f.write("\n")
 
     hybrid = config["chat_template"]
