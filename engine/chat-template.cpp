@@ -1,6 +1,9 @@
 // The Qwen3 chat template, statement by statement; comments quote the Jinja construct each block mirrors.
 #include "engine/chat-template.h"
 
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
 #include <string_view>
 
 #include "engine/base/error.h"
@@ -31,6 +34,43 @@ chat_template_variant parse_chat_template_variant(const std::string& name) {
   if (name == "thinking") return chat_template_variant::thinking;
   if (name == "hybrid") return chat_template_variant::hybrid;
   EV_THROW(invalid_input, "chat template variant \"", name, "\": expected \"thinking\" or \"hybrid\"");
+}
+
+chat_template_variant detect_chat_template_variant(const std::string& src) {
+  // The source spells newlines inside Jinja string literals as the two characters '\' 'n'.
+  const bool qwen_turns = src.find("<|im_start|>") != std::string::npos && src.find("</think>") != std::string::npos;
+  EV_THROW_IF_NOT_MSG(qwen_turns, "chat template: expected a Qwen3 template (<|im_start|> turns with <think> handling)");
+  if (src.find(R"(<|im_start|>assistant\n<think>\n)") != std::string::npos) return chat_template_variant::thinking;
+  if (src.find("enable_thinking") != std::string::npos) return chat_template_variant::hybrid;
+  EV_THROW(invalid_input, "chat template: a Qwen3 template whose generation prompt is neither the Thinking one nor the "
+                          "enable_thinking switch");
+}
+
+chat_template_variant load_chat_template_variant(const std::filesystem::path& config_path) {
+  auto read = [](const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    if (!in) EV_THROW(not_found, p.string(), ": cannot open");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  nlohmann::json config;
+  try {
+    config = nlohmann::json::parse(read(config_path));
+  } catch (const nlohmann::json::parse_error& e) {
+    EV_THROW(corrupt, config_path.string(), ": not valid JSON: ", e.what());
+  }
+  auto it = config.find("chat_template");
+  if (it != config.end() && it->is_string()) return detect_chat_template_variant(it->get<std::string>());
+  if (it != config.end() && it->is_array()) {
+    for (const auto& t : *it)
+      if (t.is_object() && t.value("name", "") == "default" && t.contains("template") && t["template"].is_string())
+        return detect_chat_template_variant(t["template"].get<std::string>());
+    EV_THROW(corrupt, config_path.string(), ": chat_template: expected a string or a list with a \"default\" entry");
+  }
+  const auto jinja = config_path.parent_path() / "chat_template.jinja";
+  if (std::filesystem::exists(jinja)) return detect_chat_template_variant(read(jinja));
+  EV_THROW(corrupt, config_path.string(), ": chat_template: missing (and no chat_template.jinja beside it)");
 }
 
 std::string render_chat(std::span<const chat_message> messages, const chat_template_options& options,

@@ -20,6 +20,7 @@
 // Pure function, thread-safe.
 #pragma once
 
+#include <filesystem>
 #include <optional>
 #include <span>
 #include <string>
@@ -49,5 +50,15 @@ std::string render_chat(std::span<const chat_message> messages, const chat_templ
 
 // Parses a variant name ("thinking" | "hybrid"); throws evident::error (invalid_input) otherwise.
 chat_template_variant parse_chat_template_variant(const std::string& name);
+
+// Recognises which variant a Jinja chat template (its source text) is: thinking when its generation prompt opens
+// "<think>\n", hybrid when it has the enable_thinking switch. Throws evident::error (invalid_input) for a template
+// that is not a Qwen3 one (no <|im_start|> turns or no </think> handling): render_chat would not reproduce it.
+chat_template_variant detect_chat_template_variant(const std::string& jinja_source);
+
+// Reads a checkpoint's template: `chat_template` of tokenizer_config.json (a string, or a list of {name, template}
+// where the one named "default" is used), else chat_template.jinja beside it; then detect_chat_template_variant().
+// Throws evident::error naming the file and field when neither holds a template.
+chat_template_variant load_chat_template_variant(const std::filesystem::path& tokenizer_config_json);
 
 }  // namespace evident::engine

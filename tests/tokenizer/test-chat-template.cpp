@@ -81,6 +81,23 @@ TEST(chat_template, message_ends_mark_each_message) {
   EXPECT_EQ(text.substr(ends[2], ends[3] - ends[2]), "<|im_start|>user\nV<|im_end|>\n");
 }
 
+TEST(chat_template, detects_the_variant_of_a_checkpoint_template) {
+  // The shared tokenizer_config.json carries the hybrid Qwen3 template.
+  EXPECT_EQ(load_chat_template_variant(evident::test::shared_path("models/qwen3-tokenizer/tokenizer_config.json")),
+            chat_template_variant::hybrid);
+  // The Thinking template's generation prompt, as its Jinja source spells it.
+  const std::string thinking = R"({%- for message in messages %}{{- '<|im_start|>' + message.role }}{%- if '</think>' in )"
+                               R"(content %}{% endif %}{%- endfor %}{%- if add_generation_prompt %})"
+                               R"({{- '<|im_start|>assistant\n<think>\n' }}{%- endif %})";
+  EXPECT_EQ(detect_chat_template_variant(thinking), chat_template_variant::thinking);
+  EXPECT_THROW(detect_chat_template_variant("{{ messages }}"), evident::error);
+  const auto dir = evident::test::scratch_dir("chat-template-detect");
+  std::ofstream(dir / "tokenizer_config.json") << "{\"eos_token\": \"<|im_end|>\"}";
+  EXPECT_THROW(load_chat_template_variant(dir / "tokenizer_config.json"), evident::error);
+  std::ofstream(dir / "chat_template.jinja") << thinking;
+  EXPECT_EQ(load_chat_template_variant(dir / "tokenizer_config.json"), chat_template_variant::thinking);
+}
+
 TEST(chat_template, rejects_empty_conversations_and_unknown_roles) {
   EXPECT_THROW(render_chat(std::vector<chat_message>{}), evident::error);
   try {
