@@ -95,6 +95,32 @@ __device__ __forceinline__ void unpack4(uint2 raw, float (&x)[4]) {
   x[3] = __high2float(b);
 }
 
+// 8 consecutive fp32 from shared memory (16-byte aligned).
+__device__ __forceinline__ void lds8f(const float* p, float (&x)[8]) {
+  const float4 a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 4);
+  x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+}
+// 8 consecutive bf16 (16 bytes, aligned) as floats / from floats.
+__device__ __forceinline__ void ld8h(const nvbf* p, float (&x)[8]) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const __nv_bfloat162 h = *reinterpret_cast<const __nv_bfloat162*>(&w[i]);
+    x[2 * i] = __low2float(h);
+    x[2 * i + 1] = __high2float(h);
+  }
+}
+__device__ __forceinline__ uint4 pack8h(const float (&x)[8]) {
+  uint32_t w[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(x[2 * i], x[2 * i + 1]);
+    w[i] = *reinterpret_cast<uint32_t*>(&h);
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
 __device__ __forceinline__ void store4(nvbf* p, float a, float b, float c, float d) {
   __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
   uint2 raw;
@@ -220,12 +246,22 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prepare_kernel(gdn_shape 
     __syncthreads();
     // L (strictly lower), P (lower with diagonal, straight to global), the per-row decays and beta.
     const std::size_t mat_off = head_slot * kChunk * kChunk;
-    for (int e = tid; e < kChunk * kChunk; e += kPrepThreads) {
-      const int i = e >> 6, j = e & 63;
-      const float decay = j <= i ? __expf(sm.G[i] - sm.G[j]) : 0.f;
-      sm.L[i * kLdF + j] = j < i ? sm.beta[i] * sm.kk[i * kLdF + j] * decay : 0.f;
-      ws.P[mat_off + e] = __float2bfloat16(j <= i ? sm.qk[i * kLdF + j] * decay : 0.f);
-      Tm[i * kLdTm + j] = 0.f;
+    for (int e = tid * 4; e < kChunk * kChunk; e += kPrepThreads * 4) {
+      const int i = e >> 6, j0 = e & 63;
+      const float gi = sm.G[i], bi = sm.beta[i];
+      float p[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int j = j0 + u;
+        const float decay = j <= i ? __expf(gi - sm.G[j]) : 0.f;
+        sm.L[i * kLdF + j] = j < i ? bi * sm.kk[i * kLdF + j] * decay : 0.f;
+        p[u] = j <= i ? sm.qk[i * kLdF + j] * decay : 0.f;
+      }
+      __nv_bfloat162 lo = __floats2bfloat162_rn(p[0], p[1]), hi = __floats2bfloat162_rn(p[2], p[3]);
+      uint2 raw;
+      raw.x = *reinterpret_cast<uint32_t*>(&lo);
+      raw.y = *reinterpret_cast<uint32_t*>(&hi);
+      *reinterpret_cast<uint2*>(ws.P + mat_off + e) = raw;
     }
     if (tid < kChunk) {
       ws.eg[head_slot * kChunk + tid] = __expf(sm.G[tid]);
@@ -269,8 +305,19 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prepare_kernel(gdn_shape 
       }
       __syncthreads();
     }
-    for (int e = tid; e < kChunk * kChunk; e += kPrepThreads)
-      ws.T[mat_off + e] = __float2bfloat16(Tm[(e >> 6) * kLdTm + (e & 63)]);
+    // Only the diagonal and lower blocks of Tm were written; the blocks above the diagonal are zero.
+    for (int e = tid * 4; e < kChunk * kChunk; e += kPrepThreads * 4) {
+      const int i = e >> 6, j0 = e & 63;
+      const bool upper = (j0 >> 4) > (i >> 4);
+      float t[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) t[u] = upper ? 0.f : Tm[i * kLdTm + j0 + u];
+      __nv_bfloat162 lo = __floats2bfloat162_rn(t[0], t[1]), hi = __floats2bfloat162_rn(t[2], t[3]);
+      uint2 raw;
+      raw.x = *reinterpret_cast<uint32_t*>(&lo);
+      raw.y = *reinterpret_cast<uint32_t*>(&hi);
+      *reinterpret_cast<uint2*>(ws.T + mat_off + e) = raw;
+    }
     // The next head's first __syncthreads orders these reads of Tm before its zeroing.
   }
 }
@@ -429,11 +476,15 @@ __global__ void __launch_bounds__(kScanThreads, 1)
       if (is_x) {
         wmma::store_matrix_sync(sm.X + ti * 16 * kLdS + tj * 16, o_acc[u], kLdS, wmma::mem_row_major);
         __syncwarp();
+        {  // lane: row lane/2, 8 columns (lane&1)*8.. of the tile
+          const int r = ti * 16 + (lane >> 1), cc = tj * 16 + (lane & 1) * 8;
+          float x[8], v[8];
+          lds8f(sm.X + r * kLdS + cc, x);
+          ld8h(st.v + r * kLdV + cc, v);
+          const float b = st.beta[r], eg = st.eg[r];
 #pragma unroll
-        for (int e = lane; e < 256; e += 32) {
-          const int r = ti * 16 + (e >> 4), cc = tj * 16 + (e & 15);
-          const float y = st.beta[r] * (__bfloat162float(st.v[r * kLdV + cc]) - st.eg[r] * sm.X[r * kLdS + cc]);
-          sm.Y[r * kLdV + cc] = __float2bfloat16(y);
+          for (int i = 0; i < 8; ++i) x[i] = b * (v[i] - eg * x[i]);
+          *reinterpret_cast<uint4*>(sm.Y + r * kLdV + cc) = pack8h(x);
         }
       }
     }
@@ -453,12 +504,15 @@ __global__ void __launch_bounds__(kScanThreads, 1)
       }
       wmma::store_matrix_sync(sm.X + ti * 16 * kLdS + tj * 16, acc, kLdS, wmma::mem_row_major);
       __syncwarp();
+      {
+        const int r = ti * 16 + (lane >> 1), cc = tj * 16 + (lane & 1) * 8;
+        float x[8];
+        lds8f(sm.X + r * kLdS + cc, x);
+        *reinterpret_cast<uint4*>(sm.Vn + r * kLdV + cc) = pack8h(x);
+        const float ed = st.ed[r];
 #pragma unroll
-      for (int e = lane; e < 256; e += 32) {
-        const int r = ti * 16 + (e >> 4), cc = tj * 16 + (e & 15);
-        const float vn = sm.X[r * kLdS + cc];
-        sm.Vn[r * kLdV + cc] = __float2bfloat16(vn);
-        sm.Vd[r * kLdV + cc] = __float2bfloat16(vn * st.ed[r]);
+        for (int i = 0; i < 8; ++i) x[i] *= ed;
+        *reinterpret_cast<uint4*>(sm.Vd + r * kLdV + cc) = pack8h(x);
       }
     }
     __syncthreads();
@@ -479,12 +533,13 @@ __global__ void __launch_bounds__(kScanThreads, 1)
       }
       wmma::store_matrix_sync(sm.X + ti * 16 * kLdS + tj * 16, o_acc[u], kLdS, wmma::mem_row_major);
       __syncwarp();
-#pragma unroll
-      for (int e = lane; e < 128; e += 32) {  // 16 rows x 8 pairs
-        const int r = ti * 16 + (e >> 3), cc = tj * 16 + (e & 7) * 2;
-        if (r < len)
-          *reinterpret_cast<__nv_bfloat162*>(args.out + std::int64_t(t0 + r) * args.out_stride + hv * kDv + v0 + cc) =
-              __floats2bfloat162_rn(sm.X[r * kLdS + cc], sm.X[r * kLdS + cc + 1]);
+      {
+        const int r = ti * 16 + (lane >> 1), cc = tj * 16 + (lane & 1) * 8;
+        if (r < len) {
+          float x[8];
+          lds8f(sm.X + r * kLdS + cc, x);
+          *reinterpret_cast<uint4*>(args.out + std::int64_t(t0 + r) * args.out_stride + hv * kDv + v0 + cc) = pack8h(x);
+        }
       }
     }
     const float decay_last = st.eg[kChunk - 1];
@@ -504,10 +559,11 @@ __global__ void __launch_bounds__(kScanThreads, 1)
       }
       wmma::store_matrix_sync(sm.S + si * 16 * kLdS + sj * 16, acc, kLdS, wmma::mem_row_major);
       __syncwarp();
-#pragma unroll
-      for (int e = lane; e < 256; e += 32) {
-        const int r = si * 16 + (e >> 4), cc = sj * 16 + (e & 15);
-        sm.Sb[r * kLdV + cc] = __float2bfloat16(sm.S[r * kLdS + cc]);
+      {
+        const int r = si * 16 + (lane >> 1), cc = sj * 16 + (lane & 1) * 8;
+        float x[8];
+        lds8f(sm.S + r * kLdS + cc, x);
+        *reinterpret_cast<uint4*>(sm.Sb + r * kLdV + cc) = pack8h(x);
       }
     }
     // The next iteration's top barrier orders this chunk's S, Sb and X writes before their next readers.
@@ -637,10 +693,10 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
                     "gdn_chunked_forward: workspace must be 256-byte aligned");
   auto aligned16 = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
   EV_KERNEL_REQUIRE(aligned16(args.q) && aligned16(args.k) && aligned16(args.v) && args.q_stride % 8 == 0 &&
-                        args.k_stride % 8 == 0 && args.v_stride % 8 == 0 && args.out_stride % 2 == 0 &&
-                        reinterpret_cast<std::uintptr_t>(args.out) % 4 == 0,
-                    "gdn_chunked_forward: q, k, v must be 16-byte aligned with strides that are multiples of 8 "
-                    "elements (out: 4-byte aligned, even stride)");
+                        args.k_stride % 8 == 0 && args.v_stride % 8 == 0 && args.out_stride % 8 == 0 &&
+                        aligned16(args.out),
+                    "gdn_chunked_forward: q, k, v and out must be 16-byte aligned with strides that are multiples "
+                    "of 8 elements");
   const int n_slots = n_slots_for(shape.n_tokens, shape.n_seq);
   const workspace_view ws = make_view(workspace, n_slots, shape.n_v_heads);
   const int prep_bytes = int(sizeof(prep_smem));

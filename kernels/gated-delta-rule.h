@@ -72,8 +72,8 @@ struct gdn_chunked_options {
 // betas in fp32, for at most n_tokens/64 + n_seq chunks).
 std::size_t gdn_chunked_workspace_bytes(int n_tokens, int n_seq, int n_v_heads);
 
-// Chunked prompt path (chunk 64). requires: d_k == d_v == 128; q, k, v 16-byte aligned with strides that are
-// multiples of 8 elements; workspace >= gdn_chunked_workspace_bytes(...), 256-byte aligned. Two launches on `stream`.
+// Chunked prompt path (chunk 64). requires: d_k == d_v == 128; q, k, v and out 16-byte aligned with strides that
+// are multiples of 8 elements; workspace >= gdn_chunked_workspace_bytes(...), 256-byte aligned. Two launches on `stream`.
 status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* workspace, std::size_t workspace_bytes,
                            stream_t stream, const gdn_chunked_options& options = {});
 
