@@ -66,8 +66,15 @@ class index_writer {
   void touch(int64_t document_id, int64_t mtime);
   // Deletes a document with its chunks (FTS rows via trigger), vectors and df contributions.
   void remove(int64_t document_id);
-  // Persists df and vectors.faiss.
+  // Commits the open batch (see below) and persists df and vectors.faiss.
   void checkpoint();
+
+  // Batching: write_document/touch/remove open one transaction and keep it open across documents until commit() (or
+  // until the batch holds `batch_bytes` of text); each document runs inside its own SAVEPOINT, so a document is
+  // always wholly in or wholly out, and a failed document is rolled back alone. In-memory FAISS/df changes of a
+  // document are applied only after its savepoint is released.
+  void commit();
+  int64_t batch_bytes = 8 << 20;
 
   int64_t begin_run(const std::string& root, int64_t collection_id);
   void end_run(int64_t run_id, const std::string& summary_json);
@@ -75,6 +82,10 @@ class index_writer {
  private:
   void drop_chunks(int64_t document_id);  // inside a transaction: df decrement, ids queued for FAISS removal
   void rebuild_df();
+  void apply_pending();  // after a document's savepoint: FAISS removals, df decrements of dropped chunks
+  void begin_doc();
+  void end_doc(bool ok);
+  sql::stmt& stmt(int i, const char* sql);
   store& s_;
   ingest_options opt_;
   int lock_fd_ = -1;
@@ -87,7 +98,11 @@ class index_writer {
   int64_t df_n_ = 0;
   int64_t next_chunk_id_ = 1;
   std::vector<int64_t> pending_removals_;
+  std::vector<std::string> pending_df_;  // texts of dropped chunks (df decrement after the savepoint)
   bool vectors_dirty_ = false;
+  bool batch_open_ = false;
+  int64_t batch_size_ = 0;
+  std::vector<std::unique_ptr<sql::stmt>> stmts_;
 };
 
 // The worker's half: parse + chunk + embed one file's bytes (`name` picks the format). Throws evident::error with the
