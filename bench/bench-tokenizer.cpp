@@ -1,6 +1,6 @@
 // Tokenizer throughput: encode / count of a long English text (the BEIR SciFact corpus, titles + abstracts) and of
 // a multilingual mixture (the tokenizer fixture strings repeated), single-threaded and on N threads.
-//   bench_tokenizer [TOKENIZER_JSON] [CORPUS_JSONL] [THREADS]
+//   bench_tokenizer [TOKENIZER_JSON] [CORPUS_JSONL] [THREADS] [FIXTURE_JSONL]
 // Prints one line per measurement: throughput per wall-clock second and per CPU second (the sum of the threads' CPU
 // time: on a loaded machine the CPU-time figure is the stable one).
 #include <chrono>
@@ -98,8 +98,8 @@ int main(int argc, char** argv) {
   std::printf("load tokenizer.json: %.2f s\n", std::chrono::duration<double>(clock_type::now() - t0).count());
 
   const std::string english = read_corpus(corpus_path);
-  const std::string mixed =
-      read_fixture_mix(EVIDENT_BENCH_SOURCE_DIR "/tests/fixtures/tokenizer/encode.jsonl", english.size() / 4);
+  const std::string fixture = argc > 4 ? argv[4] : EVIDENT_BENCH_SOURCE_DIR "/tests/fixtures/tokenizer/encode.jsonl";
+  const std::string mixed = read_fixture_mix(fixture, english.size() / 4);
   measure(tok, "encode scifact (cold cache)", english, 1, false);
   measure(tok, "encode scifact (warm cache)", english, 1, false);
   measure(tok, "count scifact", english, 1, true);
