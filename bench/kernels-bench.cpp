@@ -148,11 +148,11 @@ int main(int argc, char** argv) {
     std::int32_t* d_cu;
     CHECK_CUDA(cudaMalloc(&d_cu, cu.size() * 4));
     CHECK_CUDA(cudaMemcpy(d_cu, cu.data(), cu.size() * 4, cudaMemcpyHostToDevice));
-    const std::size_t ws_bytes = gdn_chunked_workspace_bytes(T, n_seq, HV);
-    void* ws;
-    CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
     gdn_shape s;
     s.n_tokens = T, s.n_seq = n_seq, s.n_k_heads = HK, s.n_v_heads = HV;
+    const std::size_t ws_bytes = gdn_chunked_workspace_bytes(s);
+    void* ws;
+    CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
     gdn_args a;
     a.q = mixed, a.k = mixed + KD, a.v = mixed + 2 * KD, a.q_stride = a.k_stride = a.v_stride = PACK;
     a.g = g, a.beta = beta, a.cu_seqlens = d_cu, a.initial_state = state, a.final_state = nullptr;
@@ -167,9 +167,10 @@ int main(int argc, char** argv) {
       gdn_chunked_options opt;
       opt.prepare_only = true;
       const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
-      // The preparation reads q, k, g, beta and writes T, P (bf16 64x64) and three fp32 vectors per chunk and head.
+      // The preparation reads q, k, g, beta and writes, per chunk, prepared q (per value head) and k (per key head)
+      // and T, P (bf16 64x64) and three fp32 vectors per value head.
       row("  of which gdn prepare " + std::to_string(n_seq) + "x" + std::to_string(len), ms,
-          double(T) * (2 * KD * 2 + HV * 8) + chunks * (2 * 64 * 64 * 2 + 3 * 64 * 4), 0);
+          double(T) * (2 * KD * 2 + HV * 8) + double(T) * (VD + KD) * 2 + chunks * (2 * 64 * 64 * 2 + 3 * 64 * 4), 0);
     }
     for (int vt : {32, 16, 64}) {
       if ((quick || gdn_only) && vt != 32) continue;

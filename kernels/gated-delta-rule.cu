@@ -2,10 +2,10 @@
 // gated-delta-rule.h. Design notes: docs/kernels.md.
 //
 // Chunked path
-//   1. gdn_prepare_kernel, one block per (chunk, key head), all chunks in parallel: L2-normalises q, k of the chunk,
-//      forms K K^T and Q K^T once on tensor cores (WMMA bf16, fp32 accumulate), and for each value head of the key
-//      head writes to the workspace  T = (I + L)^-1 (blocked forward substitution in fp32, stored bf16),
-//      P = tril(Q K^T * exp(G_i - G_j)) (bf16), exp(G), exp(G_last - G) and beta (fp32).
+//   1. gdn_prepare_kernel, one block per (chunk, key head), all chunks in parallel: L2-normalises q, k of the chunk
+//      (k written out), forms K K^T and Q K^T once on tensor cores (WMMA bf16, fp32 accumulate), and for each value
+//      head of the key head writes to the workspace q * scale * exp(G) (bf16), T = (I + L)^-1 (blocked forward
+//      substitution in fp32, stored bf16), P = tril(Q K^T * exp(G_i - G_j)) (bf16), exp(G), exp(G_last - G), beta.
 //   2. gdn_chunk_scan_kernel, one block per (sequence, value head, value tile of BV columns): walks the chunks of its
 //      sequence in order with the fp32 state tile S [128, BV] resident in shared memory, next chunk's inputs prefetched
 //      by cp.async, all matrix products on tensor cores:
@@ -38,6 +38,8 @@ constexpr float kNormEps = 1e-6f;
 __device__ __forceinline__ int chunk_base(const int32_t* cu, int s) { return cu[s] / kChunk + s; }
 
 struct workspace_view {
+  nvbf* Qe;     // [slots, n_v_heads, 64, 128] q / |q| * d_k^-1/2 * exp(G_i), per value head
+  nvbf* Kn;     // [slots, n_k_heads, 64, 128] k / |k|
   nvbf* T;      // [slots, n_v_heads, 64, 64]
   nvbf* P;      // [slots, n_v_heads, 64, 64]
   float* eg;    // [slots, n_v_heads, 64] exp(G_i), G the in-chunk cumulative sum of g
@@ -47,11 +49,15 @@ struct workspace_view {
 
 __host__ __device__ inline std::size_t align_up(std::size_t x, std::size_t a) { return (x + a - 1) / a * a; }
 
-__host__ __device__ inline workspace_view make_view(void* ws, int n_slots, int n_v_heads) {
+__host__ __device__ inline workspace_view make_view(void* ws, int n_slots, int n_k_heads, int n_v_heads) {
   const std::size_t mats = std::size_t(n_slots) * n_v_heads * kChunk * kChunk;
   const std::size_t vecs = std::size_t(n_slots) * n_v_heads * kChunk;
   char* p = static_cast<char*>(ws);
   workspace_view v;
+  v.Qe = reinterpret_cast<nvbf*>(p);
+  p += align_up(std::size_t(n_slots) * n_v_heads * kChunk * kDk * sizeof(nvbf), 256);
+  v.Kn = reinterpret_cast<nvbf*>(p);
+  p += align_up(std::size_t(n_slots) * n_k_heads * kChunk * kDk * sizeof(nvbf), 256);
   v.T = reinterpret_cast<nvbf*>(p);
   p += align_up(mats * sizeof(nvbf), 256);
   v.P = reinterpret_cast<nvbf*>(p);
@@ -156,8 +162,9 @@ constexpr int kLdF = kChunk + 4;   // fp32 pitch of 64x64 tiles
 constexpr int kLdTm = kChunk + 1;  // fp32 pitch of the T solve
 
 struct prep_smem {
-  nvbf q[kChunk * kLdQ];  // reused as the fp32 T matrix [64][65] after the products
-  nvbf k[kChunk * kLdQ];  // reused as the fp32 scratch R [3][16][16]
+  nvbf q[kChunk * kLdQ];  // normalised, scaled q (exp(G) applied per value head on the way out)
+  nvbf k[kChunk * kLdQ];  // normalised k; reused as the fp32 scratch R [3][16][16] after the products
+  float Tm[kChunk * kLdTm];
   float kk[kChunk * kLdF];
   float qk[kChunk * kLdF];
   float L[kChunk * kLdF];
@@ -224,8 +231,15 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prepare_kernel(gdn_shape 
     }
     wmma::store_matrix_sync((is_kk ? sm.kk : sm.qk) + ti * 16 * kLdF + tj * 16, acc, kLdF, wmma::mem_row_major);
   }
-  float* Tm = reinterpret_cast<float*>(sm.q);  // [64][65]; q is dead after the products
-  float* R = reinterpret_cast<float*>(sm.k);   // [3][16][16]
+  __syncthreads();
+  // Normalised k rows to the workspace for the scan (zero rows past the sequence end).
+  for (int e = tid * 8; e < kChunk * kDk; e += kPrepThreads * 8) {
+    const int i = e >> 7, d = e & 127;
+    *reinterpret_cast<uint4*>(ws.Kn + (std::size_t(slot) * shape.n_k_heads + hk) * kChunk * kDk + e) =
+        *reinterpret_cast<const uint4*>(sm.k + i * kLdQ + d);
+  }
+  float* Tm = sm.Tm;                          // [64][65]
+  float* R = reinterpret_cast<float*>(sm.k);  // [3][16][16]; k is dead after the products and the copy above
   for (int r = 0; r < ratio; ++r) {
     const int hv = hk * ratio + r;
     const std::size_t head_slot = std::size_t(slot) * shape.n_v_heads + hv;
@@ -262,6 +276,16 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prepare_kernel(gdn_shape 
       raw.x = *reinterpret_cast<uint32_t*>(&lo);
       raw.y = *reinterpret_cast<uint32_t*>(&hi);
       *reinterpret_cast<uint2*>(ws.P + mat_off + e) = raw;
+    }
+    // q * scale * exp(G_i) for this value head, to the workspace.
+    for (int e = tid * 8; e < kChunk * kDk; e += kPrepThreads * 8) {
+      const int i = e >> 7, d = e & 127;
+      float x[8];
+      ld8h(sm.q + i * kLdQ + d, x);
+      const float eg = __expf(sm.G[i]);
+#pragma unroll
+      for (int u = 0; u < 8; ++u) x[u] *= eg;
+      *reinterpret_cast<uint4*>(ws.Qe + head_slot * kChunk * kDk + e) = pack8h(x);
     }
     if (tid < kChunk) {
       ws.eg[head_slot * kChunk + tid] = __expf(sm.G[tid]);
@@ -338,10 +362,10 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 template <int BV>
 struct scan_smem {
   static constexpr int kLdV = BV + 8;  // bf16 pitch of [*, BV] tiles
-  static constexpr int kLdS = BV + 4;  // fp32 pitch of [*, BV] tiles
+  static constexpr int kLdS = BV + 8;  // fp32 pitch of [*, BV] tiles (32 bytes of skew: conflict-free 8-byte rows)
   struct stage {
-    nvbf q[kChunk * kLdQ];  // raw q, normalised in place to exp(G) * scale * q / |q|
-    nvbf k[kChunk * kLdQ];  // raw k, normalised in place
+    nvbf q[kChunk * kLdQ];  // exp(G) * scale * q / |q| (prepared)
+    nvbf k[kChunk * kLdQ];  // k / |k| (prepared)
     nvbf v[kChunk * kLdV];
     nvbf T[kChunk * kLdT];
     nvbf P[kChunk * kLdT];
@@ -362,14 +386,14 @@ struct scan_smem {
 template <int BV>
 __device__ __forceinline__ void prefetch_chunk(typename scan_smem<BV>::stage& st, const gdn_args& a, int hk, int hv,
                                                int v0, int t0, int len, std::size_t ws_mat, std::size_t ws_vec,
-                                               const workspace_view& ws, int tid) {
-  // q, k: 64 rows x 16 segments of 16 bytes.
+                                               std::size_t ws_kn, const workspace_view& ws, int tid) {
+  // Prepared q (per value head) and k (per key head): 64 contiguous rows x 16 segments of 16 bytes.
+  const nvbf* qe = ws.Qe + ws_mat / kChunk * kDk;  // ws_mat = (slot * n_v_heads + hv) * 64 * 64
+  const nvbf* kn = ws.Kn + ws_kn;
   for (int i = tid; i < kChunk * 16; i += kScanThreads) {
     const int r = i >> 4, sgm = i & 15;
-    const bool valid = r < len;
-    const std::int64_t tr = valid ? t0 + r : t0;
-    cp_async16(st.q + r * kLdQ + sgm * 8, a.q + tr * a.q_stride + hk * kDk + sgm * 8, valid);
-    cp_async16(st.k + r * kLdQ + sgm * 8, a.k + tr * a.k_stride + hk * kDk + sgm * 8, valid);
+    cp_async16(st.q + r * kLdQ + sgm * 8, qe + r * kDk + sgm * 8, true);
+    cp_async16(st.k + r * kLdQ + sgm * 8, kn + r * kDk + sgm * 8, true);
   }
   constexpr int kSegV = BV / 8;
   for (int i = tid; i < kChunk * kSegV; i += kScanThreads) {
@@ -388,8 +412,7 @@ __device__ __forceinline__ void prefetch_chunk(typename scan_smem<BV>::stage& st
   else if (tid < 48) cp_async16(st.beta + (tid - 32) * 4, ws.beta + ws_vec + (tid - 32) * 4, true);
 }
 
-// Per chunk, four block barriers: (top) inputs landed; (A) q, k normalised; (B) Y tiles complete; (D) V_new tiles
-// complete. Everything else is warp-local: a warp post-processes the tiles it produced (X, V_new, output, state).
+// Per chunk, three block barriers: (top) inputs landed; (B) Y tiles complete; (D) V_new tiles complete. Everything else is warp-local: a warp post-processes the tiles it produced (X, V_new, output, state).
 // 16 warps: with one block per SM (the state tile and two input stages fill shared memory), the per-phase dependency
 // chains are latency-bound, so each warp takes one tile task per phase.
 template <int BV>
@@ -419,7 +442,8 @@ __global__ void __launch_bounds__(kScanThreads, 1)
   auto issue = [&](int c) {
     const std::size_t head_slot = std::size_t(slot0 + c) * shape.n_v_heads + hv;
     prefetch_chunk<BV>(sm.st[c & 1], args, hk, hv, v0, seq_begin + c * kChunk, min(kChunk, seq_len - c * kChunk),
-                       head_slot * kChunk * kChunk, head_slot * kChunk, ws, tid);
+                       head_slot * kChunk * kChunk, head_slot * kChunk,
+                       (std::size_t(slot0 + c) * shape.n_k_heads + hk) * kChunk * kDk, ws, tid);
     cp_async_commit();
   };
   if (n_chunks > 0) issue(0);
@@ -428,7 +452,6 @@ __global__ void __launch_bounds__(kScanThreads, 1)
   constexpr int kTasksB = 2 * kOutTiles;              // phase B: X tiles then O tiles
   constexpr int kTasksBPerWarp = (kTasksB + kScanWarps - 1) / kScanWarps;
   constexpr int kStateTiles = (kDk / 16) * kTilesV;   // [128, BV] state tiles
-  const float qscale = rsqrtf(float(kDk));
   for (int c = 0; c < n_chunks; ++c) {
     typename SM::stage& st = sm.st[c & 1];
     const int t0 = seq_begin + c * kChunk;
@@ -436,23 +459,6 @@ __global__ void __launch_bounds__(kScanThreads, 1)
     cp_async_wait_all();  // chunk c has landed (for this thread's copies) ...
     __syncthreads();      // ... for every thread's; and every warp is done with chunk c-1 (its stage is free)
     if (c + 1 < n_chunks) issue(c + 1);
-    // (A) normalise q (warps 0-7) or k (warps 8-15) in place, 8 rows per warp; q also times scale * exp(G).
-    {
-      const bool is_q = warp < 8;
-      nvbf* base = is_q ? st.q : st.k;
-      const int r0 = (warp & 7) * 8;
-      float x[8][4];
-#pragma unroll
-      for (int i = 0; i < 8; ++i) load4(base + (r0 + i) * kLdQ + lane * 4, x[i]);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const int r = r0 + i;
-        const float ss = warp_sum(x[i][0] * x[i][0] + x[i][1] * x[i][1] + x[i][2] * x[i][2] + x[i][3] * x[i][3]);
-        const float f = rsqrtf(ss + kNormEps) * (is_q ? qscale * st.eg[r] : 1.f);
-        store4(base + r * kLdQ + lane * 4, x[i][0] * f, x[i][1] * f, x[i][2] * f, x[i][3] * f);
-      }
-    }
-    __syncthreads();
     // (B) task t < kOutTiles: X tile = K S, then this warp's Y tile = beta (V - exp(G) X); task t >= kOutTiles:
     // O tile = (exp(G) Q) S, kept in registers until (F).
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> o_acc[kTasksBPerWarp];
@@ -662,10 +668,12 @@ status check_common(const gdn_shape& s, const gdn_args& a, const char* what) {
 
 }  // namespace
 
-std::size_t gdn_chunked_workspace_bytes(int n_tokens, int n_seq, int n_v_heads) {
-  const std::size_t slots = std::size_t(n_slots_for(n_tokens, n_seq));
-  const std::size_t mats = slots * n_v_heads * kChunk * kChunk, vecs = slots * n_v_heads * kChunk;
-  return 2 * align_up(mats * 2, 256) + 3 * align_up(vecs * 4, 256);
+std::size_t gdn_chunked_workspace_bytes(const gdn_shape& shape) {
+  const std::size_t slots = std::size_t(n_slots_for(shape.n_tokens, shape.n_seq));
+  const std::size_t mats = slots * shape.n_v_heads * kChunk * kChunk, vecs = slots * shape.n_v_heads * kChunk;
+  return align_up(slots * shape.n_v_heads * kChunk * kDk * 2, 256) +
+         align_up(slots * shape.n_k_heads * kChunk * kDk * 2, 256) + 2 * align_up(mats * 2, 256) +
+         3 * align_up(vecs * 4, 256);
 }
 
 template <int BV>
@@ -685,10 +693,9 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
   const int vt = options.v_tile == 0 ? 32 : options.v_tile;
   EV_KERNEL_SUPPORTED(vt == 16 || vt == 32 || vt == 64, "gdn_chunked_forward: v_tile = ", vt,
                       ", expected 16, 32 or 64");
-  EV_KERNEL_REQUIRE(workspace && workspace_bytes >= gdn_chunked_workspace_bytes(shape.n_tokens, shape.n_seq,
-                                                                                shape.n_v_heads),
+  EV_KERNEL_REQUIRE(workspace && workspace_bytes >= gdn_chunked_workspace_bytes(shape),
                     "gdn_chunked_forward: workspace of ", workspace_bytes, " bytes, expected at least ",
-                    gdn_chunked_workspace_bytes(shape.n_tokens, shape.n_seq, shape.n_v_heads));
+                    gdn_chunked_workspace_bytes(shape));
   EV_KERNEL_REQUIRE(reinterpret_cast<std::uintptr_t>(workspace) % 256 == 0,
                     "gdn_chunked_forward: workspace must be 256-byte aligned");
   auto aligned16 = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
@@ -698,7 +705,7 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
                     "gdn_chunked_forward: q, k, v and out must be 16-byte aligned with strides that are multiples "
                     "of 8 elements");
   const int n_slots = n_slots_for(shape.n_tokens, shape.n_seq);
-  const workspace_view ws = make_view(workspace, n_slots, shape.n_v_heads);
+  const workspace_view ws = make_view(workspace, n_slots, shape.n_k_heads, shape.n_v_heads);
   const int prep_bytes = int(sizeof(prep_smem));
   EV_CUDA_CHECK(cudaFuncSetAttribute(gdn_prepare_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, prep_bytes));
   gdn_prepare_kernel<<<dim3(n_slots, shape.n_k_heads), kPrepThreads, prep_bytes, stream>>>(shape, args, ws);

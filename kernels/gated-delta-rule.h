@@ -68,9 +68,10 @@ struct gdn_chunked_options {
   bool prepare_only = false;   // benchmarks: run only the per-chunk preparation kernel (outputs are not written)
 };
 
-// Bytes of device workspace gdn_chunked_forward needs (per-chunk T and masked QK^T in bf16, cumulative decays and
-// betas in fp32, for at most n_tokens/64 + n_seq chunks).
-std::size_t gdn_chunked_workspace_bytes(int n_tokens, int n_seq, int n_v_heads);
+// Bytes of device workspace gdn_chunked_forward needs for `shape` (per chunk, for at most n_tokens/64 + n_seq
+// chunks: prepared q per value head and k per key head, T and masked QK^T in bf16, decays and betas in fp32; about
+// 3x the bytes of q, k and v together).
+std::size_t gdn_chunked_workspace_bytes(const gdn_shape& shape);
 
 // Chunked prompt path (chunk 64). requires: d_k == d_v == 128; q, k, v and out 16-byte aligned with strides that
 // are multiples of 8 elements; workspace >= gdn_chunked_workspace_bytes(...), 256-byte aligned. Two launches on `stream`.

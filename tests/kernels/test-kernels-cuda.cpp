@@ -191,7 +191,7 @@ TEST_P(GdnCuda, MatchesReference) {
   // relative) with fp32 accumulation and an fp32 master state; a handful of chained roundings gives ~5e-3 rel-L2,
   // and fla's own tests accept similar. Tolerance 1.5e-2 for out and state.
   for (int vt : {16, 32, 64}) {
-    dbuf<unsigned char> ws(gdn_chunked_workspace_bytes(s.n_tokens, s.n_seq, s.n_v_heads));
+    dbuf<unsigned char> ws(gdn_chunked_workspace_bytes(s));
     d_out.poison(), d_fin.poison();
     gdn_chunked_options opt;
     opt.v_tile = vt;
