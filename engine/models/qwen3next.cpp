@@ -65,8 +65,7 @@ void qwen3next_model::build(const tensor_lookup& lookup, const std::string& orig
                         ": tensor ", name, ": unsupported dtype ", t->dtype_name, ", expected BF16, F16 or F32");
     return *t;
   };
-  auto mat = [&](const std::string& name, int64_t rows, int64_t cols) {
-    const tensor_view& t = find(name, {rows, cols});
+  auto mat_of = [&](const tensor_view& t, int64_t rows, int64_t cols) {
     weight w;
     w.rows = rows;
     w.cols = cols;
@@ -83,6 +82,14 @@ void qwen3next_model::build(const tensor_lookup& lookup, const std::string& orig
     }
     weight_bytes_ += static_cast<size_t>(rows * cols) * (w.dtype == weight_dtype::bf16 ? 2 : 4);
     return w;
+  };
+  auto mat = [&](const std::string& name, int64_t rows, int64_t cols) { return mat_of(find(name, {rows, cols}), rows, cols); };
+  // A [d0, d1, d2] tensor viewed as a [d0 * d1, d2] matrix.
+  auto mat3 = [&](const std::string& name, int64_t d0, int64_t d1, int64_t d2) {
+    const tensor_view& t = find(name, {d0, d1, d2});
+    tensor_view flat = t;
+    flat.shape = {d0 * d1, d2};
+    return mat_of(flat, d0 * d1, d2);
   };
   auto vec = [&](const std::string& name, const std::vector<int64_t>& shape) { return to_f32(find(name, shape)); };
 
@@ -134,11 +141,15 @@ void qwen3next_model::build(const tensor_lookup& lookup, const std::string& orig
       L.e_up.resize(static_cast<size_t>(E));
       L.e_down.resize(static_cast<size_t>(E));
       if (lookup(p + "mlp.experts.gate_up_proj") != nullptr) {
-        // transformers 5 fused layout: gate_up_proj [E, 2I, H] (gate rows first), down_proj [E, H, I].
-        const weight gu = mat(p + "mlp.experts.gate_up_proj", E * 2 * I, H);  // viewed as rows
-        (void)gu;
-        EV_THROW(invalid_input, origin, ": fused expert tensors (mlp.experts.gate_up_proj) are not supported yet; "
-                 "expected per-expert mlp.experts.<e>.{gate,up,down}_proj.weight");
+        // transformers 5's fused layout: gate_up_proj [E, 2I, H] (gate rows first), down_proj [E, H, I].
+        const weight gu = mat3(p + "mlp.experts.gate_up_proj", E, 2 * I, H);
+        const weight dn = mat3(p + "mlp.experts.down_proj", E, H, I);
+        for (int64_t e = 0; e < E; ++e) {
+          L.e_gate[static_cast<size_t>(e)] = gu.slice_rows(e * 2 * I, I);
+          L.e_up[static_cast<size_t>(e)] = gu.slice_rows(e * 2 * I + I, I);
+          L.e_down[static_cast<size_t>(e)] = dn.slice_rows(e * H, H);
+        }
+        continue;
       }
       for (int64_t e = 0; e < E; ++e) {
         const std::string q = p + "mlp.experts." + std::to_string(e) + ".";
@@ -548,8 +559,8 @@ void qwen3next_model::ffn(const layer& L, const float* xn, int64_t n, float* out
     swiglu(L.e_gate[static_cast<size_t>(e)], L.e_up[static_cast<size_t>(e)], L.e_down[static_cast<size_t>(e)],
            xin.data(), nt, eout[ai].data(), serial);
   };
-  if (n <= 8) {
-    // Few tokens: each expert's product is tiny, so the threads take whole experts.
+  if (static_cast<int>(active.size()) >= 2 * pool_->size()) {
+    // Many experts with few tokens each: the threads take whole experts (one dispatch instead of three per expert).
     pool_->parallel_for(static_cast<int64_t>(active.size()), [&](int64_t b, int64_t e) {
       for (int64_t ai = b; ai < e; ++ai) run_expert(static_cast<size_t>(ai), true);
     });

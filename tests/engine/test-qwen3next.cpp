@@ -11,6 +11,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <memory>
 
 #include "engine/models/qwen3next.h"
 #include "tests/engine/fixture.h"
@@ -133,6 +135,56 @@ TEST_P(qwen3next_fixture, snapshot_restore_reproduces_the_state) {
   model_->forward(fork, junk, 3, other.data());
   EXPECT_EQ(mem.n_past, 70);
   EXPECT_EQ(fork.n_past, 73);
+}
+
+// transformers 5 keeps experts fused in memory (mlp.experts.gate_up_proj [E, 2I, H], mlp.experts.down_proj
+// [E, H, I]); a checkpoint in that layout must give exactly the logits of the per-expert one (same bf16 values).
+TEST(qwen3next_layout, fused_experts_equal_per_expert) {
+  using evident::engine::tensor_view;
+  const auto dir = evident::test::source_path("tests/fixtures/tiny-a");
+  evident::engine::safetensors_dir st(dir);
+  const auto cfg = evident::engine::load_model_config(dir / "config.json");
+  const int64_t E = cfg.num_experts, I = cfg.moe_intermediate_size, H = cfg.hidden_size;
+  auto bufs = std::make_shared<std::map<std::string, std::pair<std::vector<uint16_t>, tensor_view>>>();
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    if (!cfg.is_moe_layer(l)) continue;
+    const std::string p = "model.layers." + std::to_string(l) + ".mlp.experts.";
+    auto& gu = (*bufs)[p + "gate_up_proj"];
+    auto& dn = (*bufs)[p + "down_proj"];
+    for (int64_t e = 0; e < E; ++e)
+      for (const char* part : {"gate_proj", "up_proj", "down_proj"}) {
+        const tensor_view& t = st.get(p + std::to_string(e) + "." + part + ".weight");
+        const auto* v = static_cast<const uint16_t*>(t.data);
+        auto& dst = std::string(part) == "down_proj" ? dn.first : gu.first;
+        dst.insert(dst.end(), v, v + t.numel());
+      }
+    gu.second.shape = {E, 2 * I, H};
+    dn.second.shape = {E, H, I};
+    for (auto* b : {&gu, &dn}) {
+      b->second.dtype = evident::engine::st_dtype::bf16;
+      b->second.dtype_name = "BF16";
+      b->second.data = b->first.data();
+    }
+  }
+  auto fused = qwen3next_model::from_tensors(
+      cfg,
+      [&](const std::string& name) -> const tensor_view* {
+        if (name.find(".mlp.experts.") != std::string::npos) {
+          auto it = bufs->find(name);
+          return it == bufs->end() ? nullptr : &it->second.second;
+        }
+        return st.has(name) ? &st.get(name) : nullptr;
+      },
+      bufs, "fused");
+  auto plain = qwen3next_model::load(dir);
+  const auto ref = evident::test::load_reference(dir.string());
+  const int64_t n = static_cast<int64_t>(ref.prompt.size()), V = plain->vocab_size();
+  std::vector<float> a(static_cast<size_t>(n * V)), b(a.size());
+  auto ma = plain->new_sequence();
+  auto mb = fused->new_sequence();
+  plain->forward(ma, ref.prompt.data(), n, a.data(), true);
+  fused->forward(mb, ref.prompt.data(), n, b.data(), true);
+  EXPECT_EQ(a, b);
 }
 
 INSTANTIATE_TEST_SUITE_P(fixtures, qwen3next_fixture, ::testing::Values("tiny-a", "tiny-b", "tiny-vocab"),
