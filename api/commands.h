@@ -7,6 +7,7 @@
 namespace evident::cli {
 int cmd_eval(const std::vector<std::string>& args);
 int cmd_ingest(const std::vector<std::string>& args);
+int cmd_model(const std::vector<std::string>& args);
 int cmd_tokenize(const std::vector<std::string>& args);
 int cmd_version(const std::vector<std::string>& args);
 }  // namespace evident::cli
