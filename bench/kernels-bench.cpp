@@ -172,14 +172,17 @@ int main(int argc, char** argv) {
       row("  of which gdn prepare " + std::to_string(n_seq) + "x" + std::to_string(len), ms,
           double(T) * (2 * KD * 2 + HV * 8) + double(T) * (VD + KD) * 2 + chunks * (2 * 64 * 64 * 2 + 3 * 64 * 4), 0);
     }
-    for (int vt : {32, 16, 64}) {
-      if ((quick || gdn_only) && vt != 32) continue;
-      gdn_chunked_options opt;
-      opt.v_tile = vt;
-      const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
-      row("gdn chunked " + std::to_string(n_seq) + "x" + std::to_string(len) + " tokens, v_tile " + std::to_string(vt),
-          ms, bytes, flops);
-    }
+    for (int warps : {16, 8})
+      for (int vt : {32, 16, 64}) {
+        if ((quick || gdn_only) && (vt != 32 || warps != 16)) continue;
+        gdn_chunked_options opt;
+        opt.v_tile = vt;
+        opt.scan_warps = warps;
+        const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
+        row("gdn chunked " + std::to_string(n_seq) + "x" + std::to_string(len) + " tokens, v_tile " +
+                std::to_string(vt) + ", " + std::to_string(warps) + " warps",
+            ms, bytes, flops);
+      }
     cudaFree(mixed), cudaFree(g), cudaFree(beta), cudaFree(out), cudaFree(state), cudaFree(d_cu), cudaFree(ws);
   }
 

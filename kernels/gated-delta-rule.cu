@@ -348,8 +348,6 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prepare_kernel(gdn_shape 
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Kernel 2: the sequential scan over chunks.
-constexpr int kScanWarps = 16;
-constexpr int kScanThreads = kScanWarps * 32;
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -383,7 +381,7 @@ struct scan_smem {
   nvbf Vd[kChunk * kLdV];  // bf16 V_new * exp(G_last - G)
 };
 
-template <int BV>
+template <int BV, int kScanThreads>
 __device__ __forceinline__ void prefetch_chunk(typename scan_smem<BV>::stage& st, const gdn_args& a, int hk, int hv,
                                                int v0, int t0, int len, std::size_t ws_mat, std::size_t ws_vec,
                                                std::size_t ws_kn, const workspace_view& ws, int tid) {
@@ -415,9 +413,10 @@ __device__ __forceinline__ void prefetch_chunk(typename scan_smem<BV>::stage& st
 // Per chunk, three block barriers: (top) inputs landed; (B) Y tiles complete; (D) V_new tiles complete. Everything else is warp-local: a warp post-processes the tiles it produced (X, V_new, output, state).
 // 16 warps: with one block per SM (the state tile and two input stages fill shared memory), the per-phase dependency
 // chains are latency-bound, so each warp takes one tile task per phase.
-template <int BV>
-__global__ void __launch_bounds__(kScanThreads, 1)
+template <int BV, int kScanWarps>
+__global__ void __launch_bounds__(kScanWarps * 32, 1)
     gdn_chunk_scan_kernel(gdn_shape shape, gdn_args args, workspace_view ws) {
+  constexpr int kScanThreads = kScanWarps * 32;
   using SM = scan_smem<BV>;
   constexpr int kLdV = SM::kLdV, kLdS = SM::kLdS, kTilesV = BV / 16;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -441,7 +440,7 @@ __global__ void __launch_bounds__(kScanThreads, 1)
   }
   auto issue = [&](int c) {
     const std::size_t head_slot = std::size_t(slot0 + c) * shape.n_v_heads + hv;
-    prefetch_chunk<BV>(sm.st[c & 1], args, hk, hv, v0, seq_begin + c * kChunk, min(kChunk, seq_len - c * kChunk),
+    prefetch_chunk<BV, kScanThreads>(sm.st[c & 1], args, hk, hv, v0, seq_begin + c * kChunk, min(kChunk, seq_len - c * kChunk),
                        head_slot * kChunk * kChunk, head_slot * kChunk,
                        (std::size_t(slot0 + c) * shape.n_k_heads + hk) * kChunk * kDk, ws, tid);
     cp_async_commit();
@@ -676,12 +675,13 @@ std::size_t gdn_chunked_workspace_bytes(const gdn_shape& shape) {
          3 * align_up(vecs * 4, 256);
 }
 
-template <int BV>
+template <int BV, int WARPS>
 static status launch_scan(const gdn_shape& shape, const gdn_args& args, const workspace_view& ws, stream_t stream) {
   const int smem = int(sizeof(scan_smem<BV>));
-  EV_CUDA_CHECK(cudaFuncSetAttribute(gdn_chunk_scan_kernel<BV>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  EV_CUDA_CHECK(
+      cudaFuncSetAttribute(gdn_chunk_scan_kernel<BV, WARPS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 grid(shape.n_v_heads * (kDv / BV), shape.n_seq);
-  gdn_chunk_scan_kernel<BV><<<grid, kScanThreads, smem, stream>>>(shape, args, ws);
+  gdn_chunk_scan_kernel<BV, WARPS><<<grid, WARPS * 32, smem, stream>>>(shape, args, ws);
   EV_CUDA_CHECK_LAUNCH("gdn_chunk_scan_kernel");
   return status::success();
 }
@@ -693,6 +693,8 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
   const int vt = options.v_tile == 0 ? 32 : options.v_tile;
   EV_KERNEL_SUPPORTED(vt == 16 || vt == 32 || vt == 64, "gdn_chunked_forward: v_tile = ", vt,
                       ", expected 16, 32 or 64");
+  EV_KERNEL_SUPPORTED(options.scan_warps == 0 || options.scan_warps == 8 || options.scan_warps == 16,
+                      "gdn_chunked_forward: scan_warps = ", options.scan_warps, ", expected 8 or 16");
   EV_KERNEL_REQUIRE(workspace && workspace_bytes >= gdn_chunked_workspace_bytes(shape),
                     "gdn_chunked_forward: workspace of ", workspace_bytes, " bytes, expected at least ",
                     gdn_chunked_workspace_bytes(shape));
@@ -711,10 +713,17 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
   gdn_prepare_kernel<<<dim3(n_slots, shape.n_k_heads), kPrepThreads, prep_bytes, stream>>>(shape, args, ws);
   EV_CUDA_CHECK_LAUNCH("gdn_prepare_kernel");
   if (options.prepare_only) return status::success();
+  if (options.scan_warps == 8) {
+    switch (vt) {
+      case 16: return launch_scan<16, 8>(shape, args, ws, stream);
+      case 64: return launch_scan<64, 8>(shape, args, ws, stream);
+      default: return launch_scan<32, 8>(shape, args, ws, stream);
+    }
+  }
   switch (vt) {
-    case 16: return launch_scan<16>(shape, args, ws, stream);
-    case 64: return launch_scan<64>(shape, args, ws, stream);
-    default: return launch_scan<32>(shape, args, ws, stream);
+    case 16: return launch_scan<16, 16>(shape, args, ws, stream);
+    case 64: return launch_scan<64, 16>(shape, args, ws, stream);
+    default: return launch_scan<32, 16>(shape, args, ws, stream);
   }
 }
 

@@ -65,6 +65,7 @@ struct gdn_args {
 // Tuning knobs of the chunked kernel (0 = the default measured best).
 struct gdn_chunked_options {
   int v_tile = 0;              // value columns per block: 16, 32 or 64 (default 32)
+  int scan_warps = 0;          // warps per scan block: 8 or 16 (default 16)
   bool prepare_only = false;   // benchmarks: run only the per-chunk preparation kernel (outputs are not written)
 };
 

@@ -47,6 +47,14 @@ for tool in memcheck racecheck; do
 done
 unset EVIDENT_KERNELS_SMALL
 
+# Opcode histogram of the scan kernel (BV=32, 16 warps) from the SASS: what the WMMA code compiled to.
+obj=$(find "$BUILD" -name 'gated-delta-rule.cu.o' | head -n1)
+if [ -n "$obj" ] && command -v cuobjdump > /dev/null; then
+  cuobjdump -sass "$obj" | awk '/Function : .*gdn_chunk_scan_kernelILi32ELi16E/{f=1;next} /Function :/{f=0} f' \
+    | grep -oE '^ +/\*[0-9a-f]+\*/ +[A-Z0-9_.]+' | awk '{print $2}' | sort | uniq -c | sort -rn | head -n 40 \
+    > "$LOGS/sass-hist.txt"
+  { echo "---- SASS opcode histogram, gdn_chunk_scan_kernel<32,16>"; cat "$LOGS/sass-hist.txt"; } >> "$OUT/ptxas-gdn.txt"
+fi
 if command -v ncu > /dev/null; then
   # The two chunked kernels at 32K tokens: where the time goes (launch 0/1 = prepare/scan of the first timed call).
   timeout 240 ncu --kernel-name regex:'gdn_(prepare|chunk_scan)' --launch-skip 2 --launch-count 2 \
