@@ -14,61 +14,105 @@ typedef float f32x8 __attribute__((vector_size(32)));
 typedef uint32_t u32x8 __attribute__((vector_size(32)));
 typedef uint16_t u16x8 __attribute__((vector_size(16)));
 
-// The micro-kernel: NT tokens x 2 weight rows, fp32 accumulation in 8 lanes. Always inlined into the multi-versioned
-// range kernel below, so it is compiled once per target (AVX2 / baseline). Only pointers cross its boundary.
-template <int NT, bool BF16>
-inline __attribute__((always_inline)) void micro(const float* const* xp, const void* w0v, const void* w1v, int64_t cols,
-                                                 float* out /* [2][NT] */) {
-  f32x8 acc0[NT], acc1[NT];
-  for (int t = 0; t < NT; ++t) {
-    acc0[t] = f32x8{0, 0, 0, 0, 0, 0, 0, 0};
-    acc1[t] = f32x8{0, 0, 0, 0, 0, 0, 0, 0};
+// The micro-kernels: NT tokens x 2 weight rows, fp32 accumulation in 8 lanes, every accumulator a named local so
+// it stays in a register. Always inlined into the per-ISA range kernels below, so they are compiled once per target
+// (AVX2+FMA / baseline). Only pointers cross their boundary.
+#define EV_LOAD_W(dst, base, k)                                                          \
+  do {                                                                                   \
+    if constexpr (BF16) {                                                                \
+      u16x8 raw_;                                                                        \
+      std::memcpy(&raw_, static_cast<const uint16_t*>(base) + (k), 16);                  \
+      u32x8 wide_ = __builtin_convertvector(raw_, u32x8) << 16;                          \
+      std::memcpy(&(dst), &wide_, 32);                                                   \
+    } else {                                                                             \
+      std::memcpy(&(dst), static_cast<const float*>(base) + (k), 32);                    \
+    }                                                                                    \
+  } while (0)
+#define EV_HSUM(v) ((((v)[0] + (v)[1]) + ((v)[2] + (v)[3])) + (((v)[4] + (v)[5]) + ((v)[6] + (v)[7])))
+
+template <bool BF16>
+inline __attribute__((always_inline)) float w_at(const void* base, int64_t k) {
+  if constexpr (BF16) {
+    const uint32_t u = static_cast<uint32_t>(static_cast<const uint16_t*>(base)[k]) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  } else {
+    return static_cast<const float*>(base)[k];
   }
+}
+
+template <bool BF16>
+inline __attribute__((always_inline)) void micro4(const float* const* xp, const void* w0v, const void* w1v,
+                                                  int64_t cols, float* out /* [2][4] */) {
+  const f32x8 z = {0, 0, 0, 0, 0, 0, 0, 0};
+  f32x8 a0 = z, a1 = z, a2 = z, a3 = z, b0 = z, b1 = z, b2 = z, b3 = z;
+  const float *x0 = xp[0], *x1 = xp[1], *x2 = xp[2], *x3 = xp[3];
   int64_t k = 0;
   for (; k + 8 <= cols; k += 8) {
-    f32x8 a, b;
-    if constexpr (BF16) {
-      u16x8 ra, rb;
-      std::memcpy(&ra, static_cast<const uint16_t*>(w0v) + k, 16);
-      std::memcpy(&rb, static_cast<const uint16_t*>(w1v) + k, 16);
-      u32x8 wa = __builtin_convertvector(ra, u32x8) << 16;
-      u32x8 wb = __builtin_convertvector(rb, u32x8) << 16;
-      std::memcpy(&a, &wa, 32);
-      std::memcpy(&b, &wb, 32);
-    } else {
-      std::memcpy(&a, static_cast<const float*>(w0v) + k, 32);
-      std::memcpy(&b, static_cast<const float*>(w1v) + k, 32);
-    }
-    for (int t = 0; t < NT; ++t) {
-      f32x8 xv;
-      std::memcpy(&xv, xp[t] + k, 32);
-      acc0[t] += a * xv;
-      acc1[t] += b * xv;
+    f32x8 wa, wb, v;
+    EV_LOAD_W(wa, w0v, k);
+    EV_LOAD_W(wb, w1v, k);
+    std::memcpy(&v, x0 + k, 32);
+    a0 += wa * v;
+    b0 += wb * v;
+    std::memcpy(&v, x1 + k, 32);
+    a1 += wa * v;
+    b1 += wb * v;
+    std::memcpy(&v, x2 + k, 32);
+    a2 += wa * v;
+    b2 += wb * v;
+    std::memcpy(&v, x3 + k, 32);
+    a3 += wa * v;
+    b3 += wb * v;
+  }
+  float s[8] = {EV_HSUM(a0), EV_HSUM(a1), EV_HSUM(a2), EV_HSUM(a3), EV_HSUM(b0), EV_HSUM(b1), EV_HSUM(b2), EV_HSUM(b3)};
+  for (; k < cols; ++k) {
+    const float wa = w_at<BF16>(w0v, k), wb = w_at<BF16>(w1v, k);
+    for (int t = 0; t < 4; ++t) {
+      s[t] += wa * xp[t][k];
+      s[4 + t] += wb * xp[t][k];
     }
   }
-  for (int t = 0; t < NT; ++t) {
-    float s0 = 0, s1 = 0;
-    for (int j = 0; j < 8; ++j) {
-      s0 += acc0[t][j];
-      s1 += acc1[t][j];
-    }
-    for (int64_t kk = k; kk < cols; ++kk) {
-      float a, b;
-      if constexpr (BF16) {
-        uint32_t ua = static_cast<uint32_t>(static_cast<const uint16_t*>(w0v)[kk]) << 16;
-        uint32_t ub = static_cast<uint32_t>(static_cast<const uint16_t*>(w1v)[kk]) << 16;
-        std::memcpy(&a, &ua, 4);
-        std::memcpy(&b, &ub, 4);
-      } else {
-        a = static_cast<const float*>(w0v)[kk];
-        b = static_cast<const float*>(w1v)[kk];
-      }
-      s0 += a * xp[t][kk];
-      s1 += b * xp[t][kk];
-    }
-    out[t] = s0;
-    out[NT + t] = s1;
+  for (int j = 0; j < 8; ++j) out[j] = s[j];
+}
+
+template <bool BF16>
+inline __attribute__((always_inline)) void micro1(const float* x, const void* w0v, const void* w1v, int64_t cols,
+                                                  float* out /* [2] */) {
+  const f32x8 z = {0, 0, 0, 0, 0, 0, 0, 0};
+  f32x8 a0 = z, a1 = z, b0 = z, b1 = z;
+  int64_t k = 0;
+  for (; k + 16 <= cols; k += 16) {
+    f32x8 wa, wb, wc, wd, v, u;
+    EV_LOAD_W(wa, w0v, k);
+    EV_LOAD_W(wb, w1v, k);
+    EV_LOAD_W(wc, w0v, k + 8);
+    EV_LOAD_W(wd, w1v, k + 8);
+    std::memcpy(&v, x + k, 32);
+    std::memcpy(&u, x + k + 8, 32);
+    a0 += wa * v;
+    b0 += wb * v;
+    a1 += wc * u;
+    b1 += wd * u;
   }
+  for (; k + 8 <= cols; k += 8) {
+    f32x8 wa, wb, v;
+    EV_LOAD_W(wa, w0v, k);
+    EV_LOAD_W(wb, w1v, k);
+    std::memcpy(&v, x + k, 32);
+    a0 += wa * v;
+    b0 += wb * v;
+  }
+  a0 += a1;
+  b0 += b1;
+  float s0 = EV_HSUM(a0), s1 = EV_HSUM(b0);
+  for (; k < cols; ++k) {
+    s0 += w_at<BF16>(w0v, k) * x[k];
+    s1 += w_at<BF16>(w1v, k) * x[k];
+  }
+  out[0] = s0;
+  out[1] = s1;
 }
 
 template <bool BF16>
@@ -86,18 +130,17 @@ inline __attribute__((always_inline)) void range_impl(const float* x, int64_t n,
       for (int64_t r = rb; r < re; r += 2) {
         const int64_t r2 = std::min(r + 1, re - 1);
         float out[8];
-        micro<4, BF16>(xp, base + r * w.cols * esz, base + r2 * w.cols * esz, w.cols, out);
+        micro4<BF16>(xp, base + r * w.cols * esz, base + r2 * w.cols * esz, w.cols, out);
         for (int j = 0; j < 4; ++j) y[(t + j) * ys + r] = out[j];
         if (r2 != r)
           for (int j = 0; j < 4; ++j) y[(t + j) * ys + r2] = out[4 + j];
       }
     }
     for (; t < n; ++t) {
-      const float* xp[1] = {x + t * xs};
       for (int64_t r = rb; r < re; r += 2) {
         const int64_t r2 = std::min(r + 1, re - 1);
         float out[2];
-        micro<1, BF16>(xp, base + r * w.cols * esz, base + r2 * w.cols * esz, w.cols, out);
+        micro1<BF16>(x + t * xs, base + r * w.cols * esz, base + r2 * w.cols * esz, w.cols, out);
         y[t * ys + r] = out[0];
         if (r2 != r) y[t * ys + r2] = out[1];
       }
@@ -105,20 +148,52 @@ inline __attribute__((always_inline)) void range_impl(const float* x, int64_t n,
   }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define EV_MULTIVERSION __attribute__((target_clones("arch=haswell", "default")))
-#else
-#define EV_MULTIVERSION
-#endif
+// Two builds of the range kernel: AVX2 + FMA, and the baseline (SSE2 on x86-64), picked once at run time. (GCC's
+// target_clones("arch=haswell") would test the CPU model, not its features, and miss AMD CPUs.)
+using range_fn = void (*)(const float*, int64_t, int64_t, const weight&, int64_t, int64_t, float*, int64_t);
 
-EV_MULTIVERSION void range_bf16(const float* x, int64_t n, int64_t xs, const weight& w, int64_t r0, int64_t r1,
-                                float* y, int64_t ys) {
+void range_bf16_base(const float* x, int64_t n, int64_t xs, const weight& w, int64_t r0, int64_t r1, float* y,
+                     int64_t ys) {
   range_impl<true>(x, n, xs, w, r0, r1, y, ys);
 }
-
-EV_MULTIVERSION void range_f32(const float* x, int64_t n, int64_t xs, const weight& w, int64_t r0, int64_t r1, float* y,
-                               int64_t ys) {
+void range_f32_base(const float* x, int64_t n, int64_t xs, const weight& w, int64_t r0, int64_t r1, float* y,
+                    int64_t ys) {
   range_impl<false>(x, n, xs, w, r0, r1, y, ys);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define EV_HAVE_AVX2_BUILD 1
+__attribute__((target("avx2,fma"))) void range_bf16_avx2(const float* x, int64_t n, int64_t xs, const weight& w,
+                                                         int64_t r0, int64_t r1, float* y, int64_t ys) {
+  range_impl<true>(x, n, xs, w, r0, r1, y, ys);
+}
+__attribute__((target("avx2,fma"))) void range_f32_avx2(const float* x, int64_t n, int64_t xs, const weight& w,
+                                                        int64_t r0, int64_t r1, float* y, int64_t ys) {
+  range_impl<false>(x, n, xs, w, r0, r1, y, ys);
+}
+#endif
+
+bool use_avx2() {
+#ifdef EV_HAVE_AVX2_BUILD
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+void range_bf16(const float* x, int64_t n, int64_t xs, const weight& w, int64_t r0, int64_t r1, float* y, int64_t ys) {
+#ifdef EV_HAVE_AVX2_BUILD
+  if (use_avx2()) return range_bf16_avx2(x, n, xs, w, r0, r1, y, ys);
+#endif
+  range_bf16_base(x, n, xs, w, r0, r1, y, ys);
+}
+
+void range_f32(const float* x, int64_t n, int64_t xs, const weight& w, int64_t r0, int64_t r1, float* y, int64_t ys) {
+#ifdef EV_HAVE_AVX2_BUILD
+  if (use_avx2()) return range_f32_avx2(x, n, xs, w, r0, r1, y, ys);
+#endif
+  range_f32_base(x, n, xs, w, r0, r1, y, ys);
 }
 
 }  // namespace
