@@ -37,9 +37,10 @@ int eval_retrieval(const std::vector<std::string>& argv) {
   auto& store = a.option("--store", "PATH", "store directory (default: ./evident-eval/<dataset name>)");
   auto& k1 = a.option("--k1", "X", "BM25 k1", "0.9");
   auto& b = a.option("--b", "X", "BM25 b", "0.4");
-  auto& rrf_k = a.option("--rrf-k", "N", "hybrid: reciprocal-rank-fusion constant", "60");
-  auto& w_lex = a.option("--lexical-weight", "X", "hybrid: weight of the BM25 ranking", "1");
-  auto& w_dense = a.option("--dense-weight", "X", "hybrid: weight of the dense ranking", "1");
+  auto& fusion = a.option("--fusion", "F", "hybrid: rrf | convex (default convex, see retrieval/retriever.h)");
+  auto& rrf_k = a.option("--rrf-k", "N", "hybrid: reciprocal-rank-fusion constant (default 60)");
+  auto& w_lex = a.option("--lexical-weight", "X", "hybrid: weight of the BM25 ranking (default 1)");
+  auto& w_dense = a.option("--dense-weight", "X", "hybrid: weight of the dense ranking (default 0.1)");
   auto& depth = a.option("--depth", "N", "chunks retrieved per query", "100");
   auto& keep_stop = a.flag("--keep-stopwords", "BM25: do not remove English stop words from queries");
   auto& rebuild = a.flag("--rebuild", "rebuild the store even when it holds this corpus");
@@ -73,9 +74,13 @@ int eval_retrieval(const std::vector<std::string>& argv) {
     r = retrieval::make_dense(store_dir);
   } else {
     retrieval::hybrid_options ho;
-    ho.rrf_k = static_cast<int>(parse_count("--rrf-k", rrf_k));
-    ho.lexical_weight = parse_number("--lexical-weight", w_lex);
-    ho.dense_weight = parse_number("--dense-weight", w_dense);
+    if (!fusion.empty()) {
+      if (fusion != "rrf" && fusion != "convex") throw usage_error{"--fusion: expected rrf or convex, got '" + fusion + "'"};
+      ho.fusion = fusion;
+    }
+    if (!rrf_k.empty()) ho.rrf_k = static_cast<int>(parse_count("--rrf-k", rrf_k));
+    if (!w_lex.empty()) ho.lexical_weight = parse_number("--lexical-weight", w_lex);
+    if (!w_dense.empty()) ho.dense_weight = parse_number("--dense-weight", w_dense);
     r = retrieval::make_hybrid(retrieval::make_lexical(store_dir, lo), retrieval::make_dense(store_dir), store_dir, ho);
   }
   const bool tty = !json && isatty(STDERR_FILENO);

@@ -42,12 +42,18 @@ std::string get(const std::map<std::string, std::string>& f, const std::string& 
   return it == f.end() ? def : it->second;
 }
 
-std::unique_ptr<rt::retriever_i> make(const std::string& mode, const std::filesystem::path& store, int nprobe) {
+std::unique_ptr<rt::retriever_i> make(const std::string& mode, const std::filesystem::path& store,
+                                      const std::map<std::string, std::string>& f) {
   rt::dense_options d;
-  d.ivf_nprobe = nprobe;
+  d.ivf_nprobe = std::atoi(get(f, "--nprobe", "32").c_str());
   if (mode == "bm25") return rt::make_lexical(store);
   if (mode == "dense") return rt::make_dense(store, d);
-  return rt::make_hybrid(rt::make_lexical(store), rt::make_dense(store, d), store);
+  rt::hybrid_options h;
+  if (f.count("--dense-weight")) h.dense_weight = std::atof(get(f, "--dense-weight", "").c_str());
+  if (f.count("--fusion")) h.fusion = get(f, "--fusion", "rrf");
+  if (f.count("--rrf-k")) h.rrf_k = std::atoi(get(f, "--rrf-k", "").c_str());
+  if (f.count("--candidates")) h.candidates = std::atoi(get(f, "--candidates", "").c_str());
+  return rt::make_hybrid(rt::make_lexical(store), rt::make_dense(store, d), store, h);
 }
 
 void report_latency(const char* what, std::vector<double> ms) {
@@ -60,11 +66,10 @@ int bench_beir(const std::vector<std::string>& pos, const std::map<std::string, 
   const std::filesystem::path dir = pos[0], store = get(f, "--store", "bench-beir-store");
   const std::string mode = get(f, "--mode", "hybrid");
   const int k = std::atoi(get(f, "--k", "50").c_str());
-  const int nprobe = std::atoi(get(f, "--nprobe", "32").c_str());
   auto info = rt::build_beir_store(dir, store, mode != "bm25", f.count("--rebuild") > 0);
   std::printf("store %s: %lld documents (%s, %.1f s)\n", store.string().c_str(), (long long)info.documents,
               info.reused ? "re-used" : "built", info.seconds);
-  auto r = make(mode, store, nprobe);
+  auto r = make(mode, store, f);
   auto res = rt::run_beir(*r, dir, store, get(f, "--split", "test"), std::atoi(get(f, "--depth", "100").c_str()));
   std::printf("%s: nDCG@10 %.4f  Recall@100 %.4f  MRR@10 %.4f  (%d queries)\n", mode.c_str(), res.metrics.ndcg_10,
               res.metrics.recall_100, res.metrics.mrr_10, res.metrics.queries);

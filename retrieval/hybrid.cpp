@@ -1,4 +1,4 @@
-// Hybrid retriever: weighted reciprocal-rank fusion, optional MMR, per-document cap.
+// Hybrid retriever: weighted fusion (reciprocal-rank or convex), optional MMR, per-document cap.
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -22,6 +22,8 @@ class hybrid_retriever final : public retriever_i {
     EV_ASSERT(lexical_ != nullptr);
     EV_THROW_IF_NOT_MSG(opt.rrf_k >= 0 && opt.mmr_lambda >= 0 && opt.mmr_lambda <= 1 && opt.candidates > 0,
                         "hybrid options: expected rrf_k >= 0, mmr_lambda in [0, 1], candidates > 0");
+    EV_THROW_IF_NOT_MSG(opt.fusion == "rrf" || opt.fusion == "convex", "hybrid fusion '", opt.fusion,
+                        "': expected rrf or convex");
   }
 
   std::string name() const override { return "hybrid"; }
@@ -36,10 +38,13 @@ class hybrid_retriever final : public retriever_i {
     std::unordered_map<int64_t, fused> by_chunk;
     std::vector<int64_t> order;  // first-seen order, for deterministic ties
     auto add = [&](const std::vector<hit>& hits, double w) {
+      // convex: scores scaled by the list's best score (bm25 has no fixed range; cosine is already in [0, 1]).
+      const double top = !hits.empty() && hits[0].score > 0 ? hits[0].score : 1.0;
       for (size_t i = 0; i < hits.size(); ++i) {
         auto [it, fresh] = by_chunk.try_emplace(hits[i].chunk_id, fused{hits[i], 0.0});
         if (fresh) order.push_back(hits[i].chunk_id);
-        it->second.rrf += w / (opt_.rrf_k + static_cast<double>(i + 1));
+        it->second.rrf += opt_.fusion == "convex" ? w * hits[i].score / top
+                                                  : w / (opt_.rrf_k + static_cast<double>(i + 1));
       }
     };
     add(lexical_->search(query, depth, f), opt_.lexical_weight);
