@@ -359,8 +359,10 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 
 template <int BV>
 struct scan_smem {
-  static constexpr int kLdV = BV + 8;  // bf16 pitch of [*, BV] tiles
-  static constexpr int kLdS = BV + 8;  // fp32 pitch of [*, BV] tiles (32 bytes of skew: conflict-free 8-byte rows)
+  static constexpr int kLdV = BV + 8;       // bf16 pitch of [64, BV] v rows
+  static constexpr int kLdS = BV + 8;       // fp32 pitch of [*, BV] tiles (32 bytes of skew)
+  static constexpr int kLdSt = kDk + 8;     // bf16 pitch of the transposed state S^T [BV, 128]
+  static constexpr int kLdYt = kChunk + 8;  // bf16 pitch of transposed [BV, 64] operands
   struct stage {
     nvbf q[kChunk * kLdQ];  // exp(G) * scale * q / |q| (prepared)
     nvbf k[kChunk * kLdQ];  // k / |k| (prepared)
@@ -373,12 +375,14 @@ struct scan_smem {
     float pad[kChunk];   // keeps the stage a multiple of 32 bytes
   };
   stage st[2];
-  float S[kDk * kLdS];     // fp32 state tile
-  nvbf Sb[kDk * kLdV];     // bf16 copy of S (tensor-core operand)
+  float S[kDk * kLdS];     // fp32 state tile [128, BV] (accumulator memory)
+  // Tensor-core B operands are stored transposed (k contiguous): WMMA's col_major B load then maps straight onto
+  // the mma register layout, where a row-major B needs a transposing MOVM per fragment.
+  nvbf St[BV * kLdSt];     // bf16 S^T
   float X[kChunk * kLdS];  // per-tile staging: K S, then V_new (phase D), then the output (phase F)
-  nvbf Y[kChunk * kLdV];   // beta (V - exp(G) X)
-  nvbf Vn[kChunk * kLdV];  // bf16 V_new
-  nvbf Vd[kChunk * kLdV];  // bf16 V_new * exp(G_last - G)
+  nvbf Yt[BV * kLdYt];     // (beta (V - exp(G) X))^T
+  nvbf Vnt[BV * kLdYt];    // V_new^T (bf16)
+  nvbf Vdt[BV * kLdYt];    // (V_new * exp(G_last - G))^T
 };
 
 template <int BV, int kScanThreads>
@@ -418,9 +422,18 @@ __global__ void __launch_bounds__(kScanWarps * 32, 1)
     gdn_chunk_scan_kernel(gdn_shape shape, gdn_args args, workspace_view ws) {
   constexpr int kScanThreads = kScanWarps * 32;
   using SM = scan_smem<BV>;
-  constexpr int kLdV = SM::kLdV, kLdS = SM::kLdS, kTilesV = BV / 16;
+  constexpr int kLdV = SM::kLdV, kLdS = SM::kLdS, kLdSt = SM::kLdSt, kLdYt = SM::kLdYt, kTilesV = BV / 16;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   SM& sm = *reinterpret_cast<SM*>(smem_raw);
+  // Shared-memory base pointers, asserted as such so that fragment loads compile to LDS rather than generic loads.
+  nvbf* const St = sm.St;
+  nvbf* const Yt = sm.Yt;
+  nvbf* const Vnt = sm.Vnt;
+  nvbf* const Vdt = sm.Vdt;
+  float* const Xs = sm.X;
+  float* const Ss = sm.S;
+  __builtin_assume(__isShared(St) && __isShared(Yt) && __isShared(Vnt) && __isShared(Vdt) && __isShared(Xs) &&
+                   __isShared(Ss));
   const int n_vt = kDv / BV;
   const int hv = blockIdx.x / n_vt, vt = blockIdx.x % n_vt, v0 = vt * BV, seq = blockIdx.y;
   const int hk = hv / (shape.n_v_heads / shape.n_k_heads);
@@ -435,8 +448,8 @@ __global__ void __launch_bounds__(kScanWarps * 32, 1)
   for (int i = tid; i < kDk * BV; i += kScanThreads) {
     const int r = i / BV, c = i % BV;
     const float s = args.initial_state ? args.initial_state[state_off + std::size_t(r) * kDv + c] : 0.f;
-    sm.S[r * kLdS + c] = s;
-    sm.Sb[r * kLdV + c] = __float2bfloat16(s);
+    Ss[r * kLdS + c] = s;
+    St[c * kLdSt + r] = __float2bfloat16(s);
   }
   auto issue = [&](int c) {
     const std::size_t head_slot = std::size_t(slot0 + c) * shape.n_v_heads + hv;
@@ -453,6 +466,11 @@ __global__ void __launch_bounds__(kScanWarps * 32, 1)
   constexpr int kStateTiles = (kDk / 16) * kTilesV;   // [128, BV] state tiles
   for (int c = 0; c < n_chunks; ++c) {
     typename SM::stage& st = sm.st[c & 1];
+    const nvbf* const sq = st.q;
+    const nvbf* const sk = st.k;
+    const nvbf* const sT = st.T;
+    const nvbf* const sP = st.P;
+    __builtin_assume(__isShared(sq) && __isShared(sk) && __isShared(sT) && __isShared(sP));
     const int t0 = seq_begin + c * kChunk;
     const int len = min(kChunk, seq_len - c * kChunk);
     cp_async_wait_all();  // chunk c has landed (for this thread's copies) ...
@@ -469,27 +487,27 @@ __global__ void __launch_bounds__(kScanWarps * 32, 1)
       const bool is_x = task < kOutTiles;
       const int tile = is_x ? task : task - kOutTiles;
       const int ti = tile / kTilesV, tj = tile % kTilesV;
-      const nvbf* a_src = is_x ? st.k : st.q;
+      const nvbf* a_src = is_x ? sk : sq;
 #pragma unroll
       for (int kk = 0; kk < kDk / 16; ++kk) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::row_major> b;
-        wmma::load_matrix_sync(b, sm.Sb + kk * 16 * kLdV + tj * 16, kLdV);
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::col_major> b;  // S[k][n] = St[n][k]
+        wmma::load_matrix_sync(b, St + tj * 16 * kLdSt + kk * 16, kLdSt);
         wmma::load_matrix_sync(a, a_src + ti * 16 * kLdQ + kk * 16, kLdQ);
         wmma::mma_sync(o_acc[u], a, b, o_acc[u]);
       }
       if (is_x) {
-        wmma::store_matrix_sync(sm.X + ti * 16 * kLdS + tj * 16, o_acc[u], kLdS, wmma::mem_row_major);
+        wmma::store_matrix_sync(Xs + ti * 16 * kLdS + tj * 16, o_acc[u], kLdS, wmma::mem_row_major);
         __syncwarp();
-        {  // lane: row lane/2, 8 columns (lane&1)*8.. of the tile
-          const int r = ti * 16 + (lane >> 1), cc = tj * 16 + (lane & 1) * 8;
-          float x[8], v[8];
-          lds8f(sm.X + r * kLdS + cc, x);
-          ld8h(st.v + r * kLdV + cc, v);
-          const float b = st.beta[r], eg = st.eg[r];
+        {  // lane: column lane%16 of the tile, rows (lane/16)*8..+8; one 16-byte store into Y^T
+          const int cc = tj * 16 + (lane & 15), r0 = ti * 16 + (lane >> 4) * 8;
+          float y[8];
 #pragma unroll
-          for (int i = 0; i < 8; ++i) x[i] = b * (v[i] - eg * x[i]);
-          *reinterpret_cast<uint4*>(sm.Y + r * kLdV + cc) = pack8h(x);
+          for (int i = 0; i < 8; ++i) {
+            const int r = r0 + i;
+            y[i] = st.beta[r] * (__bfloat162float(st.v[r * kLdV + cc]) - st.eg[r] * Xs[r * kLdS + cc]);
+          }
+          *reinterpret_cast<uint4*>(Yt + cc * kLdYt + r0) = pack8h(y);
         }
       }
     }
@@ -502,22 +520,22 @@ __global__ void __launch_bounds__(kScanWarps * 32, 1)
       wmma::fill_fragment(acc, 0.f);
       for (int kk = 0; kk <= ti; ++kk) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::row_major> b;
-        wmma::load_matrix_sync(a, st.T + ti * 16 * kLdT + kk * 16, kLdT);
-        wmma::load_matrix_sync(b, sm.Y + kk * 16 * kLdV + tj * 16, kLdV);
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::col_major> b;  // Y[k][n] = Yt[n][k]
+        wmma::load_matrix_sync(a, sT + ti * 16 * kLdT + kk * 16, kLdT);
+        wmma::load_matrix_sync(b, Yt + tj * 16 * kLdYt + kk * 16, kLdYt);
         wmma::mma_sync(acc, a, b, acc);
       }
-      wmma::store_matrix_sync(sm.X + ti * 16 * kLdS + tj * 16, acc, kLdS, wmma::mem_row_major);
+      wmma::store_matrix_sync(Xs + ti * 16 * kLdS + tj * 16, acc, kLdS, wmma::mem_row_major);
       __syncwarp();
       {
-        const int r = ti * 16 + (lane >> 1), cc = tj * 16 + (lane & 1) * 8;
+        const int cc = tj * 16 + (lane & 15), r0 = ti * 16 + (lane >> 4) * 8;
         float x[8];
-        lds8f(sm.X + r * kLdS + cc, x);
-        *reinterpret_cast<uint4*>(sm.Vn + r * kLdV + cc) = pack8h(x);
-        const float ed = st.ed[r];
 #pragma unroll
-        for (int i = 0; i < 8; ++i) x[i] *= ed;
-        *reinterpret_cast<uint4*>(sm.Vd + r * kLdV + cc) = pack8h(x);
+        for (int i = 0; i < 8; ++i) x[i] = Xs[(r0 + i) * kLdS + cc];
+        *reinterpret_cast<uint4*>(Vnt + cc * kLdYt + r0) = pack8h(x);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) x[i] *= st.ed[r0 + i];
+        *reinterpret_cast<uint4*>(Vdt + cc * kLdYt + r0) = pack8h(x);
       }
     }
     __syncthreads();
@@ -531,18 +549,18 @@ __global__ void __launch_bounds__(kScanWarps * 32, 1)
       const int ti = tile / kTilesV, tj = tile % kTilesV;
       for (int kk = 0; kk <= ti; ++kk) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::row_major> b;
-        wmma::load_matrix_sync(a, st.P + ti * 16 * kLdT + kk * 16, kLdT);
-        wmma::load_matrix_sync(b, sm.Vn + kk * 16 * kLdV + tj * 16, kLdV);
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::col_major> b;  // V_new[k][n] = Vnt[n][k]
+        wmma::load_matrix_sync(a, sP + ti * 16 * kLdT + kk * 16, kLdT);
+        wmma::load_matrix_sync(b, Vnt + tj * 16 * kLdYt + kk * 16, kLdYt);
         wmma::mma_sync(o_acc[u], a, b, o_acc[u]);
       }
-      wmma::store_matrix_sync(sm.X + ti * 16 * kLdS + tj * 16, o_acc[u], kLdS, wmma::mem_row_major);
+      wmma::store_matrix_sync(Xs + ti * 16 * kLdS + tj * 16, o_acc[u], kLdS, wmma::mem_row_major);
       __syncwarp();
       {
         const int r = ti * 16 + (lane >> 1), cc = tj * 16 + (lane & 1) * 8;
         if (r < len) {
           float x[8];
-          lds8f(sm.X + r * kLdS + cc, x);
+          lds8f(Xs + r * kLdS + cc, x);
           *reinterpret_cast<uint4*>(args.out + std::int64_t(t0 + r) * args.out_stride + hv * kDv + v0 + cc) = pack8h(x);
         }
       }
@@ -551,24 +569,25 @@ __global__ void __launch_bounds__(kScanWarps * 32, 1)
     for (int tile = warp; tile < kStateTiles; tile += kScanWarps) {
       const int si = tile / kTilesV, sj = tile % kTilesV;
       wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::load_matrix_sync(acc, sm.S + si * 16 * kLdS + sj * 16, kLdS, wmma::mem_row_major);
+      wmma::load_matrix_sync(acc, Ss + si * 16 * kLdS + sj * 16, kLdS, wmma::mem_row_major);
 #pragma unroll
       for (int e = 0; e < acc.num_elements; ++e) acc.x[e] *= decay_last;
 #pragma unroll
       for (int kk = 0; kk < kChunk / 16; ++kk) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::col_major> a;  // K^T: a[m][t] = k[t][m]
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::row_major> b;
-        wmma::load_matrix_sync(a, st.k + kk * 16 * kLdQ + si * 16, kLdQ);
-        wmma::load_matrix_sync(b, sm.Vd + kk * 16 * kLdV + sj * 16, kLdV);
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::col_major> b;  // Vd[k][n] = Vdt[n][k]
+        wmma::load_matrix_sync(a, sk + kk * 16 * kLdQ + si * 16, kLdQ);
+        wmma::load_matrix_sync(b, Vdt + sj * 16 * kLdYt + kk * 16, kLdYt);
         wmma::mma_sync(acc, a, b, acc);
       }
-      wmma::store_matrix_sync(sm.S + si * 16 * kLdS + sj * 16, acc, kLdS, wmma::mem_row_major);
+      wmma::store_matrix_sync(Ss + si * 16 * kLdS + sj * 16, acc, kLdS, wmma::mem_row_major);
       __syncwarp();
-      {
-        const int r = si * 16 + (lane >> 1), cc = sj * 16 + (lane & 1) * 8;
+      {  // lane: column lane%16 of the tile, rows (lane/16)*8..+8 -> one 16-byte store into S^T
+        const int cc = sj * 16 + (lane & 15), r0 = si * 16 + (lane >> 4) * 8;
         float x[8];
-        lds8f(sm.S + r * kLdS + cc, x);
-        *reinterpret_cast<uint4*>(sm.Sb + r * kLdV + cc) = pack8h(x);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) x[i] = Ss[(r0 + i) * kLdS + cc];
+        *reinterpret_cast<uint4*>(St + cc * kLdSt + r0) = pack8h(x);
       }
     }
     // The next iteration's top barrier orders this chunk's S, Sb and X writes before their next readers.
@@ -577,7 +596,7 @@ __global__ void __launch_bounds__(kScanWarps * 32, 1)
     __syncthreads();
     for (int i = tid; i < kDk * BV; i += kScanThreads) {
       const int r = i / BV, c = i % BV;
-      args.final_state[state_off + std::size_t(r) * kDv + c] = sm.S[r * kLdS + c];
+      args.final_state[state_off + std::size_t(r) * kDv + c] = Ss[r * kLdS + c];
     }
   }
 }
