@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/attention.h"
 #include "kernels/conv1d.h"
 #include "kernels/embedding.h"
 #include "kernels/gated-delta-rule.h"
@@ -215,6 +216,38 @@ int main(int argc, char** argv) {
     }, 5, 50);
     row("gdn decode step, batch " + std::to_string(B) + " (state in place)", ms, 2.0 * state_n * 4, 0);
     cudaFree(mixed), cudaFree(g), cudaFree(beta), cudaFree(out), cudaFree(states), cudaFree(d_cu);
+  }
+
+  // ---- attention decode over a paged cache (block 16), 16/2 heads of 256, context 32768 per sequence.
+  for (int B : {1, 8, 32, 64}) {
+    const int ctx = 32768, bs = 16, HQ = 16, HKV = 2, AD = 256, blocks_per_seq = ctx / bs;
+    const std::size_t cache_n = std::size_t(B) * ctx * HKV * AD;
+    bf16* kc = random_buffer<bf16>(cache_n, -1, 1, 30);
+    bf16* vc = random_buffer<bf16>(cache_n, -1, 1, 31);
+    bf16* qg = random_buffer<bf16>(std::size_t(B) * HQ * 2 * AD, -1, 1, 32);
+    bf16* out;
+    CHECK_CUDA(cudaMalloc(&out, std::size_t(B) * HQ * AD * 2));
+    std::vector<std::int32_t> tables(std::size_t(B) * blocks_per_seq), lens(B, ctx);
+    for (std::size_t i = 0; i < tables.size(); ++i) tables[i] = std::int32_t(i);
+    std::int32_t *d_tables, *d_lens;
+    CHECK_CUDA(cudaMalloc(&d_tables, tables.size() * 4));
+    CHECK_CUDA(cudaMalloc(&d_lens, lens.size() * 4));
+    CHECK_CUDA(cudaMemcpy(d_tables, tables.data(), tables.size() * 4, cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMemcpy(d_lens, lens.data(), lens.size() * 4, cudaMemcpyHostToDevice));
+    attention_decode_args a;
+    a.n_seq = B, a.n_q_heads = HQ, a.n_kv_heads = HKV, a.head_dim = AD, a.scale = 1.f / 16.f, a.max_seq_len = ctx;
+    a.q = qg, a.q_stride = HQ * 2 * AD, a.q_head_stride = 2 * AD, a.gate = qg + AD, a.gate_stride = HQ * 2 * AD;
+    a.gate_head_stride = 2 * AD, a.seq_lens = d_lens, a.out = out, a.out_stride = HQ * AD;
+    a.kv.k_cache = kc, a.kv.v_cache = vc, a.kv.n_blocks = B * blocks_per_seq, a.kv.block_size = bs;
+    a.kv.block_tables = d_tables, a.kv.max_blocks_per_seq = blocks_per_seq;
+    const std::size_t ws_bytes = attention_decode_workspace_bytes(a);
+    void* ws;
+    CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
+    const double ms = time_ms([&] { check(attention_decode(a, ws, ws_bytes, nullptr), "attention"); }, 3, 20);
+    row("attention decode (paged, GQA 16/2 x 256, gate), batch " + std::to_string(B) + " x ctx 32768, " +
+            std::to_string(attention_decode_splits(a)) + " splits",
+        ms, 2.0 * cache_n * 2, 4.0 * B * HQ * double(ctx) * AD);
+    cudaFree(kc), cudaFree(vc), cudaFree(qg), cudaFree(out), cudaFree(d_tables), cudaFree(d_lens), cudaFree(ws);
   }
 
   // ---- conv1d prompt, 32K tokens x 8192 channels; decode batch 64 (states of 16 layers rotated).

@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/attention.h"
 #include "kernels/conv1d.h"
 #include "kernels/gated-delta-rule.h"
 #include "kernels/norm.h"
@@ -148,6 +149,27 @@ TEST(NormRef, UnitRmsAndResidual) {
     ss += double(bf16_to_float(out[i])) * bf16_to_float(out[i]);
   }
   EXPECT_NEAR(std::sqrt(ss / D), 1.0, 4e-3);  // bf16 output rounding: 2^-9 relative per element
+}
+
+// Attention with a single position returns that position's value times sigmoid(gate), whatever the scores.
+TEST(AttentionRef, SinglePositionIsGatedValue) {
+  const int D = 256;
+  std::vector<bf16> kc(D), vc(D), q(D), gate(D), out(D);
+  for (int d = 0; d < D; ++d) {
+    kc[d] = float_to_bf16(0.5f), vc[d] = float_to_bf16(float(d % 7) - 3.f), q[d] = float_to_bf16(1.f);
+    gate[d] = float_to_bf16(float(d % 5) - 2.f);
+  }
+  const std::int32_t table[] = {0}, lens[] = {1};
+  attention_decode_args a;
+  a.n_seq = 1, a.n_q_heads = 1, a.n_kv_heads = 1, a.head_dim = D, a.max_seq_len = 1;
+  a.q = q.data(), a.q_stride = D, a.q_head_stride = D, a.gate = gate.data(), a.gate_stride = D, a.gate_head_stride = D;
+  a.seq_lens = lens, a.kv.k_cache = kc.data(), a.kv.v_cache = vc.data(), a.kv.n_blocks = 1, a.kv.block_size = 1;
+  a.kv.block_tables = table, a.kv.max_blocks_per_seq = 1, a.out = out.data(), a.out_stride = D;
+  attention_decode_ref(a);
+  for (int d = 0; d < D; ++d) {
+    const float g = bf16_to_float(gate[d]);
+    EXPECT_EQ(out[d].bits, float_to_bf16(float(double(bf16_to_float(vc[d])) / (1.0 + std::exp(-double(g))))).bits);
+  }
 }
 
 TEST(SamplingRef, GreedyPicksFirstMaximum) {
