@@ -335,7 +335,7 @@ void delta_chunked(const float* q, int64_t qs, const float* k, int64_t ks, const
                    const float* beta, int64_t gs, int64_t n, int64_t dk, int64_t dv, float* S, float* o, int64_t os) {
   constexpr int64_t C = 64;
   std::vector<float> Q(C * dk), Kc(C * dk), Kb(C * dk), Vb(C * dv), G(C), T(C * C), U(C * dv), W(C * dk),
-      A(C * C), vnew(C * dv), oc(C * dv), tmp(static_cast<size_t>(std::max(dk, dv)));
+      A(C * C), D(C * C), vnew(C * dv), oc(C * dv), tmp(static_cast<size_t>(std::max(dk, dv)));
   for (int64_t c0 = 0; c0 < n; c0 += C) {
     const int64_t m = std::min(C, n - c0);
     std::fill(Q.begin(), Q.end(), 0.0f);
@@ -357,11 +357,14 @@ void delta_chunked(const float* q, int64_t qs, const float* k, int64_t ks, const
       }
       G[i] = cum;
     }
+    // decay[i][j] = exp(G_i - G_j) for j <= i (used twice below).
+    for (int64_t i = 0; i < C; ++i)
+      for (int64_t j = 0; j <= i; ++j) D[i * C + j] = std::exp(G[i] - G[j]);
     // A = -(Kb K^T * decay) strictly lower; then the forward substitution of the reference; T = A + I.
     std::fill(A.begin(), A.end(), 0.0f);
     for (int64_t i = 0; i < C; ++i)
       for (int64_t j = 0; j < i; ++j)
-        A[i * C + j] = -dot_f32(&Kb[i * dk], &Kc[j * dk], dk) * std::exp(G[i] - G[j]);
+        A[i * C + j] = -dot_f32(&Kb[i * dk], &Kc[j * dk], dk) * D[i * C + j];
     for (int64_t i = 1; i < C; ++i) {
       // row_i[j] += sum_{mm<i} row_i[mm] * A[mm][j]  (rows mm < i are already final)
       std::vector<float> row(A.begin() + i * C, A.begin() + i * C + i);
@@ -395,7 +398,7 @@ void delta_chunked(const float* q, int64_t qs, const float* k, int64_t ks, const
       const float eg = std::exp(G[i]);
       for (int64_t d = 0; d < dk; ++d) axpy_f32(Q[i * dk + d] * eg, S + d * dv, oi, dv);
       for (int64_t j = 0; j <= i; ++j) {
-        const float a = dot_f32(&Q[i * dk], &Kc[j * dk], dk) * std::exp(G[i] - G[j]);
+        const float a = dot_f32(&Q[i * dk], &Kc[j * dk], dk) * D[i * C + j];
         axpy_f32(a, &vnew[j * dv], oi, dv);
       }
       std::memcpy(o + (c0 + i) * os, oi, static_cast<size_t>(dv) * 4);
