@@ -1,0 +1,270 @@
+// The indexer end to end on real files the test writes: every format, spans and pages round-trip through the store,
+// incremental re-ingest, and bad input skipped with reasons.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "ingest/embedder.h"
+#include "ingest/indexer.h"
+#include "ingest/store.h"
+#include "ingest/vectors.h"
+#include "tests/ingest/ingest-fixtures.h"
+#include "tests/test-util.h"
+
+using namespace evident;
+using namespace evident::ingest;
+namespace fs = std::filesystem;
+
+namespace {
+
+ingest_options quiet(int chunk_tokens = 384, int overlap = 64) {
+  ingest_options o;
+  o.warnings = false;
+  o.chunk_tokens = chunk_tokens;
+  o.chunk_overlap = overlap;
+  return o;
+}
+
+void write_corpus(const fs::path& dir) {
+  test::write_file(dir / "notes.txt", test::generated_text(6000, 1) + "\nUnique marker kestrel in plain text.\n");
+  test::write_file(dir / "guide.md", "# Guide\n\n" + test::generated_text(1500, 2) + "\n\n## Details\n\nThe heron "
+                                     "section explains details. " + test::generated_text(1500, 3) + "\n");
+  test::write_file(dir / "page.html", "<html><head><title>Web</title><script>x()</script></head><body><h1>Top</h1><p>" +
+                                          test::generated_text(2000, 4) + "</p><table><tr><td>osprey</td><td>7</td>"
+                                          "</tr></table></body></html>");
+  test::write_file(dir / "table.csv", "species,count\nfalcon,3\nplover,12\n");
+  test::write_file(dir / "src/main.py", "import os\n\n\ndef main():\n    print('hi')\n\n\ndef other():\n    return 2\n");
+  test::write_file(dir / "unicode.txt", "Größe café naïve 日本語の文章。 e\xCC\x81t\xC3\xA9 " + test::generated_text(800, 5));
+  test::make_pdf(dir / "paper.pdf", {"Page one talks about alpha particles. " + test::generated_text(1200, 6),
+                                     "Page two covers beta decay omegatwo. " + test::generated_text(1200, 7),
+                                     "Page three ends with gamma rays omegathree. " + test::generated_text(600, 8)});
+  test::write_file(dir / ".hidden/secret.txt", "hidden file must not be ingested");
+}
+
+// For every chunk in the store: the stored span cut from the stored document text (code points and bytes) equals
+// the chunk text, and the page is the page of char_start.
+void expect_store_spans(store& s) {
+  for (const auto& d0 : s.documents()) {
+    auto d = s.document(d0.id, true);
+    ASSERT_TRUE(d);
+    const std::u32string u = test::to_u32(d->text);
+    EXPECT_EQ(static_cast<int64_t>(u.size()), d->char_count) << d->path;
+    for (const auto& c : s.chunks_of(d->id)) {
+      ASSERT_LE(c.char_end, static_cast<int64_t>(u.size())) << d->path;
+      EXPECT_EQ(test::to_utf8(u.substr(c.char_start, c.char_end - c.char_start)), c.text) << d->path << " #" << c.ordinal;
+      EXPECT_EQ(d->text.substr(c.byte_start, c.byte_end - c.byte_start), c.text) << d->path << " #" << c.ordinal;
+      EXPECT_EQ(c.page, store::page_of(d->page_starts, c.char_start)) << d->path << " #" << c.ordinal;
+    }
+  }
+}
+
+int64_t fts_hits(store& s, const std::string& word) {
+  auto q = s.db().prepare("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?");
+  q.bind(1, word);
+  q.step();
+  return q.col_int(0);
+}
+
+}  // namespace
+
+TEST(IngestFolder, EveryFormatRoundTripsSpansAndPages) {
+  auto root = test::scratch_dir("ingest-formats/docs");
+  auto sdir = test::scratch_dir("ingest-formats/store");
+  write_corpus(root);
+  store s(sdir);
+  auto sum = ingest_folder(s, root, quiet(48, 8));
+  EXPECT_EQ(sum.added, 7) << summary_json(sum);
+  EXPECT_TRUE(sum.skipped.empty()) << summary_json(sum);
+  expect_store_spans(s);
+
+  std::map<std::string, document_row> by_path;
+  for (auto& d : s.documents()) by_path[d.path] = d;
+  ASSERT_TRUE(by_path.count("paper.pdf"));
+  EXPECT_FALSE(by_path.count(".hidden/secret.txt"));
+  EXPECT_EQ(by_path["src/main.py"].format, "code");
+  EXPECT_EQ(by_path["table.csv"].format, "csv");
+  EXPECT_EQ(by_path["page.html"].title, "Web");
+
+  // PDF: three pages numbered from 1; markers land on their pages.
+  const auto& pdf = by_path["paper.pdf"];
+  EXPECT_EQ(pdf.pages, 3);
+  auto full = s.document(pdf.id, true);
+  const std::u32string u = test::to_u32(full->text);
+  auto page_of_word = [&](const std::string& w) {
+    auto pos = full->text.find(w);
+    EXPECT_NE(pos, std::string::npos) << w;
+    return store::page_of(full->page_starts, static_cast<int64_t>(test::to_u32(full->text.substr(0, pos)).size()));
+  };
+  EXPECT_EQ(page_of_word("alpha"), 1);
+  EXPECT_EQ(page_of_word("omegatwo"), 2);
+  EXPECT_EQ(page_of_word("omegathree"), 3);
+  bool chunk_on_page3 = false;
+  for (const auto& c : s.chunks_of(pdf.id)) chunk_on_page3 |= c.page == 3;
+  EXPECT_TRUE(chunk_on_page3);
+
+  // Markdown section path on chunks.
+  bool heron = false;
+  for (const auto& c : s.chunks_of(by_path["guide.md"].id))
+    if (c.text.find("heron") != std::string::npos) {
+      EXPECT_EQ(c.heading_path, "Guide > Details");
+      heron = true;
+    }
+  EXPECT_TRUE(heron);
+  // NFC: the decomposed é was composed.
+  auto uni = s.document(by_path["unicode.txt"].id, true);
+  EXPECT_NE(uni->text.find("\xC3\xA9t\xC3\xA9"), std::string::npos);
+
+  auto chk = test::check_store(sdir);
+  EXPECT_EQ(chk.integrity, "ok");
+  EXPECT_TRUE(chk.vectors_match);
+  EXPECT_EQ(chk.vectors, chk.chunks);
+}
+
+TEST(IngestFolder, IncrementalReplacesPrunesAndLeavesNoStaleChunks) {
+  auto root = test::scratch_dir("ingest-incr/docs");
+  auto sdir = test::scratch_dir("ingest-incr/store");
+  test::write_file(root / "a.txt", test::generated_text(3000, 11) + " stalewordalpha appears here.");
+  test::write_file(root / "b.md", "# B\n\n" + test::generated_text(3000, 12) + " stalewordbravo here.");
+  test::write_file(root / "c.txt", test::generated_text(3000, 13));
+  store s(sdir);
+  auto s1 = ingest_folder(s, root, quiet(64, 8));
+  EXPECT_EQ(s1.added, 3);
+  std::set<int64_t> old_ids;
+  for (auto& d : s.documents())
+    if (d.path != "c.txt")
+      for (auto& c : s.chunks_of(d.id)) old_ids.insert(c.id);
+  std::string old_chunk_text = s.chunks_of(s.documents()[0].id)[0].text;
+
+  // Unchanged re-run: nothing written.
+  auto s2 = ingest_folder(s, root, quiet(64, 8));
+  EXPECT_EQ(s2.unchanged, 3);
+  EXPECT_EQ(s2.added + s2.updated + s2.removed, 0);
+
+  // Modify one, delete one, add one.
+  test::write_file(root / "a.txt", test::generated_text(2000, 21) + " freshwordcharlie appears now.");
+  fs::remove(root / "b.md");
+  test::write_file(root / "d.csv", "k,v\nfreshworddelta,1\n");
+  auto s3 = ingest_folder(s, root, quiet(64, 8));
+  EXPECT_EQ(s3.added, 1) << summary_json(s3);
+  EXPECT_EQ(s3.updated, 1);
+  EXPECT_EQ(s3.removed, 1);
+  EXPECT_EQ(s3.unchanged, 1);
+  EXPECT_EQ(s.document_count(), 3);
+
+  EXPECT_EQ(fts_hits(s, "stalewordalpha"), 0);
+  EXPECT_EQ(fts_hits(s, "stalewordbravo"), 0);
+  EXPECT_EQ(fts_hits(s, "freshwordcharlie"), 1);
+  EXPECT_EQ(fts_hits(s, "freshworddelta"), 1);
+
+  auto chk = test::check_store(sdir);
+  EXPECT_EQ(chk.integrity, "ok");
+  EXPECT_TRUE(chk.fts_ok);
+  EXPECT_TRUE(chk.vectors_match);
+  EXPECT_EQ(chk.vectors, chk.chunks);
+
+  // No stale vector: old ids are gone, and a search with an old chunk's text only returns live chunks.
+  auto e = make_embedder(s);
+  auto v = vector_index::open(s, *e);
+  for (int64_t id : v->ids()) EXPECT_FALSE(old_ids.count(id)) << "stale vector id " << id;
+  std::vector<float> q(static_cast<size_t>(e->dim()));
+  e->embed_query(old_chunk_text, q.data());
+  std::vector<float> scores(10);
+  std::vector<int64_t> ids(10);
+  v->search(q.data(), 10, scores.data(), ids.data());
+  for (int64_t id : ids) {
+    if (id >= 0) {
+      EXPECT_TRUE(s.chunk(id).has_value()) << "search returned a chunk that no longer exists: " << id;
+    }
+  }
+
+  // df follows the chunks.
+  EXPECT_EQ(s.meta("embedder.df_n").value_or(""), std::to_string(s.chunk_count()));
+}
+
+TEST(IngestFolder, BadInputIsSkippedWithReasons) {
+  auto root = test::scratch_dir("ingest-bad/docs");
+  auto sdir = test::scratch_dir("ingest-bad/store");
+  test::write_file(root / "good.txt", test::generated_text(2000, 31));
+  test::write_file(root / "empty.txt", "");
+  test::write_file(root / "big.txt", test::generated_text(50000, 32));
+  test::write_file(root / "blob.dat", std::string("\x01\x02\x00\x03 binary", 11));
+  test::make_pdf(root / "whole.pdf", {"Some text. " + test::generated_text(3000, 33)});
+  std::string pdf = test::read_file(root / "whole.pdf");
+  test::write_file(root / "truncated.pdf", pdf.substr(0, pdf.size() / 3));
+  fs::remove(root / "whole.pdf");
+  fs::create_symlink("/etc/hostname", root / "outside-link.txt");
+
+  store s(sdir);
+  auto o = quiet();
+  o.max_file_bytes = 20000;
+  auto sum = ingest_folder(s, root, o);
+  EXPECT_EQ(sum.added, 1) << summary_json(sum);
+  std::map<std::string, std::string> why;
+  for (auto& k : sum.skipped) why[k.path] = k.reason;
+  EXPECT_NE(why["empty.txt"].find("empty"), std::string::npos) << summary_json(sum);
+  EXPECT_NE(why["big.txt"].find("over-size"), std::string::npos) << summary_json(sum);
+  EXPECT_NE(why["blob.dat"].find("binary"), std::string::npos) << summary_json(sum);
+  EXPECT_FALSE(why["truncated.pdf"].empty()) << summary_json(sum);
+  EXPECT_NE(why["outside-link.txt"].find("symbolic link"), std::string::npos) << summary_json(sum);
+  EXPECT_EQ(s.document_count(), 1);
+  auto chk = test::check_store(sdir);
+  EXPECT_TRUE(chk.vectors_match);
+}
+
+TEST(IngestFolder, UnreadableFileIsSkippedByTheCli) {
+  // Root reads any file, so the CLI runs as `nobody` (setpriv) when the test runs as root.
+  auto base = test::scratch_dir("ingest-unreadable");
+  auto root = base / "docs";
+  auto sdir = base / "store";
+  test::write_file(root / "ok.txt", test::generated_text(1000, 41));
+  test::write_file(root / "locked.txt", "you cannot read me");
+  fs::permissions(root / "locked.txt", fs::perms::none);
+  fs::create_directories(sdir);
+  fs::permissions(base, fs::perms::all);
+  fs::permissions(sdir, fs::perms::all);
+  const std::string bin = std::string(EVIDENT_TEST_BINARY_DIR) + "/api/evident";
+  ASSERT_TRUE(fs::exists(bin)) << bin << " (build the evident target)";
+  std::string prefix = geteuid() == 0 ? "setpriv --reuid=65534 --regid=65534 --clear-groups " : "";
+  std::string cmd = prefix + bin + " ingest '" + root.string() + "' --store '" + sdir.string() + "' --json 2>/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  int rc = pclose(p);
+  EXPECT_EQ(WEXITSTATUS(rc), 0) << cmd << "\n" << out;
+  auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["added"], 1);
+  ASSERT_EQ(j["skipped"].size(), 1u) << out;
+  EXPECT_EQ(j["skipped"][0]["path"], "locked.txt");
+  EXPECT_NE(j["skipped"][0]["reason"].get<std::string>().find("unreadable"), std::string::npos) << out;
+
+  // Nothing readable at all: exit status 1.
+  auto root2 = base / "none";
+  test::write_file(root2 / "empty.txt", "");
+  fs::permissions(base / "none", fs::perms::all);
+  std::string cmd2 = prefix + bin + " ingest '" + root2.string() + "' --store '" + sdir.string() +
+                     "' --collection none --json >/dev/null 2>&1";
+  EXPECT_EQ(WEXITSTATUS(std::system(cmd2.c_str())), 1);
+}
+
+TEST(IngestBytes, UploadReplacesAndRemoves) {
+  auto sdir = test::scratch_dir("ingest-bytes/store");
+  store s(sdir);
+  auto o = quiet(64, 8);
+  int64_t id = ingest_bytes(s, "up.md", "# Up\n\n" + test::generated_text(2000, 51), o);
+  int64_t id2 = ingest_bytes(s, "up.md", "# Up\n\nreplaced uploadword " + test::generated_text(500, 52), o);
+  EXPECT_EQ(id, id2);
+  EXPECT_EQ(s.document_count(), 1);
+  EXPECT_EQ(fts_hits(s, "uploadword"), 1);
+  EXPECT_THROW(ingest_bytes(s, "x.pdf", "%PDF-1.4 garbage", o), evident::error);
+  EXPECT_TRUE(remove_document(s, id));
+  EXPECT_FALSE(remove_document(s, id));
+  EXPECT_EQ(s.chunk_count(), 0);
+  auto chk = test::check_store(sdir);
+  EXPECT_TRUE(chk.vectors_match);
+  EXPECT_EQ(chk.vectors, 0);
+}
