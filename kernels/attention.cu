@@ -1,6 +1,4 @@
 // CUDA decode attention over the paged KV cache (split-KV, online softmax in fp32) and the KV cache write.
-// One block per (KV head, sequence, split): its 8 warps take the query heads of that KV head (GQA: they share every
-// K/V row, which L1 serves after the first warp); each lane owns 8 of the 256 dims.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -18,12 +16,6 @@ constexpr int kD = 256;
 constexpr int kThreads = 256;
 constexpr int kMaxSplits = 64;
 
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
-
 __device__ __forceinline__ void ld8(const bf16* p, float (&x)[8]) {
   const uint4 raw = *reinterpret_cast<const uint4*>(p);
   const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
@@ -40,6 +32,14 @@ struct partial_view {
   float* acc;  // [n_seq, n_q_heads, n_splits, 256]
 };
 
+// One block per (KV head, sequence, split); warp w takes positions p0 + w, p0 + w + 8, ... of the split for all
+// query heads of the group at once (kGroup = 8 for 16/2 heads), so each K/V row is loaded once per block. A lane owns
+// 8 of the 256 dims; the 8 per-head partial dot products are reduced across the warp by a transposing butterfly
+// (9 shuffles instead of 8 x 5). Each warp writes its own partial (max, sum, accumulator) as one of n_splits * 8
+// sub-splits, merged by attn_decode_merge_kernel.
+constexpr int kGroup = 8;
+constexpr int kWarps = kThreads / 32;
+
 __global__ void __launch_bounds__(kThreads) attn_decode_split_kernel(attention_decode_args a, int n_splits,
                                                                      partial_view ws) {
   const int hk = blockIdx.x, s = blockIdx.y, split = blockIdx.z;
@@ -47,58 +47,88 @@ __global__ void __launch_bounds__(kThreads) attn_decode_split_kernel(attention_d
   const int len = a.seq_lens[s];
   const int per = (len + n_splits - 1) / n_splits;
   const int p0 = split * per, p1 = min(len, p0 + per);
-  const int group = a.n_q_heads / a.n_kv_heads;
   const std::int32_t* table = a.kv.block_tables + std::size_t(s) * a.kv.max_blocks_per_seq;
-  for (int hl = warp; hl < group; hl += kThreads / 32) {
-    const int h = hk * group + hl;
-    float q[8];
-    ld8(a.q + std::int64_t(s) * a.q_stride + std::int64_t(h) * a.q_head_stride + lane * 8, q);
+  float q[kGroup][8];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) q[i] *= a.scale;
-    float m = -FLT_MAX, l = 0.f, acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int p = p0; p < p1; p += 4) {
-      // Up to 4 positions per step: all loads issued before the reductions.
-      float k[4][8], v[4][8];
-      const int n = min(4, p1 - p);
+  for (int h = 0; h < kGroup; ++h) {
+    ld8(a.q + std::int64_t(s) * a.q_stride + std::int64_t(hk * kGroup + h) * a.q_head_stride + lane * 8, q[h]);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) q[h][i] *= a.scale;
+  }
+  float m[kGroup], l[kGroup], acc[kGroup][8];
+#pragma unroll
+  for (int h = 0; h < kGroup; ++h) {
+    m[h] = -FLT_MAX, l[h] = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[h][i] = 0.f;
+  }
+  for (int p = p0 + warp; p < p1; p += kWarps) {
+    const std::size_t row =
+        ((std::size_t(table[p / a.kv.block_size]) * a.kv.block_size + p % a.kv.block_size) * a.n_kv_heads + hk) * kD +
+        lane * 8;
+    float k[8], v[8];
+    ld8(a.kv.k_cache + row, k);
+    ld8(a.kv.v_cache + row, v);
+    float d[kGroup];
+#pragma unroll
+    for (int h = 0; h < kGroup; ++h) {
+      d[h] = 0.f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) d[h] += q[h][i] * k[i];
+    }
+    // Butterfly: xor 16 halves the heads each lane keeps (upper lanes keep heads 4-7), xor 8 and xor 4 halve again,
+    // xor 2 and xor 1 finish the sum of the one head left.
+    float e4[4], e2[2], e1;
+    {
+      const bool up = lane & 16;
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        if (j < n) {
-          const int pos = p + j;
-          const std::size_t row =
-              ((std::size_t(table[pos / a.kv.block_size]) * a.kv.block_size + pos % a.kv.block_size) * a.n_kv_heads +
-               hk) * kD + lane * 8;
-          ld8(a.kv.k_cache + row, k[j]);
-          ld8(a.kv.v_cache + row, v[j]);
-        }
-      }
-      float sc[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        float d = 0.f;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) d += q[i] * k[j][i];
-        sc[j] = warp_sum(d);
-      }
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if (j < n) {
-          const float m_new = fmaxf(m, sc[j]);
-          const float corr = __expf(m - m_new), pe = __expf(sc[j] - m_new);
-          l = l * corr + pe;
-#pragma unroll
-          for (int i = 0; i < 8; ++i) acc[i] = acc[i] * corr + pe * v[j][i];
-          m = m_new;
-        }
+        const float send = up ? d[j] : d[j + 4];
+        const float keep = up ? d[j + 4] : d[j];
+        e4[j] = keep + __shfl_xor_sync(0xffffffffu, send, 16);
       }
     }
-    const std::size_t idx = (std::size_t(s) * a.n_q_heads + h) * n_splits + split;
+    {
+      const bool up = lane & 8;
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const float send = up ? e4[j] : e4[j + 2];
+        const float keep = up ? e4[j + 2] : e4[j];
+        e2[j] = keep + __shfl_xor_sync(0xffffffffu, send, 8);
+      }
+    }
+    {
+      const bool up = lane & 4;
+      const float send = up ? e2[0] : e2[1];
+      const float keep = up ? e2[1] : e2[0];
+      e1 = keep + __shfl_xor_sync(0xffffffffu, send, 4);
+    }
+    e1 += __shfl_xor_sync(0xffffffffu, e1, 2);
+    e1 += __shfl_xor_sync(0xffffffffu, e1, 1);
+#pragma unroll
+    for (int h = 0; h < kGroup; ++h) {
+      // Head h's sum lives in lanes with bits (h>>2, (h>>1)&1, h&1) at positions 4, 3, 2.
+      const float sc = __shfl_sync(0xffffffffu, e1, ((h >> 2) << 4) | (((h >> 1) & 1) << 3) | ((h & 1) << 2));
+      const float m_new = fmaxf(m[h], sc);
+      const float corr = __expf(m[h] - m_new), pe = __expf(sc - m_new);
+      l[h] = l[h] * corr + pe;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[h][i] = acc[h][i] * corr + pe * v[i];
+      m[h] = m_new;
+    }
+  }
+  const int sub = split * kWarps + warp, n_sub = n_splits * kWarps;
+  const bool empty = p0 + warp >= p1;
+#pragma unroll
+  for (int h = 0; h < kGroup; ++h) {
+    const std::size_t idx = (std::size_t(s) * a.n_q_heads + hk * kGroup + h) * n_sub + sub;
     if (lane == 0) {
-      ws.ml[idx * 2] = p1 > p0 ? m : -FLT_MAX;
-      ws.ml[idx * 2 + 1] = l;
+      ws.ml[idx * 2] = empty ? -FLT_MAX : m[h];
+      ws.ml[idx * 2 + 1] = empty ? 0.f : l[h];
     }
     float4* dst = reinterpret_cast<float4*>(ws.acc + idx * kD + lane * 8);
-    dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
-    dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+    dst[0] = make_float4(acc[h][0], acc[h][1], acc[h][2], acc[h][3]);
+    dst[1] = make_float4(acc[h][4], acc[h][5], acc[h][6], acc[h][7]);
   }
 }
 
@@ -151,7 +181,7 @@ int attention_decode_splits(const attention_decode_args& a) {
 }
 
 std::size_t attention_decode_workspace_bytes(const attention_decode_args& a) {
-  const std::size_t n = std::size_t(a.n_seq) * a.n_q_heads * attention_decode_splits(a);
+  const std::size_t n = std::size_t(a.n_seq) * a.n_q_heads * attention_decode_splits(a) * kWarps;
   return n * 2 * sizeof(float) + 256 + n * kD * sizeof(float);
 }
 
@@ -161,6 +191,8 @@ status attention_decode(const attention_decode_args& a, void* workspace, std::si
                     "attention_decode: n_q_heads = ", a.n_q_heads, " must be a positive multiple of n_kv_heads = ",
                     a.n_kv_heads);
   EV_KERNEL_SUPPORTED(a.head_dim == kD, "attention_decode: head_dim = ", a.head_dim, ", only 256 is implemented");
+  EV_KERNEL_SUPPORTED(a.n_q_heads / a.n_kv_heads == kGroup, "attention_decode: ", a.n_q_heads / a.n_kv_heads,
+                      " query heads per KV head, only 8 (Qwen3-Next's 16/2) is implemented");
   if (a.n_seq == 0) return status::success();
   EV_KERNEL_REQUIRE(a.q && a.gate && a.out && a.seq_lens && a.kv.k_cache && a.kv.v_cache && a.kv.block_tables,
                     "attention_decode: null q, gate, out, seq_lens, cache or block table");
@@ -173,13 +205,13 @@ status attention_decode(const attention_decode_args& a, void* workspace, std::si
                     "attention_decode: workspace of ", workspace_bytes, " bytes, expected at least ",
                     attention_decode_workspace_bytes(a), " (16-byte aligned)");
   const int n_splits = attention_decode_splits(a);
-  const std::size_t n = std::size_t(a.n_seq) * a.n_q_heads * n_splits;
+  const std::size_t n = std::size_t(a.n_seq) * a.n_q_heads * n_splits * kWarps;
   partial_view ws;
   ws.ml = static_cast<float*>(workspace);
   ws.acc = reinterpret_cast<float*>(static_cast<char*>(workspace) + (n * 2 * sizeof(float) + 255) / 256 * 256);
   attn_decode_split_kernel<<<dim3(a.n_kv_heads, a.n_seq, n_splits), kThreads, 0, stream>>>(a, n_splits, ws);
   EV_CUDA_CHECK_LAUNCH("attn_decode_split_kernel");
-  attn_decode_merge_kernel<<<dim3(a.n_q_heads, a.n_seq), kD, 0, stream>>>(a, n_splits, ws);
+  attn_decode_merge_kernel<<<dim3(a.n_q_heads, a.n_seq), kD, 0, stream>>>(a, n_splits * kWarps, ws);
   EV_CUDA_CHECK_LAUNCH("attn_decode_merge_kernel");
   return status::success();
 }

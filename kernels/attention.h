@@ -16,7 +16,7 @@
 //     out = softmax(q k^T * scale) v * sigmoid(gate); a sequence of length 0 gets zeros.
 // Split-KV: each sequence's positions are cut into n_splits ranges processed by separate blocks (fp32 partial
 // max / sum / accumulator in the workspace), then merged; long contexts fill the GPU at batch 1.
-// The CUDA kernels support head_dim == 256 only; n_q_heads a multiple of n_kv_heads.
+// The CUDA kernels support head_dim == 256 and 8 query heads per KV head (16/2) only.
 #pragma once
 
 #include <cstddef>
