@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "citation/citation.h"
+#include "citation/extractive.h"
+#include "citation/verify.h"
 #include "engine/generator.h"
 #include "retrieval/packer.h"
 
@@ -60,6 +62,78 @@ struct ask_events {
   std::function<bool(const citation::resolved_citation&)> on_citation;
 };
 
-class pipeline;  // defined in api/pipeline.cpp's companion headers by the citation work
+// ---------------------------------------------------------------------------------------------------------------------
+// The pipeline object.
+//
+//   ask(request) --> context(question, system prompt)   retrieval + packing (retrieval/), timed
+//                --> relevance gate                      no passages, or no passage sentence covering min_relevance of
+//                                                        the question's key terms: not_found, no generation
+//                --> generator                           extractive | openai | engine (one generate() call)
+//                --> split reasoning / answer            <think> handling (citation/reasoning.h)
+//                --> parse + resolve + verify            citation/protocol.h, citation/verify.h
+//                --> store                               answers + answer_citations (migration 0002)
+//
+// Thread-safety: ask() may be called from several threads at once (each call opens its own store connection and
+// retrievers; generators are thread-safe by contract). Configuration is fixed after construction.
+
+// Builds the packed context for a request with the given system prompt (the citation protocol). The default uses
+// retrieval/ (hybrid retrieval + packer); tests and special routes may substitute their own.
+using context_fn = std::function<retrieval::packed_context(const ask_request&, const std::string& system_prompt)>;
+
+struct pipeline_options {
+  std::filesystem::path store_dir;          // the store (must exist: ingest first)
+  std::string generator = "extractive";     // default generator: extractive | openai | engine
+  std::string openai_url;                   // e.g. http://127.0.0.1:8000 (with or without /v1)
+  std::string openai_model;                 // model name sent to the server
+  std::string openai_api_key;               // Bearer token; empty = none
+  bool openai_stream = true;                // use SSE streaming
+  std::filesystem::path model_dir;          // engine: the checkpoint directory (loaded at construction when set)
+  std::filesystem::path tokenizer_path;     // engine: tokenizer.json (default: model_dir/tokenizer.json)
+  int retrieve_k = 40;                      // hits retrieved before packing
+  double min_relevance = 0.25;              // relevance gate (IDF-weighted question-term coverage, 0..1; 0 = off)
+  bool store_answers = true;                // write every answer to the answers table
+  citation::verify_options verify;
+  citation::extractive_options extractive;
+};
+
+class pipeline {
+ public:
+  // `generator`: "extractive" (default when empty), "openai" (needs openai_url/openai_model through the options
+  // form) or "engine" (needs model_dir). Throws evident::error for a missing store or an unusable generator.
+  pipeline(const std::filesystem::path& store_dir, const std::string& generator = "");
+  explicit pipeline(pipeline_options opt);
+  ~pipeline();
+  pipeline(const pipeline&) = delete;
+  pipeline& operator=(const pipeline&) = delete;
+
+  // Registers (or replaces) a generator under `key` ("extractive", "openai", "engine", or any name a request's
+  // `generator` field may select). The pipeline shares ownership.
+  void set_generator(const std::string& key, std::shared_ptr<engine::generator_i> g);
+  // Replaces the retrieval + packing step (tests; whole-document routes).
+  void set_context(context_fn fn);
+
+  // Answers one question. Never throws for the generator's own failure (finish_reason "error", stored); throws
+  // evident::error for invalid requests (empty question, unknown generator) and store failures.
+  ask_result ask(const ask_request& request, const ask_events* events = nullptr);
+
+  const pipeline_options& options() const { return opt_; }
+
+ private:
+  struct impl;
+  pipeline_options opt_;
+  std::unique_ptr<impl> impl_;
+};
+
+// Reads a stored answer (with its citations); nullopt when no such id. `passages` hold the stored ids and offsets
+// (texts are not stored again).
+std::optional<ask_result> load_answer(const std::filesystem::path& store_dir, int64_t answer_id);
+
+// The JSON form used by `evident ask --json` and the HTTP API (one schema for both):
+//   {answer_id, question, answer, reasoning, not_found, extractive, cancelled, generator, template, finish_reason,
+//    citations: [{label, answer_offset, chunk_id, document_id, document_title, document_path, page, char_start,
+//                 char_end, quote, span_text, verdict, match_score, found_in_label}],
+//    uncited_claims: [byte offsets], passages: [{label, document_id, document_title, document_path, chunk_ids,
+//    char_start, char_end, page_start, page_end, score, tokens, text}], usage: {...}, timings: {...}}
+std::string to_json(const ask_result& r, bool with_passage_text = true, int indent = -1);
 
 }  // namespace evident::answer

@@ -37,6 +37,16 @@ std::vector<std::string> terms(std::string_view text) {
   return out;
 }
 
+// Words that shape a question but say nothing about its subject ("what does X say about Y", "how many ...").
+bool is_question_filler(const std::string& stemmed) {
+  static const char* const filler[] = {"say", "tell", "mention", "describe", "explain", "state", "according",
+                                       "regard", "concern", "anyth", "someth", "whether", "much", "many", "often",
+                                       "kind", "type", "way", "give", "know", "anyone", "somebody"};
+  for (const char* f : filler)
+    if (stemmed == f) return true;
+  return false;
+}
+
 constexpr int k_hash_dim = 256;
 
 // Hashed character-trigram vector of the normalised text (FNV-1a), L2-normalised.
@@ -155,6 +165,7 @@ extractive_answer extractive_answerer::answer(const std::string& question,
   }
   // 2. question terms and their IDF over the sentences
   std::vector<std::string> qterms = terms(question);
+  qterms.erase(std::remove_if(qterms.begin(), qterms.end(), is_question_filler), qterms.end());
   std::sort(qterms.begin(), qterms.end());
   qterms.erase(std::unique(qterms.begin(), qterms.end()), qterms.end());
   const double n = static_cast<double>(sents.size());
@@ -191,6 +202,14 @@ extractive_answer extractive_answerer::answer(const std::string& question,
   std::vector<scored_sentence> scored;
   double best_bm25 = 0;
   std::vector<double> bm25(sents.size(), 0.0), coverage(sents.size(), 0.0);
+  // A sentence is read with its document's title (short titles only: "Apache License" makes "Trademarks." part of
+  // the Apache licence); title words count for coverage, not for BM25.
+  std::vector<std::set<std::string>> title_terms(passages.size());
+  for (size_t pi = 0; pi < passages.size(); ++pi)
+    if (passages[pi].document_title.size() <= 100) {
+      const auto tt = terms(passages[pi].document_title);
+      title_terms[pi].insert(tt.begin(), tt.end());
+    }
   for (size_t i = 0; i < sents.size(); ++i) {
     const auto& s = sents[i];
     std::unordered_map<std::string, int> tf;
@@ -199,7 +218,10 @@ extractive_answer extractive_answerer::answer(const std::string& question,
     double cov = 0;
     for (const auto& t : qterms) {
       auto it = tf.find(t);
-      if (it == tf.end()) continue;
+      if (it == tf.end()) {
+        if (title_terms[s.passage].count(t)) cov += idf[t];
+        continue;
+      }
       const double f = it->second;
       bm25[i] += idf[t] * f * 2.2 / (f + 1.2 * (0.25 + 0.75 * len / avg_len));
       cov += idf[t];
@@ -220,6 +242,8 @@ extractive_answer extractive_answerer::answer(const std::string& question,
     ss.dense = std::max(0.0, dense[i]);
     ss.position = 1.0 / (1.0 + s.index);
     ss.score = 0.45 * ss.bm25 + 0.30 * ss.coverage + 0.20 * ss.dense + 0.05 * ss.position;
+    // headings and fragments ("Trademarks.") name a topic without saying anything about it
+    ss.score *= std::min(1.0, 0.5 + static_cast<double>(s.words.size()) / 8.0);
     scored.push_back(std::move(ss));
   }
   std::stable_sort(scored.begin(), scored.end(), [](const auto& a, const auto& b) { return a.score > b.score; });
