@@ -20,8 +20,9 @@ int count_row(const Fts5ExtensionApi*, Fts5Context*, void* user) {
   return SQLITE_OK;
 }
 
-// Computes N, avgdl and each phrase's idf for the current query. Returns an SQLite error code.
-int compute_stats(const Fts5ExtensionApi* api, Fts5Context* fts, query_stats* st) {
+// Computes N, avgdl and each phrase's idf for the current query (idf from `given` when it has one per phrase).
+// Returns an SQLite error code.
+int compute_stats(const Fts5ExtensionApi* api, Fts5Context* fts, query_stats* st, const bm25_idf* given) {
   sqlite3_int64 n_rows = 0;
   int rc = api->xRowCount(fts, &n_rows);
   if (rc != SQLITE_OK) return rc;
@@ -31,6 +32,10 @@ int compute_stats(const Fts5ExtensionApi* api, Fts5Context* fts, query_stats* st
   st->avgdl = n_rows > 0 ? static_cast<double>(total) / static_cast<double>(n_rows) : 1.0;
   if (st->avgdl <= 0) st->avgdl = 1.0;
   const int n_phrase = api->xPhraseCount(fts);
+  if (given != nullptr && given->idf.size() == static_cast<size_t>(n_phrase)) {
+    st->idf = given->idf;
+    return SQLITE_OK;
+  }
   st->idf.assign(n_phrase, 0.0);
   for (int p = 0; p < n_phrase; ++p) {
     int64_t hits = 0;
@@ -51,7 +56,9 @@ void bm25_function(const Fts5ExtensionApi* api, Fts5Context* fts, sqlite3_contex
   auto* st = static_cast<query_stats*>(api->xGetAuxdata(fts, 0));
   if (st == nullptr) {
     st = new query_stats();
-    int rc = compute_stats(api, fts, st);
+    const auto* given =
+        n_val >= 3 ? static_cast<const bm25_idf*>(sqlite3_value_pointer(val[2], bm25_idf_type)) : nullptr;
+    int rc = compute_stats(api, fts, st, given);
     if (rc == SQLITE_OK) rc = api->xSetAuxdata(fts, st, [](void* p) { delete static_cast<query_stats*>(p); });
     else delete st;
     if (rc != SQLITE_OK) {

@@ -9,12 +9,23 @@
 // Usage (after register_bm25(db)):  SELECT rowid, evident_bm25(chunks_fts, 0.9, 0.4) AS s FROM chunks_fts
 //                                    WHERE chunks_fts MATCH ? ORDER BY s DESC LIMIT ?
 // Both parameters are optional (defaults k1 = 0.9, b = 0.4: Anserini's BEIR "flat" setting).
-// Per-phrase document counts are computed once per query (FTS5 auxdata), as the built-in bm25() does.
+// Per-phrase document counts are computed once per query (FTS5 auxdata), as the built-in bm25() does, by walking each
+// phrase's posting list. A caller that already knows them passes a fourth argument: a pointer (sqlite3_bind_pointer,
+// type bm25_idf_type) to a bm25_idf whose `idf` has one entry per phrase of the MATCH expression; it must outlive
+// the statement's execution.
 #pragma once
 
 #include <sqlite3.h>
 
+#include <vector>
+
+
 namespace evident::retrieval {
+
+inline constexpr const char* bm25_idf_type = "evident_bm25_idf";
+struct bm25_idf {
+  std::vector<double> idf;  // per phrase, in expression order: ln(1 + (N - n + 0.5) / (n + 0.5))
+};
 
 // Registers evident_bm25 on this connection (idempotent). Throws evident::error when the connection has no FTS5.
 void register_bm25(sqlite3* db);

@@ -43,10 +43,18 @@ class retriever_i {
 
 // Lexical: FTS5 over chunks_fts with evident_bm25 (Lucene IDF, configurable k1/b; see retrieval/fts-bm25.h).
 // Defaults are Anserini's BEIR "flat" BM25 (k1 0.9, b 0.4, Lucene's English stop words removed from the query).
+// Large stores: FTS5 has no dynamic pruning (WAND), so an OR query scores every chunk holding any query term; at 1M
+// chunks a common term alone means ~10^5-10^6 rows scored per query. Above `prune_above_chunks` the retriever looks
+// up each term's document frequency (cached; counting stops at `max_postings`) and searches only the rarest terms
+// whose frequencies sum to at most `max_postings` (at least one term). Frequent terms carry little IDF, so the top
+// of the ranking mostly survives; it is an approximation, measured in bench/RESULTS.md. Below the threshold, BM25
+// is exact.
 struct lexical_options {
   double k1 = 0.9;        // term-frequency saturation
   double b = 0.4;         // length normalisation (0 = none, 1 = full)
   query_options query;    // query -> terms (stop words, term cap)
+  int64_t prune_above_chunks = 200000;  // exact BM25 up to this many chunks; 0 = always prune
+  int64_t max_postings = 15000;         // posting budget of a pruned query
 };
 std::unique_ptr<retriever_i> make_lexical(const std::filesystem::path& store_dir, const lexical_options& opt = {});
 
