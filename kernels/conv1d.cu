@@ -23,53 +23,26 @@ __device__ __forceinline__ int find_seq(const int32_t* cu, int n_seq, int t) {
   return lo;
 }
 
-// One thread per (channel, run of kRun consecutive tokens): a sliding window over the run, so each input is read
-// once (plus K-1 history values at the run's start); a run may cross sequence boundaries.
-constexpr int kRun = 16;
-
 __global__ void conv1d_fwd_kernel(conv1d_args a) {
   const int c = blockIdx.y * blockDim.x + threadIdx.x;
-  const int t_begin = blockIdx.x * kRun, t_end = min(a.n_tokens, t_begin + kRun);
+  const int t = blockIdx.x;  // x: up to 2^31 - 1 tokens
   if (c >= a.n_channels) return;
+  const int s = find_seq(a.cu_seqlens, a.n_seq, t);
+  const int pos = t - a.cu_seqlens[s];
   const int K = a.kernel;
+  const int slot = a.state_slots ? a.state_slots[s] : s;
   const nvbf* x = reinterpret_cast<const nvbf*>(a.x);
+  const nvbf* w = reinterpret_cast<const nvbf*>(a.w) + std::size_t(c) * K;
   const nvbf* st = reinterpret_cast<const nvbf*>(a.state);
-  nvbf* out = reinterpret_cast<nvbf*>(a.out);
-  float w[kMaxK], hist[kMaxK];  // hist[K-2] is the newest input before t
-#pragma unroll
-  for (int j = 0; j < kMaxK; ++j) w[j] = j < K ? __bfloat162float(reinterpret_cast<const nvbf*>(a.w)[std::size_t(c) * K + j]) : 0.f;
-  int s = find_seq(a.cu_seqlens, a.n_seq, t_begin);
-  // History of token t in sequence s: x[t - 1 - j] inside the sequence, else the state (or zero).
-  auto load_history = [&](int t) {
-    const int start = a.cu_seqlens[s];
-    const int slot = a.state_slots ? a.state_slots[s] : s;
-#pragma unroll
-    for (int j = 0; j < kMaxK - 1; ++j) {
-      if (j >= K - 1) break;
-      const int pos = t - 1 - j - start;  // position of x[t-1-j] in its sequence
-      float v = 0.f;
-      if (pos >= 0) v = __bfloat162float(x[std::int64_t(t - 1 - j) * a.x_stride + c]);
-      else if (st && a.read_state) v = __bfloat162float(st[(std::size_t(slot) * (K - 1) + (K - 1 + pos)) * a.n_channels + c]);
-      hist[K - 2 - j] = v;
-    }
-  };
-  load_history(t_begin);
-  for (int t = t_begin; t < t_end; ++t) {
-    if (t == a.cu_seqlens[s + 1]) {  // crossed into the next non-empty sequence
-      while (a.cu_seqlens[s + 1] <= t) ++s;
-      load_history(t);
-    }
-    const float xt = __bfloat162float(x[std::int64_t(t) * a.x_stride + c]);
-    float acc = w[K - 1] * xt;
-#pragma unroll
-    for (int j = 0; j < kMaxK - 1; ++j)
-      if (j < K - 1) acc += w[j] * hist[j];
-    out[std::int64_t(t) * a.out_stride + c] = __float2bfloat16(silu(acc));
-#pragma unroll
-    for (int j = 0; j < kMaxK - 2; ++j)
-      if (j < K - 2) hist[j] = hist[j + 1];
-    hist[K - 2] = xt;
+  float acc = 0.f;
+  for (int j = 0; j < K; ++j) {
+    const int p = pos - (K - 1) + j;  // position of the input, may be negative (history)
+    float xv = 0.f;
+    if (p >= 0) xv = __bfloat162float(x[std::int64_t(t - pos + p) * a.x_stride + c]);
+    else if (st && a.read_state) xv = __bfloat162float(st[(std::size_t(slot) * (K - 1) + (K - 1 + p)) * a.n_channels + c]);
+    acc += __bfloat162float(w[j]) * xv;
   }
+  reinterpret_cast<nvbf*>(a.out)[std::int64_t(t) * a.out_stride + c] = __float2bfloat16(silu(acc));
 }
 
 // New state = last K-1 of (old state | inputs). One thread per (sequence, channel): reads everything it needs before
@@ -127,7 +100,7 @@ status conv1d_forward(const conv1d_args& a, stream_t stream) {
   EV_KERNEL_REQUIRE(!a.read_state || a.state, "conv1d_forward: read_state without a state buffer");
   const int bx = (a.n_channels + kThreads - 1) / kThreads;
   if (a.n_tokens > 0) {
-    conv1d_fwd_kernel<<<dim3((a.n_tokens + kRun - 1) / kRun, bx), kThreads, 0, stream>>>(a);
+    conv1d_fwd_kernel<<<dim3(a.n_tokens, bx), kThreads, 0, stream>>>(a);
     EV_CUDA_CHECK_LAUNCH("conv1d_fwd_kernel");
   }
   if (a.state) {
