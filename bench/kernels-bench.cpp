@@ -18,6 +18,7 @@
 #include "kernels/embedding.h"
 #include "kernels/gated-delta-rule.h"
 #include "kernels/gemm.h"
+#include "kernels/moe.h"
 #include "kernels/norm.h"
 #include "kernels/rope.h"
 #include "kernels/sampling.h"
@@ -342,6 +343,20 @@ int main(int argc, char** argv) {
       row(gs.name, ms, 2.0 * (double(gs.m) * gs.k + double(gs.n) * gs.k + double(gs.m) * gs.n),
           2.0 * gs.m * double(gs.n) * gs.k);
       cudaFree(x), cudaFree(w), cudaFree(y);
+    }
+    {
+      // MoE router: 32768 tokens x 512 experts, top-10 renormalised.
+      const int T = 32768, E = 512;
+      float* logits = random_buffer<float>(std::size_t(T) * E, -4, 4, 24);
+      std::int32_t* ids;
+      float* w;
+      CHECK_CUDA(cudaMalloc(&ids, std::size_t(T) * 10 * 4));
+      CHECK_CUDA(cudaMalloc(&w, std::size_t(T) * 10 * 4));
+      moe_router_args r;
+      r.n_tokens = T, r.n_experts = E, r.top_k = 10, r.logits = logits, r.logits_stride = E, r.ids = ids, r.weights = w;
+      const double ms = time_ms([&] { check(moe_router(r, nullptr), "router"); });
+      row("moe router softmax + top-10 + renormalise, 32768 tokens x 512 experts", ms, double(T) * (E * 4 + 80), 0);
+      cudaFree(logits), cudaFree(ids), cudaFree(w);
     }
     for (int B : {1, 64}) {
       float* logits = random_buffer<float>(std::size_t(B) * 151936, -10, 10, 23);

@@ -17,6 +17,7 @@
 #include "kernels/embedding.h"
 #include "kernels/gated-delta-rule.h"
 #include "kernels/gemm.h"
+#include "kernels/moe.h"
 #include "kernels/norm.h"
 #include "kernels/rope.h"
 #include "kernels/sampling.h"
@@ -121,6 +122,8 @@ const std::vector<gdn_case>& gdn_cases() {
   };
   return cases;
 }
+
+void PrintTo(const gdn_case& c, std::ostream* os) { *os << c.name; }
 
 class GdnCuda : public ::testing::TestWithParam<gdn_case> {};
 
@@ -231,6 +234,8 @@ struct conv_case {
   bool small;
 };
 
+void PrintTo(const conv_case& c, std::ostream* os) { *os << c.name; }
+
 class Conv1dCuda : public ::testing::TestWithParam<conv_case> {};
 
 TEST_P(Conv1dCuda, ForwardAndUpdateMatchReference) {
@@ -292,6 +297,8 @@ struct norm_case {
   int rows, dim, stride;
   bool residual;
 };
+
+void PrintTo(const norm_case& c, std::ostream* os) { *os << c.name; }
 
 class NormCuda : public ::testing::TestWithParam<norm_case> {};
 
@@ -406,6 +413,41 @@ TEST(GemmCuda, MatchesReference) {
   }
 }
 
+// MoE router: fp32 softmax vs the fp64 reference; the chosen experts must be identical (the logits are spaced so
+// that no two probabilities are within fp32 rounding of each other, except planted exact ties, which both break
+// towards the lower id), weights within 1e-5 relative.
+TEST(MoeCuda, RouterMatchesReference) {
+  EV_REQUIRE_CUDA();
+  std::mt19937 rng(29);
+  for (int E : {512, 64, 1000}) {
+    const int T = 37, K = E >= 512 ? 10 : 8;
+    std::vector<float> logits(std::size_t(T) * E);
+    for (int t = 0; t < T; ++t) {
+      std::vector<int> perm(E);
+      for (int e = 0; e < E; ++e) perm[e] = e;
+      std::shuffle(perm.begin(), perm.end(), rng);
+      for (int e = 0; e < E; ++e) logits[std::size_t(t) * E + e] = 0.01f * float(perm[e]) - 3.f;
+    }
+    logits[5] = logits[9] = 20.f;  // token 0: an exact tie at the top
+    std::vector<std::int32_t> ids_ref(std::size_t(T) * K);
+    std::vector<float> w_ref(ids_ref.size());
+    moe_router_args a;
+    a.n_tokens = T, a.n_experts = E, a.top_k = K, a.logits = logits.data(), a.logits_stride = E;
+    a.ids = ids_ref.data(), a.weights = w_ref.data();
+    moe_router_ref(a);
+    ASSERT_EQ(ids_ref[0], 5);
+    ASSERT_EQ(ids_ref[1], 9);
+    dbuf<float> d_l(logits.size()), d_w(w_ref.size());
+    dbuf<std::int32_t> d_ids(ids_ref.size());
+    d_l.upload(logits);
+    d_w.poison(), d_ids.poison();
+    a.logits = d_l.p, a.ids = d_ids.p, a.weights = d_w.p;
+    KERNEL_OK(moe_router(a, nullptr));
+    EXPECT_EQ(d_ids.download(), ids_ref) << E << " experts";
+    EXPECT_LT(max_rel(d_w.download(), w_ref, 1e-6), 1e-5) << E << " experts";
+  }
+}
+
 // Greedy sampling: exact, the first maximum on ties.
 TEST(SamplingCuda, GreedyMatchesReference) {
   EV_REQUIRE_CUDA();
@@ -439,6 +481,8 @@ struct attn_case {
   int block_size;
   int n_splits;  // 0: automatic
 };
+
+void PrintTo(const attn_case& c, std::ostream* os) { *os << c.name; }
 
 class AttentionCuda : public ::testing::TestWithParam<attn_case> {};
 

@@ -9,6 +9,7 @@
 #include "kernels/attention.h"
 #include "kernels/conv1d.h"
 #include "kernels/gated-delta-rule.h"
+#include "kernels/moe.h"
 #include "kernels/norm.h"
 #include "kernels/sampling.h"
 
@@ -37,6 +38,11 @@ struct gdn_case {
   std::vector<int> lengths;
   bool initial_state;
 };
+
+void PrintTo(const gdn_case& c, std::ostream* os) {
+  *os << c.n_k_heads << "/" << c.n_v_heads << " heads, d_k " << c.d_k << ", d_v " << c.d_v << ", " << c.lengths.size()
+      << " sequences";
+}
 
 class GdnRefTest : public ::testing::TestWithParam<gdn_case> {};
 
@@ -170,6 +176,23 @@ TEST(AttentionRef, SinglePositionIsGatedValue) {
     const float g = bf16_to_float(gate[d]);
     EXPECT_EQ(out[d].bits, float_to_bf16(float(double(bf16_to_float(vc[d])) / (1.0 + std::exp(-double(g))))).bits);
   }
+}
+
+// Router: top-2 of softmax([0, ln 3, ln 2, -inf-ish]) = experts 1 (p 3/6) and 2 (p 2/6); renormalised 0.6 / 0.4.
+TEST(MoeRef, RouterTopKRenormalised) {
+  const float logits[] = {0.f, std::log(3.f), std::log(2.f), -80.f};
+  std::int32_t ids[2];
+  float w[2];
+  moe_router_args a;
+  a.n_tokens = 1, a.n_experts = 4, a.top_k = 2, a.logits = logits, a.logits_stride = 4, a.ids = ids, a.weights = w;
+  moe_router_ref(a);
+  EXPECT_EQ(ids[0], 1);
+  EXPECT_EQ(ids[1], 2);
+  EXPECT_NEAR(w[0], 0.6, 1e-6);
+  EXPECT_NEAR(w[1], 0.4, 1e-6);
+  a.renormalize = false;
+  moe_router_ref(a);
+  EXPECT_NEAR(w[0], 0.5, 1e-6);
 }
 
 TEST(SamplingRef, GreedyPicksFirstMaximum) {

@@ -40,7 +40,7 @@ summary "test_kernels_cuda rc=$rc $(grep -E '^\[  (PASSED|FAILED)  \] [0-9]+ tes
 export EVIDENT_KERNELS_SMALL=1
 for tool in memcheck racecheck; do
   timeout 240 compute-sanitizer --tool $tool --error-exitcode 3 --print-limit 20 \
-    "$BUILD/tests/kernels/test_kernels_cuda" --gtest_filter='*Gdn*:*Conv1d*:*Norm*:*Rope*:*Embedding*:*Sampling*:*Attention*' \
+    "$BUILD/tests/kernels/test_kernels_cuda" --gtest_filter='*Gdn*:*Conv1d*:*Norm*:*Rope*:*Embedding*:*Sampling*:*Attention*:*Moe*' \
     > "$OUT/sanitizer-$tool.log" 2>&1
   rc=$?
   summary "compute-sanitizer $tool rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer-$tool.log" | tail -n1)"
