@@ -58,8 +58,7 @@ void bpe_model::encode_piece(std::string_view piece, std::vector<id_t>& out) con
       merge_heap(piece, out);
     return;
   }
-  // Direct-mapped per-thread cache. It belongs to one model at a time (owner_id_); switching models in a thread
-  // empties it. No locks: each thread has its own.
+  // Direct-mapped per-thread cache, tagged with the model it belongs to (owner_id_). No locks: each thread has its own.
   struct entry {
     uint64_t hash = 0;
     uint8_t len = 0;    // 0: empty
@@ -67,12 +66,27 @@ void bpe_model::encode_piece(std::string_view piece, std::vector<id_t>& out) con
     char bytes[kMaxCachedBytes];
     id_t ids[kMaxCachedIds];
   };
-  thread_local std::vector<entry> cache;
-  thread_local uint64_t cache_owner = 0;
-  if (cache_owner != owner_id_) {
-    cache.assign(kCacheEntries, entry{});
-    cache_owner = owner_id_;
+  // A thread keeps caches for its kCachesPerThread most recently used models, so that a thread alternating between
+  // two tokenizers (a packer's and a generator's) does not wipe its cache at every switch.
+  struct owned_cache {
+    uint64_t owner = 0;
+    uint64_t last_use = 0;
+    std::vector<entry> entries;
+  };
+  thread_local std::array<owned_cache, kCachesPerThread> caches;
+  thread_local uint64_t uses = 0;
+  owned_cache* slot = nullptr;
+  for (auto& c : caches)
+    if (c.owner == owner_id_) slot = &c;
+  if (slot == nullptr) {
+    slot = &caches[0];
+    for (auto& c : caches)
+      if (c.last_use < slot->last_use) slot = &c;
+    slot->owner = owner_id_;
+    slot->entries.assign(kCacheEntries, entry{});
   }
+  slot->last_use = ++uses;
+  std::vector<entry>& cache = slot->entries;
   const uint64_t h = std::hash<std::string_view>{}(piece);
   entry& e = cache[h & (kCacheEntries - 1)];
   if (e.hash == h && e.len == n && std::memcmp(e.bytes, piece.data(), n) == 0) {
