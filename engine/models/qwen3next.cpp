@@ -334,7 +334,7 @@ void delta_recurrent(const float* q, int64_t qs, const float* k, int64_t ks, con
 void delta_chunked(const float* q, int64_t qs, const float* k, int64_t ks, const float* v, int64_t vs, const float* g,
                    const float* beta, int64_t gs, int64_t n, int64_t dk, int64_t dv, float* S, float* o, int64_t os) {
   constexpr int64_t C = 64;
-  std::vector<float> Q(C * dk), Kc(C * dk), Kb(C * dk), Vb(C * dv), G(C), T(C * C), U(C * dv), W(C * dk),
+  std::vector<float> Q(C * dk), Kc(C * dk), Kb(C * dk), Vb(C * dv), G(C), U(C * dv), W(C * dk),
       A(C * C), D(C * C), vnew(C * dv), oc(C * dv), tmp(static_cast<size_t>(std::max(dk, dv)));
   for (int64_t c0 = 0; c0 < n; c0 += C) {
     const int64_t m = std::min(C, n - c0);
@@ -374,7 +374,7 @@ void delta_chunked(const float* q, int64_t qs, const float* k, int64_t ks, const
         A[i * C + j] = row[static_cast<size_t>(j)] + s;
       }
     }
-    T = A;
+    float* T = A.data();  // T = A + I, in place
     for (int64_t i = 0; i < C; ++i) T[i * C + i] += 1.0f;
     // U = T Vb  [C, dv];  W = T (Kb * exp(G))  [C, dk]
     std::fill(U.begin(), U.end(), 0.0f);
