@@ -72,9 +72,10 @@ inline uint32_t contraction(std::string_view t, uint32_t i) {
 
 }  // namespace
 
-void split_qwen3(std::string_view t, std::vector<uint32_t>& ends) {
+void split_qwen3(std::string_view t, uint32_t from, std::vector<uint32_t>& ends, size_t max_pieces) {
   const uint32_t n = uint32_t(t.size());
-  uint32_t i = 0;
+  uint32_t i = from;
+  size_t pieces = 0;
   auto run = [&](uint32_t k, uint8_t cls) {  // end of the run of `cls` starting at k
     while (k < n) {
       const cp_info c = at(t, k);
@@ -83,7 +84,7 @@ void split_qwen3(std::string_view t, std::vector<uint32_t>& ends) {
     }
     return k;
   };
-  while (i < n) {
+  while (i < n && pieces < max_pieces) {
     const cp_info c = at(t, i);
     uint32_t end = 0;
     if (c.cp == '\'' && (end = contraction(t, c.next)) != 0) {
@@ -115,6 +116,7 @@ void split_qwen3(std::string_view t, std::vector<uint32_t>& ends) {
       else end = last_start;
     }
     ends.push_back(end);
+    ++pieces;
     i = end;
   }
 }

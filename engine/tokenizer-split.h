@@ -17,8 +17,11 @@ namespace evident::engine {
 inline constexpr std::string_view kQwen3SplitPattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
-// Appends to `ends` the end offset (in bytes) of every piece of `text`, in order: piece k is [ends[k-1], ends[k]) with
-// ends[-1] = 0; the last end is text.size(). requires: `text` is valid UTF-8 and shorter than 4 GiB.
-void split_qwen3(std::string_view text, std::vector<uint32_t>& ends);
+// Splits `text` from byte offset `from` (which must be a piece boundary: 0 or an end returned earlier) and appends to
+// `ends` the end offset of each piece, in order, stopping after `max_pieces` pieces or at the end of the text. Piece k
+// is [previous end, ends[k]); the last end of the text is text.size(). Splitting in several calls gives the same pieces
+// as one call. requires: `text` is valid UTF-8 and shorter than 2 GiB.
+void split_qwen3(std::string_view text, uint32_t from, std::vector<uint32_t>& ends,
+                 size_t max_pieces = SIZE_MAX);
 
 }  // namespace evident::engine

@@ -284,24 +284,37 @@ struct tokenizer::impl {
     give_matcher(k, std::move(m));
   }
 
-  // Pre-tokenises one normalised stretch (UTF-8) and runs BPE on each piece.
-  void split_and_merge(std::string_view text, std::vector<token_id>& out) const {
+  // Pre-tokenises one normalised stretch (UTF-8) and runs BPE on each piece. The fast splitter works through the text
+  // a bounded number of pieces at a time (memory stays flat on a text of hundreds of MB); when `counted` is given,
+  // ids are counted and dropped after each batch instead of accumulating in `out`.
+  void split_and_merge(std::string_view text, std::vector<token_id>& out, size_t* counted) const {
     if (fast_split) {
+      constexpr size_t kBatch = 4096;
       thread_local std::vector<uint32_t> ends;
-      ends.clear();
-      split_qwen3(text, ends);
       uint32_t begin = 0;
-      for (uint32_t end : ends) {
-        bpe.encode_piece(text.substr(begin, end - begin), out);
-        begin = end;
+      while (begin < text.size()) {
+        ends.clear();
+        split_qwen3(text, begin, ends, kBatch);
+        for (uint32_t end : ends) {
+          bpe.encode_piece(text.substr(begin, end - begin), out);
+          begin = end;
+        }
+        if (counted != nullptr) {
+          *counted += out.size();
+          out.clear();
+        }
       }
       return;
     }
     split_and_merge(icu::UnicodeString::fromUTF8(icu::StringPiece(text.data(), int32_t(text.size()))), out);
+    if (counted != nullptr) {
+      *counted += out.size();
+      out.clear();
+    }
   }
 
   // One stretch of text between raw-matched added tokens: normalise, then normalized added tokens, then split + BPE.
-  void encode_gap(std::string_view gap, std::vector<token_id>& out, special_mode mode) const {
+  void encode_gap(std::string_view gap, std::vector<token_id>& out, special_mode mode, size_t* counted) const {
     std::string normalized;
     if (nfc != nullptr && !all_ascii(gap)) {  // ASCII is always NFC
       UErrorCode status = U_ZERO_ERROR;
@@ -314,31 +327,38 @@ struct tokenizer::impl {
       EV_THROW_IF_NOT_KIND(U_SUCCESS(status), internal, "tokenizer: NFC normalisation failed: ", u_errorName(status));
     }
     if (normalized_matcher.empty || mode == special_mode::as_text) {
-      split_and_merge(gap, out);
+      split_and_merge(gap, out, counted);
       return;
     }
     split_added(
-        gap, normalized_matcher, [&](std::string_view g) { split_and_merge(g, out); },
+        gap, normalized_matcher, [&](std::string_view g) { split_and_merge(g, out, counted); },
         [&](token_id id) { out.push_back(id); });
   }
 
-  void encode(std::string_view text, std::vector<token_id>& out, special_mode mode) const {
+  // Appends the ids of `text` to `out`; with `counted`, adds their number to *counted instead (out is scratch space).
+  void encode(std::string_view text, std::vector<token_id>& out, special_mode mode, size_t* counted = nullptr) const {
+    EV_THROW_IF_NOT_MSG(text.size() < (size_t(1) << 31), "tokenizer: text of ", text.size(),
+                        " bytes: expected less than 2 GiB per call (split larger texts, e.g. at paragraphs)");
     // Invalid UTF-8 is replaced by U+FFFD first, so every later stage sees valid text.
     std::string sanitized;
     if (!valid_utf8(text)) {
       append_utf8_lossy(text, sanitized);
       text = sanitized;
     }
-    encode_valid(text, out, mode);
+    encode_valid(text, out, mode, counted);
+    if (counted != nullptr) {
+      *counted += out.size();
+      out.clear();
+    }
   }
 
-  void encode_valid(std::string_view text, std::vector<token_id>& out, special_mode mode) const {
+  void encode_valid(std::string_view text, std::vector<token_id>& out, special_mode mode, size_t* counted) const {
     if (mode == special_mode::as_text) {
-      encode_gap(text, out, mode);
+      encode_gap(text, out, mode, counted);
       return;
     }
     split_added(
-        text, raw_matcher, [&](std::string_view g) { encode_gap(g, out, mode); },
+        text, raw_matcher, [&](std::string_view g) { encode_gap(g, out, mode, counted); },
         [&](token_id id) { out.push_back(id); });
   }
 };
@@ -589,11 +609,10 @@ void tokenizer::encode_into(std::string_view text, std::vector<token_id>& out, s
 }
 
 size_t tokenizer::count(std::string_view text, special_mode mode) const {
-  thread_local std::vector<token_id> scratch;
+  thread_local std::vector<token_id> scratch;  // holds at most one batch of pieces' ids at a time
   scratch.clear();
-  impl_->encode(text, scratch, mode);
-  const size_t n = scratch.size();
-  if (scratch.capacity() > (1u << 20)) std::vector<token_id>().swap(scratch);  // do not pin huge buffers
+  size_t n = 0;
+  impl_->encode(text, scratch, mode, &n);
   return n;
 }
 

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "engine/base/error.h"
+#include "engine/tokenizer-split.h"
 #include "engine/tokenizer.h"
 #include "tests/test-util.h"
 
@@ -305,6 +306,32 @@ TEST(tokenizer, fast_splitter_matches_icu_regex) {
     }
   }
   EXPECT_EQ(mismatches, 0u);
+}
+
+TEST(tokenizer, splitting_in_batches_gives_the_same_pieces) {
+  std::string all;
+  for (const auto& c : cases()) all += c.nfc + "\n";
+  std::vector<uint32_t> one, batched;
+  evident::engine::split_qwen3(all, 0, one);
+  uint32_t from = 0;
+  while (from < all.size()) {
+    const size_t before = batched.size();
+    evident::engine::split_qwen3(all, from, batched, 7);
+    ASSERT_GT(batched.size(), before);
+    from = batched.back();
+  }
+  EXPECT_EQ(batched, one);
+  EXPECT_EQ(one.back(), all.size());
+}
+
+TEST(tokenizer, count_of_a_long_text_equals_the_number_of_ids) {
+  // Long enough for many batches of pieces in both modes.
+  std::string all;
+  for (int r = 0; r < 3; ++r)
+    for (const auto& c : cases()) all += c.text + "\n";
+  const tokenizer& tok = qwen3();
+  EXPECT_EQ(tok.count(all), tok.encode(all).size());
+  EXPECT_EQ(tok.count(all, special_mode::as_text), tok.encode(all, special_mode::as_text).size());
 }
 
 // --- added-token flags ---------------------------------------------------------------------------------------------
