@@ -45,8 +45,8 @@ __global__ void conv1d_fwd_kernel(conv1d_args a) {
   reinterpret_cast<nvbf*>(a.out)[std::int64_t(t) * a.out_stride + c] = __float2bfloat16(silu(acc));
 }
 
-// Fast path: one thread per (token, 8 consecutive channels), 16-byte loads and stores (n_channels, strides multiples
-// of 8; pointers 16-byte aligned). The K-1 earlier rows are re-read from L2 by the neighbouring tokens' blocks.
+// Fast path: one thread per (8 consecutive channels, 16 consecutive tokens), 16-byte loads and stores (n_channels,
+// strides multiples of 8; pointers 16-byte aligned). The K-1 earlier rows of each token are re-read (L1/L2 hits).
 __device__ __forceinline__ void ld8(const nvbf* p, float (&x)[8]) {
   const uint4 raw = *reinterpret_cast<const uint4*>(p);
   const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
@@ -58,34 +58,46 @@ __device__ __forceinline__ void ld8(const nvbf* p, float (&x)[8]) {
   }
 }
 
+constexpr int kVecTokens = 16;  // tokens per thread: fewer, fuller blocks; weights loaded once
+
 __global__ void conv1d_fwd_vec8_kernel(conv1d_args a) {
   const int c8 = (blockIdx.y * blockDim.x + threadIdx.x) * 8;
-  const int t = blockIdx.x;
   if (c8 >= a.n_channels) return;
-  const int s = find_seq(a.cu_seqlens, a.n_seq, t);
-  const int pos = t - a.cu_seqlens[s];
   const int K = a.kernel;
-  const int slot = a.state_slots ? a.state_slots[s] : s;
   const nvbf* x = reinterpret_cast<const nvbf*>(a.x);
-  const nvbf* w = reinterpret_cast<const nvbf*>(a.w);
   const nvbf* st = reinterpret_cast<const nvbf*>(a.state);
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int j = 0; j < K; ++j) {
-    const int p = pos - (K - 1) + j;
-    float xv[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    if (p >= 0) ld8(x + std::int64_t(t - pos + p) * a.x_stride + c8, xv);
-    else if (st && a.read_state) ld8(st + (std::size_t(slot) * (K - 1) + (K - 1 + p)) * a.n_channels + c8, xv);
+  float w[kMaxK][8];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) acc[i] += __bfloat162float(w[std::size_t(c8 + i) * K + j]) * xv[i];
-  }
-  uint32_t packed[4];
+  for (int j = 0; j < kMaxK; ++j)
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(silu(acc[2 * i]), silu(acc[2 * i + 1]));
-    packed[i] = *reinterpret_cast<uint32_t*>(&h);
+    for (int i = 0; i < 8; ++i)
+      w[j][i] = j < K ? __bfloat162float(reinterpret_cast<const nvbf*>(a.w)[std::size_t(c8 + i) * K + j]) : 0.f;
+  const int t_begin = blockIdx.x * kVecTokens, t_end = min(a.n_tokens, t_begin + kVecTokens);
+  int s = find_seq(a.cu_seqlens, a.n_seq, t_begin);
+  for (int t = t_begin; t < t_end; ++t) {
+    while (a.cu_seqlens[s + 1] <= t) ++s;
+    const int pos = t - a.cu_seqlens[s];
+    const int slot = a.state_slots ? a.state_slots[s] : s;
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll
+    for (int j = 0; j < kMaxK; ++j) {
+      if (j >= K) break;
+      const int p = pos - (K - 1) + j;
+      float xv[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      if (p >= 0) ld8(x + std::int64_t(t - pos + p) * a.x_stride + c8, xv);
+      else if (st && a.read_state) ld8(st + (std::size_t(slot) * (K - 1) + (K - 1 + p)) * a.n_channels + c8, xv);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[i] += w[j][i] * xv[i];
+    }
+    uint32_t packed[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      __nv_bfloat162 h = __floats2bfloat162_rn(silu(acc[2 * i]), silu(acc[2 * i + 1]));
+      packed[i] = *reinterpret_cast<uint32_t*>(&h);
+    }
+    *reinterpret_cast<uint4*>(reinterpret_cast<nvbf*>(a.out) + std::int64_t(t) * a.out_stride + c8) =
+        make_uint4(packed[0], packed[1], packed[2], packed[3]);
   }
-  *reinterpret_cast<uint4*>(reinterpret_cast<nvbf*>(a.out) + std::int64_t(t) * a.out_stride + c8) =
-      make_uint4(packed[0], packed[1], packed[2], packed[3]);
 }
 
 // New state = last K-1 of (old state | inputs). One thread per (sequence, channel): reads everything it needs before
@@ -147,7 +159,7 @@ status conv1d_forward(const conv1d_args& a, stream_t stream) {
                     a16(a.out) && (!a.state || a16(a.state));
   if (a.n_tokens > 0 && vec8) {
     const int threads = 128, by = (a.n_channels / 8 + threads - 1) / threads;
-    conv1d_fwd_vec8_kernel<<<dim3(a.n_tokens, by), threads, 0, stream>>>(a);
+    conv1d_fwd_vec8_kernel<<<dim3((a.n_tokens + kVecTokens - 1) / kVecTokens, by), threads, 0, stream>>>(a);
     EV_CUDA_CHECK_LAUNCH("conv1d_fwd_vec8_kernel");
   } else if (a.n_tokens > 0) {
     conv1d_fwd_kernel<<<dim3(a.n_tokens, bx), kThreads, 0, stream>>>(a);
