@@ -3,6 +3,8 @@
 // config parser's two spellings (layer_types vs full_attention_interval, rope_parameters vs top level).
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -108,6 +110,76 @@ TEST(checkpoint, sharded_fixture_loads) {
   evident::engine::safetensors_dir st(evident::test::source_path("tests/fixtures/tiny-a"));
   EXPECT_TRUE(st.has("model.layers.3.self_attn.q_proj.weight"));
   EXPECT_EQ(st.get("model.embed_tokens.weight").shape, (std::vector<int64_t>{512, 64}));
+}
+
+// The same checkpoint stored as F32 (exact copies of the bf16 values) and as F16 (bf16 values rounded to half) must
+// load and give the bf16 model's logits: identical for F32 (same values, same summation order), within 1e-2 of the
+// logit scale for F16 (a few weights below half's normal range lose bits; the rest are exact).
+TEST(checkpoint, f32_and_f16_tensors_load) {
+  using namespace evident::engine;
+  const fs::path src = evident::test::source_path("tests/fixtures/tiny-b");
+  safetensors_dir st(src);
+  auto to_half = [](float f) -> uint16_t {  // round to nearest even, finite inputs of modest range
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    const uint32_t sign = (u >> 16) & 0x8000u;
+    const float a = std::fabs(f);
+    if (a < 6.1035156e-05f) {  // subnormal half: multiples of 2^-24
+      return static_cast<uint16_t>(sign | static_cast<uint32_t>(std::nearbyint(a * 16777216.0f)));
+    }
+    std::memcpy(&u, &a, 4);
+    uint32_t mant = u & 0x7fffffu, exp = (u >> 23) - 127 + 15;
+    uint32_t h = (exp << 10) | (mant >> 13);
+    const uint32_t rest = mant & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;
+    return static_cast<uint16_t>(sign | h);
+  };
+  std::vector<float> ref_logits;
+  const std::vector<int32_t> ids = {1, 50, 700, 3, 99, 1000, 12, 12, 12, 5};
+  auto logits_of = [&](const fs::path& dir) {
+    auto m = qwen3next_model::load(dir);
+    auto mem = m->new_sequence();
+    std::vector<float> out(ids.size() * static_cast<size_t>(m->vocab_size()));
+    m->forward(mem, ids.data(), static_cast<int64_t>(ids.size()), out.data(), true);
+    return out;
+  };
+  ref_logits = logits_of(src);
+  for (st_dtype dt : {st_dtype::f32, st_dtype::f16}) {
+    const fs::path d = evident::test::scratch_dir(dt == st_dtype::f32 ? "ckpt_f32" : "ckpt_f16");
+    fs::copy_file(src / "config.json", d / "config.json");
+    std::vector<std::vector<unsigned char>> bufs;
+    std::vector<tensor_to_write> tw;
+    for (const auto& name : st.names()) {
+      const auto v = to_f32(st.get(name));
+      std::vector<unsigned char> b(v.size() * dtype_size(dt));
+      for (size_t i = 0; i < v.size(); ++i) {
+        if (dt == st_dtype::f32) {
+          std::memcpy(b.data() + 4 * i, &v[i], 4);
+        } else {
+          const uint16_t h = to_half(v[i]);
+          std::memcpy(b.data() + 2 * i, &h, 2);
+        }
+      }
+      bufs.push_back(std::move(b));
+      tw.push_back({name, dt, st.get(name).shape, bufs.back().data()});
+    }
+    write_safetensors(d / "model.safetensors", tw);
+    const auto got = logits_of(d);
+    double md = 0, mr = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      md = std::max(md, static_cast<double>(std::fabs(got[i] - ref_logits[i])));
+      mr = std::max(mr, static_cast<double>(std::fabs(ref_logits[i])));
+    }
+    if (dt == st_dtype::f32)
+      EXPECT_EQ(md, 0.0);
+    else
+      EXPECT_LT(md / mr, 1e-2);
+    // The half decoder itself on a few exact values.
+    EXPECT_EQ(half_to_float(0x3c00), 1.0f);
+    EXPECT_EQ(half_to_float(0xc000), -2.0f);
+    EXPECT_EQ(half_to_float(0x0001), 5.9604645e-08f);
+    EXPECT_EQ(half_to_float(0x7bff), 65504.0f);
+  }
 }
 
 json tiny_config() { return json::parse(read(evident::test::source_path("tests/fixtures/tiny-b/config.json"))); }
