@@ -20,6 +20,10 @@
 #include "ingest/embedder.h"
 #include "ingest/store.h"
 #include "retrieval/retriever.h"
+#if __has_include("retrieval/search.h")
+#include "retrieval/search.h"
+#define EVIDENT_HAVE_SEARCHER 1
+#endif
 
 namespace evident::answer {
 
@@ -227,7 +231,14 @@ struct pipeline::impl {
   std::mutex mu;  // guards generators and context (set_* vs ask)
   std::map<std::string, std::shared_ptr<engine::generator_i>> generators;
   context_fn context;
+  const engine::tokenizer* tok = nullptr;  // the engine's tokenizer when loaded: exact token counts in packing
+#ifdef EVIDENT_HAVE_SEARCHER
+  // Searchers are one per thread at a time (they hold SQLite connections): a small pool, taken and given back.
+  std::mutex pool_mu;
+  std::vector<std::unique_ptr<retrieval::searcher>> pool;
+#endif
 };
+
 
 pipeline::pipeline(const std::filesystem::path& store_dir, const std::string& generator)
     : pipeline([&] {
@@ -259,7 +270,9 @@ pipeline::pipeline(pipeline_options opt) : opt_(std::move(opt)), impl_(std::make
     engine::local_generator_options o;
     o.model_dir = opt_.model_dir;
     if (!opt_.tokenizer_path.empty()) o.tokenizer_path = opt_.tokenizer_path;
-    impl_->generators["engine"] = std::make_shared<engine::local_generator>(o);
+    auto g = std::make_shared<engine::local_generator>(o);
+    impl_->tok = &g->tok();
+    impl_->generators["engine"] = g;
 #else
     EV_THROW(invalid_input, "generator 'engine': this build has no local engine (model dir ", opt_.model_dir.string(),
              "); use --generator extractive or openai");
@@ -275,9 +288,43 @@ pipeline::pipeline(pipeline_options opt) : opt_(std::move(opt)), impl_(std::make
   }
   const auto dir = opt_.store_dir;
   const int k = opt_.retrieve_k;
+#ifdef EVIDENT_HAVE_SEARCHER
+  // retrieval's one call (hybrid retrieval + packer) with the citation protocol's system prompt and user message.
+  impl* self = impl_.get();
+  impl_->context = [self, dir, k](const ask_request& req, const std::string& sys) {
+    std::unique_ptr<retrieval::searcher> s;
+    {
+      std::lock_guard<std::mutex> lock(self->pool_mu);
+      if (!self->pool.empty()) {
+        s = std::move(self->pool.back());
+        self->pool.pop_back();
+      }
+    }
+    if (!s) s = std::make_unique<retrieval::searcher>(dir, self->tok);
+    retrieval::search_options o;
+    o.top_k = k;
+    if (req.collection) {
+      ingest::store st(dir, ingest::open_mode::read_only);
+      auto cid = st.collection_id(*req.collection);
+      EV_THROW_IF_NOT_KIND(cid.has_value(), not_found, "no collection '", *req.collection, "' in store ",
+                           dir.string());
+      o.scope.collection_id = cid;
+    }
+    o.scope.document_ids = req.documents;
+    o.pack.context_tokens = req.budget_tokens;
+    o.pack.system_prompt = sys;
+    o.pack.render_user = [](std::string_view c, std::string_view q) { return citation::render_user_message(c, q); };
+    retrieval::packed_context pc = s->search(req.question, o);
+    std::lock_guard<std::mutex> lock(self->pool_mu);
+    self->pool.push_back(std::move(s));
+    return pc;
+  };
+  (void)fallback_context;
+#else
   impl_->context = [dir, k](const ask_request& req, const std::string& sys) {
     return fallback_context(dir, k, req, sys);
   };
+#endif
 }
 
 pipeline::~pipeline() = default;

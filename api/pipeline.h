@@ -89,7 +89,7 @@ struct pipeline_options {
   bool openai_stream = true;                // use SSE streaming
   std::filesystem::path model_dir;          // engine: the checkpoint directory (loaded at construction when set)
   std::filesystem::path tokenizer_path;     // engine: tokenizer.json (default: model_dir/tokenizer.json)
-  int retrieve_k = 40;                      // hits retrieved before packing
+  int retrieve_k = 50;                      // hits retrieved before packing
   double min_relevance = 0.25;              // relevance gate (IDF-weighted question-term coverage, 0..1; 0 = off)
   bool store_answers = true;                // write every answer to the answers table
   citation::verify_options verify;
@@ -118,8 +118,9 @@ class pipeline {
 
   const pipeline_options& options() const { return opt_; }
 
+  struct impl;  // (public name so the implementation's helpers can see it; its definition is private to pipeline.cpp)
+
  private:
-  struct impl;
   pipeline_options opt_;
   std::unique_ptr<impl> impl_;
 };

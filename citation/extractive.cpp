@@ -346,7 +346,7 @@ std::vector<retrieval::passage> extractive_answerer::passages_from_prompt(const 
   std::vector<retrieval::passage> out;
   size_t i = 0;
   bool in_question = false;
-  std::string q;
+  std::string q, doc_title;
   while (i < msg.size()) {
     size_t e = msg.find('\n', i);
     if (e == std::string::npos) e = msg.size();
@@ -360,7 +360,12 @@ std::vector<retrieval::passage> extractive_answerer::passages_from_prompt(const 
     if (label > 0) {
       retrieval::passage p;
       p.label = label;
+      p.document_title = doc_title;
       out.push_back(std::move(p));
+      in_question = false;
+    } else if (line.rfind("Document: ", 0) == 0) {
+      // the packer's document header: the title of the passages that follow
+      doc_title = std::string(line.substr(10));
       in_question = false;
     } else if (line.rfind("Question:", 0) == 0) {
       in_question = true;
@@ -368,12 +373,15 @@ std::vector<retrieval::passage> extractive_answerer::passages_from_prompt(const 
     } else if (in_question) {
       if (line.empty()) in_question = false;
       else q += " " + std::string(line);
-    } else if (!out.empty()) {
+    } else if (!out.empty() && q.empty()) {  // after the question: instructions, not passage text
       out.back().text += std::string(line) + "\n";
     }
     i = e + 1;
   }
-  for (auto& p : out) p.char_end = count_code_points(p.text);
+  for (auto& p : out) {
+    while (!p.text.empty() && (p.text.back() == '\n' || p.text.back() == ' ')) p.text.pop_back();
+    p.char_end = count_code_points(p.text);
+  }
   const size_t b = q.find_first_not_of(' ');
   if (question != nullptr) *question = b == std::string::npos ? "" : q.substr(b);
   return out;
