@@ -24,6 +24,7 @@ bpe_model::bpe_model() {
 }
 
 bool bpe_model::add_merge(id_t left, id_t right, id_t merged, int32_t rank) {
+  if (staging_.empty()) staging_.reserve(1 << 18);
   const uint64_t key = (uint64_t(uint32_t(left)) << 32) | uint32_t(right);
   return staging_.emplace(key, merge_value{rank, merged}).second;
 }

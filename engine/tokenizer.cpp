@@ -464,10 +464,13 @@ tokenizer tokenizer::from_json(std::string_view json_text, std::string_view orig
   const json& vocab = r.get(model, "vocab", "model.vocab");
   if (!vocab.is_object() || vocab.empty()) r.fail("model.vocab", "a non-empty object {token: id}", &vocab);
   int64_t max_id = -1;
+  std::unordered_map<std::string_view, token_id> spelled;  // vocabulary key as spelled in the file -> id
+  spelled.reserve(vocab.size());
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 || it.value().get<int64_t>() > (1 << 24))
       r.fail("model.vocab[\"" + it.key() + "\"]", "an id in [0, 2^24]", &it.value());
     max_id = std::max(max_id, it.value().get<int64_t>());
+    spelled.emplace(std::string_view(it.key()), token_id(it.value().get<int64_t>()));
   }
   const json& added_json = r.get(root, "added_tokens", "added_tokens");
   if (!added_json.is_array()) r.fail("added_tokens", "an array", &added_json);
@@ -491,6 +494,7 @@ tokenizer tokenizer::from_json(std::string_view json_text, std::string_view orig
     p->added.push_back(std::move(t));
   }
 
+  p->text_to_id.reserve(vocab.size() + p->added.size());
   p->id_bytes.assign(size_t(max_id + 1), std::string());
   p->id_state.assign(size_t(max_id + 1), 0);
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
@@ -525,41 +529,33 @@ tokenizer tokenizer::from_json(std::string_view json_text, std::string_view orig
     p->text_to_id[t.content] = t.id;
   }
 
-  // Merges: "left right" strings (older files) or [left, right] pairs; rank = position.
+  // Merges: "left right" strings (older files) or [left, right] pairs; rank = position. They are spelled like the
+  // vocabulary keys, so they are looked up by spelling (no conversion to bytes, no allocation per merge).
   const json& merges = r.get(model, "merges", "model.merges");
   if (!merges.is_array()) r.fail("model.merges", "an array", &merges);
-  auto to_bytes = [&](const std::string& s, const std::string& field) {
-    std::string bytes;
-    for (size_t i = 0; i < s.size();) {
-      const int32_t cp = next_codepoint(s, i);
-      if (cp < 0 || cp >= int32_t(byte_of_cp.size()) || byte_of_cp[size_t(cp)] < 0)
-        EV_THROW(corrupt, origin, ": ", field, ": expected byte-level tokens, found \"", s, "\"");
-      bytes.push_back(char(byte_of_cp[size_t(cp)]));
-    }
-    return bytes;
-  };
+  std::string joined;
   for (size_t i = 0; i < merges.size(); ++i) {
     const json& m = merges[i];
-    const std::string field = "model.merges[" + std::to_string(i) + "]";
-    std::string left, right;
+    auto field = [&] { return "model.merges[" + std::to_string(i) + "]"; };
+    std::string_view left, right;
     if (m.is_string()) {
-      const std::string s = m.get<std::string>();
-      const size_t sp = s.find(' ');
-      if (sp == std::string::npos || sp == 0 || sp + 1 >= s.size() || s.find(' ', sp + 1) != std::string::npos)
-        r.fail(field, "\"left right\"", &m);
-      left = s.substr(0, sp);
-      right = s.substr(sp + 1);
+      const std::string_view sv = m.get_ref<const std::string&>();
+      const size_t sp = sv.find(' ');
+      if (sp == std::string_view::npos || sp == 0 || sp + 1 >= sv.size() || sv.find(' ', sp + 1) != std::string_view::npos)
+        r.fail(field(), "\"left right\"", &m);
+      left = sv.substr(0, sp);
+      right = sv.substr(sp + 1);
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-      left = m[0].get<std::string>();
-      right = m[1].get<std::string>();
+      left = m[0].get_ref<const std::string&>();
+      right = m[1].get_ref<const std::string&>();
     } else {
-      r.fail(field, "\"left right\" or [left, right]", &m);
+      r.fail(field(), "\"left right\" or [left, right]", &m);
     }
-    left = to_bytes(left, field);
-    right = to_bytes(right, field);
-    auto l = p->text_to_id.find(left), rr = p->text_to_id.find(right), mm = p->text_to_id.find(left + right);
-    if (l == p->text_to_id.end() || rr == p->text_to_id.end() || mm == p->text_to_id.end())
-      EV_THROW(corrupt, origin, ": ", field, ": expected both parts and their concatenation in model.vocab");
+    joined.assign(left).append(right);
+    auto l = spelled.find(left), rr = spelled.find(right), mm = spelled.find(joined);
+    if (l == spelled.end() || rr == spelled.end() || mm == spelled.end())
+      EV_THROW(corrupt, origin, ": ", field(), ": expected both parts and their concatenation in model.vocab, found \"",
+               left, "\" \"", right, "\"");
     p->bpe.add_merge(l->second, rr->second, mm->second, int32_t(i));
   }
   p->bpe.finalize();

@@ -8,7 +8,8 @@
 //      special tokens (<|im_start|> ...) and non-special added tokens (<think> ...) are both matched; pass
 //      special_mode::as_text to treat every added token as plain text (documents from untrusted sources).
 //   2. every stretch between added tokens is NFC-normalised (the `normalizer` of tokenizer.json),
-//   3. split by the pre-tokeniser regex (ICU regex; the Qwen3 pattern compiles as it is) into pieces,
+//   3. split by the pre-tokeniser regex into pieces (the Qwen3 pattern by an equivalent hand-written splitter,
+//      engine/tokenizer-split.h; any other pattern by ICU regex),
 //   4. each piece's UTF-8 bytes are merged by rank (BPE, lowest rank first, leftmost on ties), a cache remembers the
 //      ids of pieces seen before.
 // Decoding maps ids back to bytes; a byte sequence that is not valid UTF-8 is replaced by U+FFFD per maximal invalid
@@ -21,8 +22,10 @@
 //
 // Input text must be UTF-8; invalid sequences are replaced by U+FFFD before encoding (as ICU's conversion does).
 //
-// Thread-safety: a loaded tokenizer is immutable except for its internal piece cache, which is guarded by striped
-// mutexes: encode(), count() and decode() may be called concurrently from any number of threads.
+// Thread-safety: a loaded tokenizer is immutable (the piece cache is per thread; the ICU regex matchers of the fallback
+// path come from a mutex-guarded pool): encode(), count() and decode() may be called concurrently from any number of
+// threads. Memory: count() and the splitter work in bounded batches, so a text of hundreds of MB costs no more than
+// its ids (encode) or nothing extra (count); one call takes at most 2 GiB of text.
 #pragma once
 
 #include <cstddef>
