@@ -9,6 +9,7 @@ int cmd_ask(const std::vector<std::string>& args);
 int cmd_eval(const std::vector<std::string>& args);
 int cmd_ingest(const std::vector<std::string>& args);
 int cmd_model(const std::vector<std::string>& args);
+int cmd_serve(const std::vector<std::string>& args);
 int cmd_tokenize(const std::vector<std::string>& args);
 int cmd_version(const std::vector<std::string>& args);
 }  // namespace evident::cli

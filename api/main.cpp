@@ -20,6 +20,7 @@ const std::vector<command>& commands() {
       {"eval", "evaluate retrieval on a BEIR dataset (eval retrieval --beir DIR)", evident::cli::cmd_eval},
       {"ingest", "ingest a folder of documents into the store (incremental)", evident::cli::cmd_ingest},
       {"model", "inspect or run a Qwen3-Next checkpoint on the CPU (model info|run|chat)", evident::cli::cmd_model},
+      {"serve", "serve the REST API, the OpenAI-compatible endpoint and the web page", evident::cli::cmd_serve},
       {"tokenize", "encode text into token ids or decode ids (--decode)", evident::cli::cmd_tokenize},
       {"version", "print the version", evident::cli::cmd_version},
   };

@@ -84,6 +84,9 @@ struct server::impl {
   int listen_fd = -1;  // the listening socket (see start())
   bool started = false;
   std::atomic<bool> stopped{false};
+  std::mutex finished_mu;              // run() waits on finished_cv until stop() completes
+  std::condition_variable finished_cv;
+  bool finished = false;
   std::atomic<bool> draining{false};  // stop() began: new requests get 503
   std::atomic<int> active{0};         // requests being handled, streams until their last byte
 

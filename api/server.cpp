@@ -290,7 +290,8 @@ int server::start() {
 void server::run() {
   auto& s = *impl_;
   if (!s.started) start();
-  if (s.thread.joinable()) s.thread.join();
+  std::unique_lock<std::mutex> lock(s.finished_mu);
+  s.finished_cv.wait(lock, [&] { return s.finished; });
 }
 
 void server::stop() {
@@ -306,6 +307,11 @@ void server::stop() {
   s.http.stop();
   if (s.thread.joinable() && s.thread.get_id() != std::this_thread::get_id()) s.thread.join();
   s.pool.stop();
+  {
+    std::lock_guard<std::mutex> lock(s.finished_mu);
+    s.finished = true;
+  }
+  s.finished_cv.notify_all();
 }
 
 int server::port() const { return impl_->bound_port; }
