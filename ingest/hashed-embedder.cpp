@@ -2,6 +2,8 @@
 
 #include <unicode/uchar.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -13,16 +15,17 @@ namespace {
 
 constexpr uint64_t k_mul = 0x9E3779B97F4A7C15ull;
 
-inline uint64_t mix(uint64_t h) {  // splitmix64 finaliser
-  h ^= h >> 30;
-  h *= 0xBF58476D1CE4E5B9ull;
-  h ^= h >> 27;
-  h *= 0x94D049BB133111EBull;
-  h ^= h >> 31;
+
+inline uint64_t mix_fast(uint64_t h) {  // one multiply: enough to spread FNV state over low and high bits
+  h ^= h >> 32;
+  h *= k_mul;
+  h ^= h >> 29;
   return h;
 }
 
-// Open-addressing map feature hash -> (group weight, tf); cleared between texts by walking the used slots.
+// Word features (unigrams, bigrams) need counts for the sublinear tf: an open-addressing map hash -> (weight, tf),
+// cleared between texts by walking the used slots. Character n-grams (most of the features) skip the map and go
+// straight into the vector with raw tf (see embed_impl).
 struct feature_table {
   std::vector<uint64_t> keys;
   std::vector<float> weight;
@@ -44,7 +47,7 @@ struct feature_table {
   void add(uint64_t h, float w) {
     if (h == 0) h = 1;
     if (used.size() * 2 >= keys.size()) grow();
-    uint64_t i = h & mask;
+    uint64_t i = (h >> 7) & mask;
     while (true) {
       if (keys[i] == h) {
         tf[i] += 1;
@@ -71,7 +74,7 @@ struct feature_table {
     }
     init(keys.size() * 2);
     for (size_t j = 0; j < ok.size(); ++j) {
-      uint64_t i = ok[j] & mask;
+      uint64_t i = (ok[j] >> 7) & mask;
       while (keys[i] != 0) i = (i + 1) & mask;
       keys[i] = ok[j];
       weight[i] = ow[j];
@@ -81,9 +84,19 @@ struct feature_table {
   }
 };
 
-feature_table& scratch() {
-  thread_local feature_table t;
-  if (t.keys.empty()) t.init(1 << 14);
+struct scratch_space {
+  feature_table words;
+  std::vector<uint64_t> seen;   // bitset over df buckets, all clear between texts
+  std::vector<uint32_t> marked; // buckets set in `seen` for the current text
+  std::vector<float> vec;       // for df_buckets_of
+};
+
+scratch_space& scratch() {
+  thread_local scratch_space t;
+  if (t.words.keys.empty()) {
+    t.words.init(1 << 11);
+    t.seen.assign(hashed_tfidf_embedder::df_buckets / 64, 0);
+  }
   return t;
 }
 
@@ -100,46 +113,49 @@ inline char32_t next_cp(const unsigned char*& p, const unsigned char* end) {
 constexpr float w_unigram = 1.0f, w_bigram = 0.7f, w_char = 0.25f;
 constexpr size_t max_word_chars = 32;
 
-void extract(std::string_view text, feature_table& ft) {
+// Calls on_char(hash) for every character n-gram; word features go into `words`.
+template <typename F>
+void extract(std::string_view text, feature_table& words, F&& on_char) {
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
   const auto* end = p + text.size();
-  char32_t word[max_word_chars + 2];
+  char32_t padded[max_word_chars + 2];
   size_t wlen = 0, wtotal = 0;
   uint64_t wh = 0, prev_wh = 0;
   auto flush = [&] {
     if (wtotal == 0) return;
-    ft.add(mix(wh ^ 0x1111), w_unigram);
-    if (prev_wh) ft.add(mix(prev_wh * k_mul ^ wh ^ 0x2222), w_bigram);
+    words.add(mix_fast(wh ^ 0x1111), w_unigram);
+    if (prev_wh) words.add(mix_fast(prev_wh * k_mul ^ wh ^ 0x2222), w_bigram);
     prev_wh = wh;
-    // char n-grams of " word " (first max_word_chars characters)
-    char32_t padded[max_word_chars + 2];
+    // char 3-5-grams of " word " (first max_word_chars characters)
     padded[0] = U' ';
-    std::memcpy(padded + 1, word, wlen * sizeof(char32_t));
     padded[wlen + 1] = U' ';
     const size_t pl = wlen + 2;
     for (size_t i = 0; i + 3 <= pl; ++i) {
       uint64_t h = 0xCBF29CE484222325ull;
-      for (size_t n = 0; n < 5 && i + n < pl; ++n) {
+      const size_t m = std::min<size_t>(5, pl - i);
+      for (size_t n = 0; n < m; ++n) {
         h = (h ^ padded[i + n]) * 0x100000001B3ull;
-        if (n >= 2) ft.add(mix(h ^ (0x3000 + n)), w_char);
+        if (n >= 2) on_char(mix_fast(h + n));
       }
     }
     wlen = wtotal = 0;
     wh = 0;
   };
   while (p < end) {
-    char32_t c = next_cp(p, end);
+    char32_t c;
     bool is_word;
-    if (c < 0x80) {
+    if (*p < 0x80) {
+      c = *p++;
       if (c >= 'A' && c <= 'Z') c += 32;
       is_word = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
     } else {
+      c = next_cp(p, end);
       is_word = u_isalnum(static_cast<UChar32>(c)) || (U_GET_GC_MASK(static_cast<UChar32>(c)) & U_GC_M_MASK) != 0;
       if (is_word) c = static_cast<char32_t>(u_tolower(static_cast<UChar32>(c)));
     }
     if (is_word) {
       wh = (wh ^ c) * 0x100000001B3ull + 0x9E37;
-      if (wlen < max_word_chars) word[wlen++] = c;
+      if (wlen < max_word_chars) padded[1 + wlen++] = c;
       ++wtotal;
     } else {
       flush();
@@ -163,20 +179,44 @@ void hashed_tfidf_embedder::set_df(std::vector<uint32_t> df, int64_t n) {
 
 void hashed_tfidf_embedder::embed_impl(std::string_view text, float* out, std::vector<uint32_t>* buckets,
                                        bool query) const {
-  feature_table& ft = scratch();
+  scratch_space& sc = scratch();
+  feature_table& ft = sc.words;
   ft.clear();
-  extract(text, ft);
   std::memset(out, 0, sizeof(float) * static_cast<size_t>(dim_));
   const bool idf = query && n_ > 0 && !df_.empty();
   const double logn1 = std::log(static_cast<double>(n_) + 1.0);
-  for (uint32_t i : ft.used) {
-    uint64_t h = ft.keys[i];
-    float w = ft.weight[i] * (1.0f + std::log(ft.tf[i]));
-    uint32_t b = static_cast<uint32_t>(h & (df_buckets - 1));
+  const uint64_t dim = static_cast<uint64_t>(dim_);
+  auto feature = [&](uint64_t h, float w) {
+    const uint32_t b = static_cast<uint32_t>(h & (df_buckets - 1));
     if (idf) w *= static_cast<float>(1.0 + logn1 - std::log(static_cast<double>(df_[b]) + 1.0));
-    if (buckets) buckets->push_back(b);
-    uint32_t d = static_cast<uint32_t>((h >> 32) % static_cast<uint64_t>(dim_));
+    if (buckets) {
+      uint64_t& word = sc.seen[b >> 6];
+      const uint64_t bit = 1ull << (b & 63);
+      if (!(word & bit)) {
+        word |= bit;
+        sc.marked.push_back(b);
+      }
+    }
+    const uint32_t d = static_cast<uint32_t>((h >> 32) % dim);
     out[d] += (h >> 63) ? -w : w;
+  };
+  extract(text, ft, [&](uint64_t h) { feature(h, w_char); });
+  // 1 + ln(tf) for the word features.
+  static const std::array<float, 64> log_tf = [] {
+    std::array<float, 64> a{};
+    for (size_t i = 1; i < a.size(); ++i) a[i] = 1.0f + std::log(static_cast<float>(i));
+    return a;
+  }();
+  for (uint32_t i : ft.used) {
+    const float tf = ft.tf[i];
+    const float s = tf < 64 ? log_tf[static_cast<size_t>(tf)] : 1.0f + std::log(tf);
+    feature(ft.keys[i], ft.weight[i] * s);
+  }
+  ft.clear();
+  if (buckets) {
+    for (uint32_t b : sc.marked) sc.seen[b >> 6] = 0;
+    buckets->insert(buckets->end(), sc.marked.begin(), sc.marked.end());
+    sc.marked.clear();
   }
   double norm = 0;
   for (int d = 0; d < dim_; ++d) norm += static_cast<double>(out[d]) * out[d];
@@ -184,7 +224,6 @@ void hashed_tfidf_embedder::embed_impl(std::string_view text, float* out, std::v
     float inv = static_cast<float>(1.0 / std::sqrt(norm));
     for (int d = 0; d < dim_; ++d) out[d] *= inv;
   }
-  ft.clear();
 }
 
 void hashed_tfidf_embedder::embed(const std::vector<std::string_view>& texts, float* out) const {
@@ -200,11 +239,9 @@ void hashed_tfidf_embedder::embed_one(std::string_view text, float* out, std::ve
 }
 
 void hashed_tfidf_embedder::df_buckets_of(std::string_view text, std::vector<uint32_t>& buckets) const {
-  feature_table& ft = scratch();
-  ft.clear();
-  extract(text, ft);
-  for (uint32_t i : ft.used) buckets.push_back(static_cast<uint32_t>(ft.keys[i] & (df_buckets - 1)));
-  ft.clear();
+  thread_local std::vector<float> v;
+  v.resize(static_cast<size_t>(dim_));
+  embed_impl(text, v.data(), &buckets, false);
 }
 
 int64_t load_df(store& s, std::vector<uint32_t>& df) {

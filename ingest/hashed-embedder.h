@@ -4,7 +4,8 @@
 //   word unigrams (weight 1.0), word bigrams (0.7), character 3-, 4- and 5-grams of each word padded with spaces
 //   (0.25 each; at most the first 32 characters of a word).
 // Each feature is a 64-bit hash; its high bits pick one of `dim` dimensions and a sign (signed hashing keeps the
-// expected inner product of colliding features at zero); the value is weight * (1 + ln tf).
+// expected inner product of colliding features at zero); the value is weight * (1 + ln tf) for word features and
+// weight * tf for character n-grams (they are accumulated without a count table: most of the cost is theirs).
 //
 // Where IDF applies: documents are embedded with tf weights only and L2-normalised; queries are weighted by
 // idf = 1 + ln((N + 1) / (df + 1)) before normalisation, so the score q.d weights each shared feature by its idf

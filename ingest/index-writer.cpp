@@ -47,7 +47,7 @@ index_writer::index_writer(store& s, const ingest_options& opt) : s_(s), opt_(op
       tx.commit();
     }
     // Fewer, larger WAL checkpoints while writing (each one fsyncs): 32 MiB of WAL at 4 KiB pages.
-    s.db().exec("PRAGMA wal_autocheckpoint=8192");
+    s.db().exec("PRAGMA wal_autocheckpoint=8192; PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY");
     embedder_ = std::make_unique<hashed_tfidf_embedder>(dim);
     df_n_ = load_df(s, df_);
     df_dirty_.assign(df_.size(), 0);

@@ -23,7 +23,7 @@ int estimate_tokens(std::string_view s) {
         else if (d >= 0xC0 && d < 0xE0) { i += 2; ++len; }
         else break;
       }
-      q += 4 * (1 + (len > 7 ? (len - 7 + 3) / 4 : 0));
+      q += 4 * (1 + (len > 8 ? (len - 8 + 4) / 5 : 0));
     } else if (c >= '0' && c <= '9') {
       q += 4;
       ++i;
