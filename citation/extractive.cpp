@@ -123,8 +123,8 @@ std::string quote_safe(const std::string& s) {
   }
   std::string best;
   for (auto& p : pieces) {
-    const size_t b = p.find_first_not_of(" ,;:");
-    const size_t e = p.find_last_not_of(" ,;:");
+    const size_t b = p.find_first_not_of(" ,;:()");
+    const size_t e = p.find_last_not_of(" ,;:()");
     std::string t = b == std::string::npos ? "" : p.substr(b, e - b + 1);
     if (t.size() > best.size()) best = t;
   }
@@ -218,10 +218,13 @@ extractive_answer extractive_answerer::answer(const std::string& question,
     double cov = 0;
     for (const auto& t : qterms) {
       auto it = tf.find(t);
-      if (it == tf.end()) {
-        if (title_terms[s.passage].count(t)) cov += idf[t];
+      // a term of the document's title is given for every sentence of it: coverage, but no BM25 weight (else
+      // "Apache License ..." headings outrank the sentence about trademarks in the Apache licence)
+      if (title_terms[s.passage].count(t)) {
+        cov += idf[t];
         continue;
       }
+      if (it == tf.end()) continue;
       const double f = it->second;
       bm25[i] += idf[t] * f * 2.2 / (f + 1.2 * (0.25 + 0.75 * len / avg_len));
       cov += idf[t];
@@ -241,7 +244,7 @@ extractive_answer extractive_answerer::answer(const std::string& question,
     ss.coverage = coverage[i];
     ss.dense = std::max(0.0, dense[i]);
     ss.position = 1.0 / (1.0 + s.index);
-    ss.score = 0.45 * ss.bm25 + 0.30 * ss.coverage + 0.20 * ss.dense + 0.05 * ss.position;
+    ss.score = 0.35 * ss.bm25 + 0.40 * ss.coverage + 0.20 * ss.dense + 0.05 * ss.position;
     // headings and fragments ("Trademarks.") name a topic without saying anything about it
     ss.score *= std::min(1.0, 0.5 + static_cast<double>(s.words.size()) / 8.0);
     scored.push_back(std::move(ss));

@@ -7,7 +7,7 @@
 //   coverage(s) IDF-weighted share of q's terms present in s (terms absent from every sentence weigh the most)
 //   dense(s)    cosine of embeddings: the store's embedder when given, else hashed character-trigram vectors
 //   position(s) 1 / (1 + index of s in its passage): openings of passages summarise
-//   score = (0.45 bm25 + 0.30 coverage + 0.20 dense + 0.05 position) * min(1, 0.5 + content words / 8)
+//   score = (0.35 bm25 + 0.40 coverage + 0.20 dense + 0.05 position) * min(1, 0.5 + content words / 8)
 // The question's terms exclude question phrasing ("say", "mention", "how many"); for coverage a sentence also has the
 // words of its document's title (when at most 100 bytes), so "Trademarks." in the Apache licence covers "Apache".
 // Abstention: when the best coverage is below `min_coverage` (the documents do not hold the question's key terms),

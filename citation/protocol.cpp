@@ -249,7 +249,13 @@ std::vector<std::pair<size_t, size_t>> sentences(const std::string& t, const std
     if (c == '\n') {
       end_here = true;
     } else if ((c == '.' || c == '!' || c == '?') && (j >= t.size() || t[j] == ' ' || t[j] == '\n' || marker_at[j])) {
-      end_here = true;
+      // as in split_sentences: a new sentence starts with a capital, digit, quote, bracket or non-ASCII letter, so
+      // "e.g. the" and "Inc. and" do not end one
+      size_t k = j;
+      while (k < t.size() && t[k] == ' ') ++k;
+      const auto d = static_cast<unsigned char>(k < t.size() ? t[k] : '\n');
+      end_here = k >= t.size() || marker_at[k] || std::isupper(d) || std::isdigit(d) || d == '"' || d == '(' ||
+                 d == '[' || d == '\n' || d == '-' || d == '*' || d >= 0x80;
     } else if (starts(t, i, "\xE3\x80\x82")) {  // 。
       end_here = true;
       j = i + 3;
