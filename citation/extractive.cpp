@@ -37,6 +37,21 @@ std::vector<std::string> terms(std::string_view text) {
   return out;
 }
 
+// A sentence word matches a question term when equal after stemming, or when the shorter of the two has at least
+// six bytes and begins the longer ("redistribut" ~ "redistribution", "licens" ~ "licensee").
+bool term_match(const std::string& word, const std::string& term) {
+  if (word == term) return true;
+  const std::string& a = word.size() < term.size() ? word : term;
+  const std::string& b = word.size() < term.size() ? term : word;
+  return a.size() >= 6 && b.compare(0, a.size(), a) == 0;
+}
+
+size_t term_count(const std::vector<std::string>& words, const std::string& term) {
+  size_t n = 0;
+  for (const auto& w : words) n += term_match(w, term) ? 1 : 0;
+  return n;
+}
+
 // Words that shape a question but say nothing about its subject ("what does X say about Y", "how many ...").
 bool is_question_filler(const std::string& stemmed) {
   static const char* const filler[] = {"say", "tell", "mention", "describe", "explain", "state", "according",
@@ -175,7 +190,7 @@ extractive_answer extractive_answerer::answer(const std::string& question,
   avg_len = sents.empty() ? 1 : avg_len / n;
   for (const auto& t : qterms) {
     double df = 0;
-    for (const auto& s : sents) df += std::find(s.words.begin(), s.words.end(), t) != s.words.end() ? 1 : 0;
+    for (const auto& s : sents) df += term_count(s.words, t) > 0 ? 1 : 0;
     idf[t] = std::log(1.0 + (n - df + 0.5) / (df + 0.5));
   }
   double idf_total = 0;
@@ -212,20 +227,17 @@ extractive_answer extractive_answerer::answer(const std::string& question,
     }
   for (size_t i = 0; i < sents.size(); ++i) {
     const auto& s = sents[i];
-    std::unordered_map<std::string, int> tf;
-    for (const auto& w : s.words) ++tf[w];
     const double len = static_cast<double>(s.words.size());
     double cov = 0;
     for (const auto& t : qterms) {
-      auto it = tf.find(t);
       // a term of the document's title is given for every sentence of it: coverage, but no BM25 weight (else
       // "Apache License ..." headings outrank the sentence about trademarks in the Apache licence)
       if (title_terms[s.passage].count(t)) {
         cov += idf[t];
         continue;
       }
-      if (it == tf.end()) continue;
-      const double f = it->second;
+      const double f = static_cast<double>(term_count(s.words, t));
+      if (f == 0) continue;
       bm25[i] += idf[t] * f * 2.2 / (f + 1.2 * (0.25 + 0.75 * len / avg_len));
       cov += idf[t];
     }
@@ -312,7 +324,7 @@ extractive_answer extractive_answerer::answer(const std::string& question,
       const std::set<std::string> qs(qterms.begin(), qterms.end());
       for (size_t k = 0; k < words.size(); ++k)
         for (const auto& t : terms(to_utf8(std::u32string_view(u).substr(words[k].first, words[k].second - words[k].first))))
-          hit[k] += qs.count(t) ? 1 : 0;
+          for (const auto& qt : qs) hit[k] += term_match(t, qt) ? 1 : 0;
       int cur = 0, best = -1;
       size_t best_k = 0;
       for (size_t k = 0; k < words.size(); ++k) {
