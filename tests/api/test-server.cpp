@@ -1,6 +1,12 @@
 // The HTTP server end to end on loopback: every route, every error status, SSE order, the OpenAI-compatible endpoint,
 // concurrency and queue limits. The answers come from tests/api/server-fixture.h's scripted_answers, so these tests
 // pin the server's behaviour independently of the answer pipeline (tests/api/test-serve-pipeline.cpp covers that).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <thread>
 
 #include "tests/api/server-fixture.h"
@@ -381,6 +387,40 @@ TEST_F(FullQueueTest, FullQueueIs503WithRetryAfter) {
   t.join();
   ASSERT_TRUE(first && *first);
   EXPECT_EQ((*first)->status, 200);
+}
+
+class SlowClientTest : public server_test {
+  void configure(api::server_config& c) override { c.read_timeout_s = 1; }
+};
+
+TEST_F(SlowClientTest, ClientThatStopsSendingIsDropped) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  timeval tv{10, 0};  // the test's own bound: the server must close well before this
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const std::string partial = "POST /v1/ask HTTP/1.1\r\nHost: 127.0.0.1\r\n";  // headers never finished
+  ASSERT_EQ(::send(fd, partial.data(), partial.size(), 0), static_cast<ssize_t>(partial.size()));
+  const auto t0 = std::chrono::steady_clock::now();
+  // The server may answer 4xx before closing; either way the connection must end (recv returns 0).
+  std::string got;
+  char buf[512];
+  ssize_t n = 0;
+  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) got.append(buf, static_cast<size_t>(n));
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ::close(fd);
+  EXPECT_EQ(n, 0) << "expected the server to close the connection of a client that stopped sending";
+  if (!got.empty()) {
+    EXPECT_EQ(got.rfind("HTTP/1.1 4", 0), 0u) << got;
+  }
+  EXPECT_LT(waited, 9.0) << "the server kept a silent client for " << waited << " s (read timeout 1 s)";
+  auto ok = get("/healthz");  // and it still serves everyone else
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
 }
 
 class ConcurrentTest : public server_test {
