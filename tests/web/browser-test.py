@@ -235,6 +235,27 @@ def main():
         wd.screenshot(os.path.join(out, "6-documents.png"))
         wd.js("document.getElementById('panel-close').click()")
 
+        # Upload a file through the page, then delete it (accepting the confirm dialog).
+        upload_path = os.path.join(out, "okapi.txt")
+        with open(upload_path, "w") as f:
+            f.write("The okapi lives in the rainforests of the Congo. It is the only living relative of the giraffe.\n")
+        wd.js("document.getElementById('doc-search').value = ''; document.getElementById('doc-search')"
+              ".dispatchEvent(new Event('input'))")
+        wd.type(wd.find("#upload-files"), upload_path)
+        wd.click(wd.find("#upload-form button[type=submit]"))
+        wd.wait("return document.getElementById('upload-status').textContent.startsWith('Added')", "the upload")
+        wd.wait("return [...document.querySelectorAll('#doc-list td.path')].some(td => td.textContent === 'okapi.txt')",
+                "the uploaded document in the list")
+        docs = http_json("GET", f"{site}/v1/documents")["documents"]
+        check(any(d["path"] == "okapi.txt" for d in docs), "the upload reached the store")
+        wd.screenshot(os.path.join(out, "6b-uploaded.png"))
+        wd.click(wd.find("button[aria-label='Delete okapi.txt']"))
+        wd.cmd("POST", "/alert/accept", {})
+        wd.wait("return ![...document.querySelectorAll('#doc-list td.path')].some(td => td.textContent === 'okapi.txt')",
+                "the deleted document gone from the list")
+        docs = http_json("GET", f"{site}/v1/documents")["documents"]
+        check(not any(d["path"] == "okapi.txt" for d in docs), "the delete reached the store")
+
         # Phone width: the page still lays out in one column without horizontal scrolling.
         wd.window(390, 844)
         wd.click(wd.find("#tab-ask"))
