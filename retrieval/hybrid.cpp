@@ -1,6 +1,7 @@
 // Hybrid retriever: weighted fusion (reciprocal-rank or convex), optional MMR, per-document cap.
 #include <algorithm>
 #include <cmath>
+#include <future>
 #include <memory>
 #include <set>
 #include <unordered_map>
@@ -47,8 +48,12 @@ class hybrid_retriever final : public retriever_i {
                                                   : w / (opt_.rrf_k + static_cast<double>(i + 1));
       }
     };
-    add(lexical_->search(query, depth, f), opt_.lexical_weight);
-    if (dense_) add(dense_->search(query, depth, f), opt_.dense_weight);
+    // The two retrievers own separate connections: run the dense search on a second thread meanwhile.
+    std::future<std::vector<hit>> dense_hits;
+    if (dense_) dense_hits = std::async(std::launch::async, [&] { return dense_->search(query, depth, f); });
+    std::vector<hit> lexical_hits = lexical_->search(query, depth, f);
+    add(lexical_hits, opt_.lexical_weight);
+    if (dense_) add(dense_hits.get(), opt_.dense_weight);
 
     std::vector<hit> ranked;
     ranked.reserve(order.size());

@@ -78,6 +78,8 @@ std::unique_ptr<retriever_i> make_dense(const std::filesystem::path& store_dir, 
 // whose dense ranking is much weaker than BM25 (nDCG@10 0.34 vs 0.68): RRF at equal weights then drags BM25 down
 // (0.54), and RRF at any dense weight >= 0.02 stays below BM25, because ranks discard how far ahead BM25's top hits
 // are. With a neural embedder, rrf with equal weights is the usual choice (bench/RESULTS.md has the numbers).
+// search() runs the dense retriever on a second thread while the lexical one runs (each owns its connection); a
+// hybrid retriever itself is still one-thread-at-a-time.
 struct hybrid_options {
   std::string fusion = "convex";  // rrf | convex
   int rrf_k = 60;
