@@ -4,8 +4,8 @@
 // Prints one line per measurement: throughput per wall-clock second and per CPU second (the sum of the threads' CPU
 // time: on a loaded machine the CPU-time figure is the stable one).
 #include <chrono>
-#include <ctime>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -81,10 +81,11 @@ void measure(const evident::engine::tokenizer& tok, const char* what, const std:
   size_t total = 0;
   double cpu_s = 0;
   for (size_t t = 0; t < threads; ++t) total += tokens[t], cpu_s += cpu[t];
-  std::printf("%-34s threads=%zu  wall: %6.2f MB/s %9.0f tokens/s   per CPU-second: %6.2f MB/s %9.0f tokens/s"
-              "  (%zu bytes, %zu tokens, %.2f s)\n",
-              what, threads, double(text.size()) / 1e6 / s, double(total) / s, double(text.size()) / 1e6 / cpu_s,
-              double(total) / cpu_s, text.size(), total, s);
+  std::printf(
+      "%-34s threads=%zu  wall: %6.2f MB/s %9.0f tokens/s   per CPU-second: %6.2f MB/s %9.0f tokens/s"
+      "  (%zu bytes, %zu tokens, %.2f s)\n",
+      what, threads, double(text.size()) / 1e6 / s, double(total) / s, double(text.size()) / 1e6 / cpu_s,
+      double(total) / cpu_s, text.size(), total, s);
 }
 
 }  // namespace

@@ -21,9 +21,13 @@ std::string_view rstrip_nl(std::string_view s) {
   while (!s.empty() && s.back() == '\n') s.remove_suffix(1);
   return s;
 }
-std::string_view strip_nl(std::string_view s) { return rstrip_nl(lstrip_nl(s)); }
+std::string_view strip_nl(std::string_view s) {
+  return rstrip_nl(lstrip_nl(s));
+}
 
-bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+bool starts_with(std::string_view s, std::string_view p) {
+  return s.substr(0, p.size()) == p;
+}
 bool ends_with(std::string_view s, std::string_view p) {
   return s.size() >= p.size() && s.substr(s.size() - p.size()) == p;
 }
@@ -39,11 +43,13 @@ chat_template_variant parse_chat_template_variant(const std::string& name) {
 chat_template_variant detect_chat_template_variant(const std::string& src) {
   // The source spells newlines inside Jinja string literals as the two characters '\' 'n'.
   const bool qwen_turns = src.find("<|im_start|>") != std::string::npos && src.find("</think>") != std::string::npos;
-  EV_THROW_IF_NOT_MSG(qwen_turns, "chat template: expected a Qwen3 template (<|im_start|> turns with <think> handling)");
+  EV_THROW_IF_NOT_MSG(qwen_turns,
+                      "chat template: expected a Qwen3 template (<|im_start|> turns with <think> handling)");
   if (src.find(R"(<|im_start|>assistant\n<think>\n)") != std::string::npos) return chat_template_variant::thinking;
   if (src.find("enable_thinking") != std::string::npos) return chat_template_variant::hybrid;
-  EV_THROW(invalid_input, "chat template: a Qwen3 template whose generation prompt is neither the Thinking one nor the "
-                          "enable_thinking switch");
+  EV_THROW(invalid_input,
+           "chat template: a Qwen3 template whose generation prompt is neither the Thinking one nor the "
+           "enable_thinking switch");
 }
 
 chat_template_variant load_chat_template_variant(const std::filesystem::path& config_path) {

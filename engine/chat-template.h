@@ -16,8 +16,8 @@
 //   - "tool" messages are wrapped in <tool_response> blocks inside one user turn per run of tool messages.
 // Tool definitions and assistant tool_calls are not supported (evident does not use function calling).
 //
-// Checked against the Jinja renderings in tests/fixtures/tokenizer/chat.jsonl (tools/reference/make_tokenizer_fixtures.py).
-// Pure function, thread-safe.
+// Checked against the Jinja renderings in tests/fixtures/tokenizer/chat.jsonl
+// (tools/reference/make_tokenizer_fixtures.py). Pure function, thread-safe.
 #pragma once
 
 #include <filesystem>
@@ -36,9 +36,9 @@ enum class chat_template_variant {
 };
 
 struct chat_template_options {
-  bool add_generation_prompt = true;                           // end with the assistant's opening
+  bool add_generation_prompt = true;  // end with the assistant's opening
   chat_template_variant variant = chat_template_variant::thinking;
-  std::optional<bool> enable_thinking;                         // hybrid only; unset behaves as true
+  std::optional<bool> enable_thinking;  // hybrid only; unset behaves as true
 };
 
 // Renders the conversation. `message_ends`, when given, receives for each message the byte offset in the returned

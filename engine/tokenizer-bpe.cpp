@@ -62,7 +62,7 @@ void bpe_model::encode_piece(std::string_view piece, std::vector<id_t>& out) con
   // Direct-mapped per-thread cache, tagged with the model it belongs to (owner_id_). No locks: each thread has its own.
   struct entry {
     uint64_t hash = 0;
-    uint8_t len = 0;    // 0: empty
+    uint8_t len = 0;  // 0: empty
     uint8_t n_ids = 0;
     char bytes[kMaxCachedBytes];
     id_t ids[kMaxCachedIds];
@@ -161,7 +161,8 @@ void bpe_model::merge_heap(std::string_view piece, std::vector<id_t>& out) const
   };
   const int32_t n = int32_t(piece.size());
   std::vector<symbol> sym(static_cast<size_t>(n));
-  for (int32_t i = 0; i < n; ++i) sym[size_t(i)] = {byte_token_[uint8_t(piece[size_t(i)])], i - 1, i + 1 < n ? i + 1 : -1, true};
+  for (int32_t i = 0; i < n; ++i)
+    sym[size_t(i)] = {byte_token_[uint8_t(piece[size_t(i)])], i - 1, i + 1 < n ? i + 1 : -1, true};
   std::priority_queue<candidate, std::vector<candidate>, std::greater<candidate>> queue;
   merge_value v;
   for (int32_t i = 0; i + 1 < n; ++i)

@@ -83,7 +83,7 @@ class bpe_model {
   static constexpr size_t kMaxCachedIds = 14;
   static constexpr size_t kCacheEntries = 1 << 14;
   static constexpr size_t kCachesPerThread = 2;  // models a thread keeps a cache for (about 1.8 MB each)
-  uint64_t owner_id_ = 0;  // unique per model instance: tags the thread-local cache
+  uint64_t owner_id_ = 0;                        // unique per model instance: tags the thread-local cache
 };
 
 }  // namespace evident::engine

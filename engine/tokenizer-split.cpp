@@ -23,11 +23,16 @@ enum char_class : uint8_t {
 constexpr std::array<uint8_t, 128> ascii_classes() {
   std::array<uint8_t, 128> t{};
   for (int c = 0; c < 128; ++c) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) t[size_t(c)] = k_letter;
-    else if (c >= '0' && c <= '9') t[size_t(c)] = k_number;
-    else if (c == '\r' || c == '\n') t[size_t(c)] = k_newline;
-    else if (c == ' ' || (c >= 0x09 && c <= 0x0D)) t[size_t(c)] = k_space;
-    else t[size_t(c)] = k_other;
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+      t[size_t(c)] = k_letter;
+    else if (c >= '0' && c <= '9')
+      t[size_t(c)] = k_number;
+    else if (c == '\r' || c == '\n')
+      t[size_t(c)] = k_newline;
+    else if (c == ' ' || (c >= 0x09 && c <= 0x0D))
+      t[size_t(c)] = k_space;
+    else
+      t[size_t(c)] = k_other;
   }
   return t;
 }
@@ -46,10 +51,14 @@ inline cp_info at(std::string_view t, uint32_t i) {
   U8_NEXT(reinterpret_cast<const uint8_t*>(t.data()), idx, int32_t(t.size()), c);
   uint8_t cls;
   const uint32_t mask = U_GET_GC_MASK(c < 0 ? 0xFFFD : c);
-  if (mask & U_GC_L_MASK) cls = k_letter;
-  else if (mask & U_GC_N_MASK) cls = k_number;
-  else if (c >= 0 && u_isUWhiteSpace(c)) cls = k_space;
-  else cls = k_other;
+  if (mask & U_GC_L_MASK)
+    cls = k_letter;
+  else if (mask & U_GC_N_MASK)
+    cls = k_number;
+  else if (c >= 0 && u_isUWhiteSpace(c))
+    cls = k_space;
+  else
+    cls = k_other;
   return {cls, c, uint32_t(idx)};
 }
 
@@ -111,9 +120,12 @@ void split_qwen3(std::string_view t, uint32_t from, std::vector<uint32_t>& ends,
         ++count;
         j = w.next;
       }
-      if (last_newline_end != 0) end = last_newline_end;
-      else if (j == n || count == 1) end = j;
-      else end = last_start;
+      if (last_newline_end != 0)
+        end = last_newline_end;
+      else if (j == n || count == 1)
+        end = j;
+      else
+        end = last_start;
     }
     ends.push_back(end);
     ++pieces;

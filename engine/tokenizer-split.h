@@ -21,7 +21,6 @@ inline constexpr std::string_view kQwen3SplitPattern =
 // `ends` the end offset of each piece, in order, stopping after `max_pieces` pieces or at the end of the text. Piece k
 // is [previous end, ends[k]); the last end of the text is text.size(). Splitting in several calls gives the same pieces
 // as one call. requires: `text` is valid UTF-8 and shorter than 2 GiB.
-void split_qwen3(std::string_view text, uint32_t from, std::vector<uint32_t>& ends,
-                 size_t max_pieces = SIZE_MAX);
+void split_qwen3(std::string_view text, uint32_t from, std::vector<uint32_t>& ends, size_t max_pieces = SIZE_MAX);
 
 }  // namespace evident::engine

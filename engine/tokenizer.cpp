@@ -81,8 +81,12 @@ inline int32_t prev_codepoint(std::string_view s, size_t& i) {
   return c;
 }
 
-bool is_word_char(int32_t c) { return c == '_' || (c >= 0 && u_isalnum(c)); }
-bool is_space(int32_t c) { return c >= 0 && u_isUWhiteSpace(c); }
+bool is_word_char(int32_t c) {
+  return c == '_' || (c >= 0 && u_isalnum(c));
+}
+bool is_space(int32_t c) {
+  return c >= 0 && u_isUWhiteSpace(c);
+}
 
 bool valid_utf8(std::string_view s) {
   const auto* p = reinterpret_cast<const uint8_t*>(s.data());
@@ -110,8 +114,8 @@ bool all_ascii(std::string_view s) {
 // ---------------------------------------------------------------------------------------------------------------------
 struct tokenizer::impl {
   bpe_model bpe;
-  std::vector<std::string> id_bytes;  // id -> raw bytes (added tokens: their content)
-  std::vector<uint8_t> id_state;      // 0 unassigned, 1 vocabulary, 2 added, 3 added + special
+  std::vector<std::string> id_bytes;                     // id -> raw bytes (added tokens: their content)
+  std::vector<uint8_t> id_state;                         // 0 unassigned, 1 vocabulary, 2 added, 3 added + special
   std::unordered_map<std::string, token_id> text_to_id;  // vocabulary (raw bytes) and added-token contents
   std::vector<added_token> added;
 
@@ -125,7 +129,7 @@ struct tokenizer::impl {
   matcher raw_matcher;         // normalized == false: matched before normalisation
   matcher normalized_matcher;  // normalized == true: matched in the NFC text
 
-  const icu::Normalizer2* nfc = nullptr;  // null: no normaliser
+  const icu::Normalizer2* nfc = nullptr;                      // null: no normaliser
   std::vector<std::unique_ptr<icu::RegexPattern>> splitters;  // applied in order; "Isolated" behaviour
   std::vector<std::string> splitter_patterns;                 // their source text
   bool fast_split = false;  // the one splitter is the Qwen3 pattern: use split_qwen3 instead of ICU regex
@@ -145,7 +149,8 @@ struct tokenizer::impl {
     }
     UErrorCode status = U_ZERO_ERROR;
     std::unique_ptr<icu::RegexMatcher> m(splitters[k]->matcher(status));
-    EV_THROW_IF_NOT_KIND(U_SUCCESS(status), internal, "tokenizer: cannot create a regex matcher: ", u_errorName(status));
+    EV_THROW_IF_NOT_KIND(U_SUCCESS(status), internal,
+                         "tokenizer: cannot create a regex matcher: ", u_errorName(status));
     return m;
   }
   void give_matcher(size_t k, std::unique_ptr<icu::RegexMatcher> m) const {
@@ -387,7 +392,8 @@ void load_normalizer(const json& j, const json_reader& r, const std::string& pat
 }
 
 void load_pre_tokenizer(const json& j, const json_reader& r, const std::string& path,
-                        std::vector<std::unique_ptr<icu::RegexPattern>>& splitters, std::vector<std::string>& patterns) {
+                        std::vector<std::unique_ptr<icu::RegexPattern>>& splitters,
+                        std::vector<std::string>& patterns) {
   if (j.is_null()) return;
   if (!j.is_object()) r.fail(path, "an object or null", &j);
   const std::string type = r.str(j, "type", path + ".type");
@@ -523,7 +529,8 @@ tokenizer tokenizer::from_json(std::string_view json_text, std::string_view orig
   for (const added_token& t : p->added) {
     const auto id = size_t(t.id);
     if (p->id_state[id] == 1 && p->id_bytes[id] != t.content)
-      EV_THROW(corrupt, origin, ": added_tokens: id ", id, " (\"", t.content, "\") is already a different vocabulary token");
+      EV_THROW(corrupt, origin, ": added_tokens: id ", id, " (\"", t.content,
+               "\") is already a different vocabulary token");
     p->id_state[id] = t.special ? 3 : 2;
     p->id_bytes[id] = t.content;
     p->text_to_id[t.content] = t.id;
@@ -541,7 +548,8 @@ tokenizer tokenizer::from_json(std::string_view json_text, std::string_view orig
     if (m.is_string()) {
       const std::string_view sv = m.get_ref<const std::string&>();
       const size_t sp = sv.find(' ');
-      if (sp == std::string_view::npos || sp == 0 || sp + 1 >= sv.size() || sv.find(' ', sp + 1) != std::string_view::npos)
+      if (sp == std::string_view::npos || sp == 0 || sp + 1 >= sv.size() ||
+          sv.find(' ', sp + 1) != std::string_view::npos)
         r.fail(field(), "\"left right\"", &m);
       left = sv.substr(0, sp);
       right = sv.substr(sp + 1);
@@ -563,8 +571,8 @@ tokenizer tokenizer::from_json(std::string_view json_text, std::string_view orig
   load_normalizer(root.contains("normalizer") ? root["normalizer"] : json(), r, "normalizer", p->nfc);
   load_pre_tokenizer(r.get(root, "pre_tokenizer", "pre_tokenizer"), r, "pre_tokenizer", p->splitters,
                      p->splitter_patterns);
-  p->fast_split = !options.force_icu_regex && p->splitter_patterns.size() == 1 &&
-                  p->splitter_patterns[0] == kQwen3SplitPattern;
+  p->fast_split =
+      !options.force_icu_regex && p->splitter_patterns.size() == 1 && p->splitter_patterns[0] == kQwen3SplitPattern;
   if (root.contains("decoder") && !root["decoder"].is_null()) {
     const std::string dtype = r.str(root["decoder"], "type", "decoder.type");
     if (dtype != "ByteLevel") r.fail("decoder.type", "\"ByteLevel\"", &root["decoder"]["type"]);
@@ -641,8 +649,12 @@ std::optional<token_id> tokenizer::find(std::string_view token_text) const {
   return it->second;
 }
 
-size_t tokenizer::vocab_size() const { return impl_->id_bytes.size(); }
-const std::vector<added_token>& tokenizer::added_tokens() const { return impl_->added; }
+size_t tokenizer::vocab_size() const {
+  return impl_->id_bytes.size();
+}
+const std::vector<added_token>& tokenizer::added_tokens() const {
+  return impl_->added;
+}
 
 size_t append_utf8_lossy(std::string_view s, std::string& out, bool keep_incomplete_tail) {
   static const char kReplacement[] = "\xEF\xBF\xBD";
@@ -658,14 +670,22 @@ size_t append_utf8_lossy(std::string_view s, std::string& out, bool keep_incompl
     // Expected length and the valid range of the second byte (Unicode Table 3-7, well-formed UTF-8).
     size_t len = 0;
     uint8_t lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c == 0xE0) len = 3, lo = 0xA0;
-    else if (c >= 0xE1 && c <= 0xEC) len = 3;
-    else if (c == 0xED) len = 3, hi = 0x9F;
-    else if (c >= 0xEE && c <= 0xEF) len = 3;
-    else if (c == 0xF0) len = 4, lo = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3) len = 4;
-    else if (c == 0xF4) len = 4, hi = 0x8F;
+    if (c >= 0xC2 && c <= 0xDF)
+      len = 2;
+    else if (c == 0xE0)
+      len = 3, lo = 0xA0;
+    else if (c >= 0xE1 && c <= 0xEC)
+      len = 3;
+    else if (c == 0xED)
+      len = 3, hi = 0x9F;
+    else if (c >= 0xEE && c <= 0xEF)
+      len = 3;
+    else if (c == 0xF0)
+      len = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3)
+      len = 4;
+    else if (c == 0xF4)
+      len = 4, hi = 0x8F;
     if (len == 0) {  // a continuation byte or an impossible lead byte: one replacement for this byte
       out.append(kReplacement);
       ++i;

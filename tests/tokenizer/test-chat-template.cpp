@@ -70,14 +70,15 @@ TEST(chat_template, thinking_generation_prompt_opens_think) {
 }
 
 TEST(chat_template, message_ends_mark_each_message) {
-  const std::vector<chat_message> msgs = {{"system", "S"}, {"user", "U"}, {"assistant", "<think>r</think>A"},
-                                          {"user", "V"}};
+  const std::vector<chat_message> msgs = {
+      {"system", "S"}, {"user", "U"}, {"assistant", "<think>r</think>A"}, {"user", "V"}};
   std::vector<size_t> ends;
   const std::string text = render_chat(msgs, {}, &ends);
   ASSERT_EQ(ends.size(), 4u);
   EXPECT_EQ(text.substr(0, ends[0]), "<|im_start|>system\nS<|im_end|>\n");
   EXPECT_EQ(text.substr(ends[0], ends[1] - ends[0]), "<|im_start|>user\nU<|im_end|>\n");
-  EXPECT_EQ(text.substr(ends[1], ends[2] - ends[1]), "<|im_start|>assistant\nA<|im_end|>\n");  // history: reasoning dropped
+  EXPECT_EQ(text.substr(ends[1], ends[2] - ends[1]),
+            "<|im_start|>assistant\nA<|im_end|>\n");  // history: reasoning dropped
   EXPECT_EQ(text.substr(ends[2], ends[3] - ends[2]), "<|im_start|>user\nV<|im_end|>\n");
 }
 
@@ -86,9 +87,10 @@ TEST(chat_template, detects_the_variant_of_a_checkpoint_template) {
   EXPECT_EQ(load_chat_template_variant(evident::test::shared_path("models/qwen3-tokenizer/tokenizer_config.json")),
             chat_template_variant::hybrid);
   // The Thinking template's generation prompt, as its Jinja source spells it.
-  const std::string thinking = R"({%- for message in messages %}{{- '<|im_start|>' + message.role }}{%- if '</think>' in )"
-                               R"(content %}{% endif %}{%- endfor %}{%- if add_generation_prompt %})"
-                               R"({{- '<|im_start|>assistant\n<think>\n' }}{%- endif %})";
+  const std::string thinking =
+      R"({%- for message in messages %}{{- '<|im_start|>' + message.role }}{%- if '</think>' in )"
+      R"(content %}{% endif %}{%- endfor %}{%- if add_generation_prompt %})"
+      R"({{- '<|im_start|>assistant\n<think>\n' }}{%- endif %})";
   EXPECT_EQ(detect_chat_template_variant(thinking), chat_template_variant::thinking);
   EXPECT_THROW(detect_chat_template_variant("{{ messages }}"), evident::error);
   const auto dir = evident::test::scratch_dir("chat-template-detect");

@@ -127,7 +127,9 @@ TEST(tokenizer, incremental_decoder_holds_back_partial_code_points) {
   EXPECT_EQ(dec.push(tok.find(emoji.substr(0, 1)).value()), "");
   EXPECT_EQ(dec.finish(), "\xEF\xBF\xBD");
   const std::vector<token_id> truncated = {tok.find(emoji.substr(0, 1)).value(), tok.find("a").value()};
-  EXPECT_EQ(tok.decode(truncated), "\xEF\xBF\xBD" "a");
+  EXPECT_EQ(tok.decode(truncated),
+            "\xEF\xBF\xBD"
+            "a");
 }
 
 TEST(tokenizer, decode_can_skip_special_tokens) {
@@ -186,17 +188,22 @@ json tiny_tokenizer() {
   vocab["ab"] = id++;
   return json{
       {"version", "1.0"},
-      {"added_tokens", json::array({json{{"id", id}, {"content", "<|end|>"}, {"special", true}, {"lstrip", false},
-                                         {"rstrip", false}, {"normalized", false}, {"single_word", false}}})},
+      {"added_tokens", json::array({json{{"id", id},
+                                         {"content", "<|end|>"},
+                                         {"special", true},
+                                         {"lstrip", false},
+                                         {"rstrip", false},
+                                         {"normalized", false},
+                                         {"single_word", false}}})},
       {"normalizer", json{{"type", "NFC"}}},
       {"pre_tokenizer",
        json{{"type", "Sequence"},
-            {"pretokenizers", json::array({json{{"type", "Split"},
-                                                {"pattern", json{{"Regex", "\\p{L}+|\\s+|[^\\s\\p{L}]+"}}},
-                                                {"behavior", "Isolated"},
-                                                {"invert", false}},
-                                           json{{"type", "ByteLevel"}, {"add_prefix_space", false},
-                                                {"use_regex", false}}})}}},
+            {"pretokenizers",
+             json::array({json{{"type", "Split"},
+                               {"pattern", json{{"Regex", "\\p{L}+|\\s+|[^\\s\\p{L}]+"}}},
+                               {"behavior", "Isolated"},
+                               {"invert", false}},
+                          json{{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}})}}},
       {"decoder", json{{"type", "ByteLevel"}}},
       {"model", json{{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array({json::array({"a", "b"})})}}},
   };
@@ -265,7 +272,8 @@ TEST(tokenizer, missing_file_is_not_found) {
 
 }  // namespace
 
-// --- the hand-written Qwen3 splitter against ICU regex -----------------------------------------------------------------
+// --- the hand-written Qwen3 splitter against ICU regex
+// -----------------------------------------------------------------
 
 // Random strings over characters chosen to hit every branch and class boundary of the split pattern: letters of several
 // scripts, numbers of every N category, each kind of white space (incl. \v, \f, U+0085, U+00A0, U+2028, U+3000) and
@@ -279,13 +287,79 @@ TEST(tokenizer, fast_splitter_matches_icu_regex) {
   const tokenizer icu = tokenizer::from_file(path, opts);
   for (const auto& c : cases()) EXPECT_EQ(icu.encode(c.text), c.ids) << "ICU path: " << json(c.text).dump();
 
-  const std::vector<std::string> pool = {
-      "a", "Z", "s", "S", "t", "T", "r", "R", "e", "E", "v", "V", "m", "M", "l", "L", "d", "D", "\xC5\xBF", "'", "'",
-      "\xE2\x80\x99", "0", "7", "\xC2\xB2", "\xC2\xBD", "\xE2\x85\xAB", "\xD9\xA3", " ", " ", " ", "\t", "\n", "\n",
-      "\r", "\x0B", "\x0C", "\x1C", "\x1F", "\xC2\x85", "\xC2\xA0", "\xE1\x9A\x80", "\xE2\x80\x83", "\xE2\x80\xA8",
-      "\xE2\x80\xA9", "\xE3\x80\x80", "\xE2\x80\x8B", "\xEF\xBB\xBF", "\xCC\x81", "\xE0\xA4\xBE", "\xE2\x83\x9D",
-      "\xD0\x96", "\xCE\xBB", "\xE4\xB8\xAD", "\xE0\xB8\x81", "\xD8\xB9", "\xF0\x9F\x98\x80", "\xE2\x80\x8D",
-      "\xEF\xB8\x8F", "!", ".", ",", "-", "_", "(", "<", "$", "#", "\xFF", "\x80", "\xE4\xB8", "<|im_end|>", "<think>"};
+  const std::vector<std::string> pool = {"a",
+                                         "Z",
+                                         "s",
+                                         "S",
+                                         "t",
+                                         "T",
+                                         "r",
+                                         "R",
+                                         "e",
+                                         "E",
+                                         "v",
+                                         "V",
+                                         "m",
+                                         "M",
+                                         "l",
+                                         "L",
+                                         "d",
+                                         "D",
+                                         "\xC5\xBF",
+                                         "'",
+                                         "'",
+                                         "\xE2\x80\x99",
+                                         "0",
+                                         "7",
+                                         "\xC2\xB2",
+                                         "\xC2\xBD",
+                                         "\xE2\x85\xAB",
+                                         "\xD9\xA3",
+                                         " ",
+                                         " ",
+                                         " ",
+                                         "\t",
+                                         "\n",
+                                         "\n",
+                                         "\r",
+                                         "\x0B",
+                                         "\x0C",
+                                         "\x1C",
+                                         "\x1F",
+                                         "\xC2\x85",
+                                         "\xC2\xA0",
+                                         "\xE1\x9A\x80",
+                                         "\xE2\x80\x83",
+                                         "\xE2\x80\xA8",
+                                         "\xE2\x80\xA9",
+                                         "\xE3\x80\x80",
+                                         "\xE2\x80\x8B",
+                                         "\xEF\xBB\xBF",
+                                         "\xCC\x81",
+                                         "\xE0\xA4\xBE",
+                                         "\xE2\x83\x9D",
+                                         "\xD0\x96",
+                                         "\xCE\xBB",
+                                         "\xE4\xB8\xAD",
+                                         "\xE0\xB8\x81",
+                                         "\xD8\xB9",
+                                         "\xF0\x9F\x98\x80",
+                                         "\xE2\x80\x8D",
+                                         "\xEF\xB8\x8F",
+                                         "!",
+                                         ".",
+                                         ",",
+                                         "-",
+                                         "_",
+                                         "(",
+                                         "<",
+                                         "$",
+                                         "#",
+                                         "\xFF",
+                                         "\x80",
+                                         "\xE4\xB8",
+                                         "<|im_end|>",
+                                         "<think>"};
   uint64_t state = 0x9E3779B97F4A7C15ull;
   auto next = [&] {
     state ^= state << 13;
@@ -301,8 +375,8 @@ TEST(tokenizer, fast_splitter_matches_icu_regex) {
     const auto a = fast.encode(s), b = icu.encode(s);
     if (a != b) {
       ++mismatches;
-      ADD_FAILURE() << "text " << json(s).dump(-1, ' ', false, json::error_handler_t::replace)
-                    << "\n  fast " << ids_str(a) << "\n  icu  " << ids_str(b);
+      ADD_FAILURE() << "text " << json(s).dump(-1, ' ', false, json::error_handler_t::replace) << "\n  fast "
+                    << ids_str(a) << "\n  icu  " << ids_str(b);
     }
   }
   EXPECT_EQ(mismatches, 0u);
