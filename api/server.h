@@ -23,9 +23,6 @@
 #include <string>
 #include <vector>
 
-// verify.h and extractive.h first: api/pipeline.h (being extended) uses their option types.
-#include "citation/extractive.h"
-#include "citation/verify.h"
 #include "api/pipeline.h"
 
 namespace evident::api {
