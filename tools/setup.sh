@@ -14,16 +14,26 @@ packages=(
 # Tools the tests use: a real browser for the web page test, PDF makers for ingest fixtures, a load generator.
 test_packages=(chromium chromium-driver ghostscript groff-base groff poppler-utils wrk curl)
 
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
 missing=()
 for p in "${packages[@]}" "${test_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The OpenAI-compatible endpoint is tested with the real `openai` Python client (PyPI). Debian's own python3 has no pip
+# and refuses system-wide installs (PEP 668): install python3-pip, then allow it explicitly.
+if ! python3 -c "import openai" >/dev/null 2>&1; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
+  python3 -m pip install --quiet --disable-pip-version-check openai 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages openai
 fi
 
 BUILD_DIR=${BUILD_DIR:-build}
