@@ -193,7 +193,7 @@ int64_t index_writer::write_document(int64_t collection_id, const file_info& f, 
                    "page_starts=?, headings=?, text=?, char_count=?, ingested_at=? WHERE id=?")
           .bind(1, f.source_root).bind(2, f.sha256).bind(3, f.size).bind(4, f.mtime).bind(5, d.format)
           .bind(6, d.title).bind(7, static_cast<int64_t>(d.page_starts.size())).bind(8, ps.dump())
-          .bind(9, hs.dump()).bind(10, d.text).bind(11, cps).bind(12, unix_seconds()).bind(13, *replace)
+          .bind(9, hs.dump()).bind_static(10, d.text).bind(11, cps).bind(12, unix_seconds()).bind(13, *replace)
           .run();
       doc_id = *replace;
     } else {
@@ -201,7 +201,7 @@ int64_t index_writer::write_document(int64_t collection_id, const file_info& f, 
                    "page_starts, headings, text, char_count, ingested_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
           .bind(1, collection_id).bind(2, f.path).bind(3, f.source_root).bind(4, f.sha256).bind(5, f.size)
           .bind(6, f.mtime).bind(7, d.format).bind(8, d.title).bind(9, static_cast<int64_t>(d.page_starts.size()))
-          .bind(10, ps.dump()).bind(11, hs.dump()).bind(12, d.text).bind(13, cps).bind(14, unix_seconds())
+          .bind(10, ps.dump()).bind(11, hs.dump()).bind_static(12, d.text).bind(13, cps).bind(14, unix_seconds())
           .run();
       doc_id = s_.db().last_insert_rowid();
     }
@@ -212,7 +212,7 @@ int64_t index_writer::write_document(int64_t collection_id, const file_info& f, 
     for (const auto& c : p.chunks) {
       ins.bind(1, id++).bind(2, doc_id).bind(3, c.ordinal).bind(4, c.char_start).bind(5, c.char_end)
           .bind(6, c.byte_start).bind(7, c.byte_end).bind(8, c.page).bind(9, c.heading_path)
-          .bind(10, c.token_count).bind(11, c.text);
+          .bind(10, c.token_count).bind_static(11, c.text);
       ins.run();
       ins.reset();
     }

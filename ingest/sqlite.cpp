@@ -75,6 +75,10 @@ stmt& stmt::bind(int i, std::string_view v) {
   EV_SQL_BIND(sqlite3_bind_text(h_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT));
   return *this;
 }
+stmt& stmt::bind_static(int i, std::string_view v) {
+  EV_SQL_BIND(sqlite3_bind_text(h_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC));
+  return *this;
+}
 stmt& stmt::bind_blob(int i, const void* data, size_t bytes) {
   EV_SQL_BIND(sqlite3_bind_blob(h_, i, data, static_cast<int>(bytes), SQLITE_TRANSIENT));
   return *this;

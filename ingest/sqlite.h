@@ -64,6 +64,9 @@ class stmt {
   stmt& bind(int i, double v);
   stmt& bind(int i, std::string_view v);
   stmt& bind(int i, const char* v) { return bind(i, std::string_view(v)); }
+  // Binds text without copying it: `v` must stay valid and unchanged until the statement is stepped to completion
+  // and reset (used for large texts on hot write paths).
+  stmt& bind_static(int i, std::string_view v);
   stmt& bind_blob(int i, const void* data, size_t bytes);
   stmt& bind_null(int i);
 
