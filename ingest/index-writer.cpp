@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
+#include <cstdint>
 #include <chrono>
 #include <cstring>
 
@@ -265,7 +266,7 @@ void index_writer::remove(int64_t document_id) {
   apply_pending();
 }
 
-void index_writer::checkpoint() {
+void index_writer::checkpoint(bool final) {
   commit();
   {
     sql::transaction tx(s_.db());
@@ -292,7 +293,7 @@ void index_writer::checkpoint() {
     std::fill(df_dirty_.begin(), df_dirty_.end(), 0);
   }
   if (vectors_dirty_ || !std::filesystem::exists(s_.vectors_path())) {
-    vectors_->save(s_.vectors_path(), opt_.hnsw_above);
+    vectors_->save(s_.vectors_path(), final ? opt_.hnsw_above : INT64_MAX);
     vectors_dirty_ = false;
   }
 }

@@ -66,8 +66,9 @@ class index_writer {
   void touch(int64_t document_id, int64_t mtime);
   // Deletes a document with its chunks (FTS rows via trigger), vectors and df contributions.
   void remove(int64_t document_id);
-  // Commits the open batch (see below) and persists df and vectors.faiss.
-  void checkpoint();
+  // Commits the open batch (see below) and persists df and vectors.faiss. Intermediate checkpoints (final = false)
+  // always save the flat form: building HNSW (above opt.hnsw_above vectors) is left to the final one.
+  void checkpoint(bool final = true);
 
   // Batching: write_document/touch/remove open one transaction and keep it open across documents until commit() (or
   // until the batch holds `batch_bytes` of text); each document runs inside its own SAVEPOINT, so a document is

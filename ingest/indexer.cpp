@@ -322,7 +322,7 @@ ingest_summary ingest_folder(store& s, const fs::path& root_in, const ingest_opt
       }
       auto now = clock_type::now();
       if (now - last_checkpoint > std::chrono::duration<double>(opt.checkpoint_seconds)) {
-        w.checkpoint();
+        w.checkpoint(false);
         last_checkpoint = now;
       }
       if (now - last_progress > std::chrono::milliseconds(250)) {
