@@ -75,8 +75,8 @@ std::unique_ptr<retriever_i> make_dense(const std::filesystem::path& store_dir, 
 //   rrf     reciprocal-rank fusion  sum_r w_r / (rrf_k + rank_r(c)), rank 1-based (Cormack et al.; k = 60)
 //   convex  sum_r w_r * score_r(c) / best score in r's list (a chunk absent from a list gets 0 from it)
 // Defaults (convex, dense weight 0.1) were chosen on SciFact's *train* split for the default hashed TF-IDF embedder,
-// whose dense ranking is much weaker than BM25 (nDCG@10 0.34 vs 0.68): RRF at equal weights then drags BM25 down
-// (0.54), and RRF at any dense weight >= 0.02 stays below BM25, because ranks discard how far ahead BM25's top hits
+// whose dense ranking is much weaker than BM25 (nDCG@10 0.41 vs 0.68): RRF at equal weights then drags BM25 down
+// (0.57), and RRF at any dense weight >= 0.02 stayed below BM25, because ranks discard how far ahead BM25's top hits
 // are. With a neural embedder, rrf with equal weights is the usual choice (bench/RESULTS.md has the numbers).
 // search() runs the dense retriever on a second thread while the lexical one runs (each owns its connection); a
 // hybrid retriever itself is still one-thread-at-a-time.

@@ -3,7 +3,9 @@
 
 #include <algorithm>
 
+#include "ingest/store.h"
 #include "retrieval/query.h"
+#include "retrieval/vectors.h"
 #include "retrieval/retriever.h"
 #include "tests/retrieval/store-fixture.h"
 #include "tests/test-util.h"
@@ -54,6 +56,17 @@ class QueryTorture : public ::testing::Test {
 };
 
 TEST_F(QueryTorture, NeverThrowsAndFindsPlainWords) {
+  {
+    ingest::store s(dir_);
+    write_store_vectors(s);  // so the dense and hybrid retrievers see the same torture
+  }
+  std::vector<std::unique_ptr<retriever_i>> others;
+  others.push_back(make_dense(dir_));
+  others.push_back(make_hybrid(make_lexical(dir_), make_dense(dir_), dir_));
+  hybrid_options mmr;
+  mmr.mmr_lambda = 0.5;
+  mmr.per_document_cap = 1;
+  others.push_back(make_hybrid(make_lexical(dir_), make_dense(dir_), dir_, mmr));
   auto r = make_lexical(dir_);
   std::vector<std::string> queries = {
       "",  "\"",  "\"\"\"", "*", "NEAR", "NEAR(", "NEAR(a b, 3)", "AND", "OR", "NOT", "a AND", "AND OR NOT",
@@ -66,6 +79,13 @@ TEST_F(QueryTorture, NeverThrowsAndFindsPlainWords) {
   for (const auto& q : queries) {
     std::vector<hit> hits;
     EXPECT_NO_THROW(hits = r->search(q, 10)) << "query: " << q.substr(0, 40);
+    for (auto& o : others) EXPECT_NO_THROW(o->search(q, 10)) << o->name() << " query: " << q.substr(0, 40);
+  }
+  // Hybrid with a per-document cap of 1 and MMR: one hit per document.
+  auto capped = others[2]->search("and more stars", 10);
+  EXPECT_EQ(capped.size(), 2u);
+  if (capped.size() == 2) {
+    EXPECT_NE(capped[0].document_id, capped[1].document_id);
   }
   EXPECT_EQ(r->search("NEAR", 10).size(), 1u);
   EXPECT_EQ(r->search("\"here\"", 10).size(), 1u);
