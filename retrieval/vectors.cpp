@@ -1,4 +1,4 @@
-// write_store_vectors with ingest's default embedder (hashed TF-IDF): df table + vectors.faiss.
+// write_store_vectors (retrieval/vectors.h) with ingest's default embedder (hashed TF-IDF): df table + vectors.faiss.
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
