@@ -5,6 +5,8 @@
 #include <set>
 #include <unordered_set>
 
+#include <unicode/uchar.h>
+
 #include "citation/normalize.h"
 
 namespace evident::citation {
@@ -101,8 +103,23 @@ void locate(const retrieval::passage& p, const std::optional<passage_layout>& la
 }
 
 // Sets the span of `c` to normalised [b, e) of `pp`.
+// Normalisation turns punctuation into spaces, so a match starts and ends at a letter or digit. The span is widened
+// over the punctuation the quote itself carries at its edges when the text has exactly those characters there
+// ("... this dance." keeps its full stop), so that the span's text contains the quote as written.
 void set_span(const prepared& pp, size_t b, size_t e, resolved_citation& c) {
-  const auto [s, t] = pp.norm.span_of(b, e);
+  auto [s, t] = pp.norm.span_of(b, e);
+  const std::u32string text = to_u32(pp.p->text);
+  const std::u32string q = to_u32(c.quote);
+  auto edge = [](char32_t ch) { return !u_isalnum(static_cast<UChar32>(ch)) && !u_isspace(static_cast<UChar32>(ch)); };
+  size_t qb = 0, qe = q.size();
+  while (qe > 0 && u_isspace(static_cast<UChar32>(q[qe - 1]))) --qe;
+  while (qb < qe && u_isspace(static_cast<UChar32>(q[qb]))) ++qb;
+  size_t tail = qe;
+  while (tail > qb && edge(q[tail - 1])) --tail;
+  for (size_t k = tail; k < qe && static_cast<size_t>(t) < text.size() && text[static_cast<size_t>(t)] == q[k]; ++k) ++t;
+  size_t head = qb;
+  while (head < tail && edge(q[head])) ++head;
+  for (size_t k = head; k > qb && s > 0 && text[static_cast<size_t>(s) - 1] == q[k - 1]; --k) --s;
   c.char_start = pp.p->char_start + s;
   c.char_end = pp.p->char_start + t;
   c.span_text = substr_cp(pp.p->text, s, t);

@@ -139,6 +139,9 @@ TEST(citation_verify, cases) {
       if (e.contains("page")) {
         EXPECT_EQ(g.page, e["page"].get<int>());
       }
+      if (e.contains("span_text")) {
+        EXPECT_EQ(g.span_text, e["span_text"].get<std::string>());
+      }
       if (g.v == ev::citation::verdict::supported || g.v == ev::citation::verdict::other_passage) {
         // The span is a real slice of the document, and (for exact matches) contains the quote after normalisation.
         bool sliced = false;
