@@ -110,4 +110,30 @@ size_t parse_count(const std::string& flag, const std::string& text) {
   return std::stoull(digits) * mult;
 }
 
+std::vector<int32_t> parse_token_ids(const std::string& flag, const std::string& text) {
+  std::vector<int32_t> ids;
+  std::string cur;
+  auto flush = [&] {
+    if (cur.empty()) return;
+    size_t used = 0;
+    long long v = -1;
+    try {
+      v = std::stoll(cur, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != cur.size() || v < 0 || v > INT32_MAX) throw usage_error{flag + ": not a token id: '" + cur + "'"};
+    ids.push_back(static_cast<int32_t>(v));
+    cur.clear();
+  };
+  for (char c : text) {
+    if (c == ',' || c == '[' || c == ']' || c == ' ' || c == '\n' || c == '\t' || c == '\r')
+      flush();
+    else
+      cur.push_back(c);
+  }
+  flush();
+  return ids;
+}
+
 }  // namespace evident::cli

@@ -8,6 +8,7 @@
 // rejected with one clear line instead of being ignored.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <optional>
@@ -61,6 +62,10 @@ class args {
 
 // Parses sizes such as "32k", "64K", "128000" into a count (k = 1024). Throws usage_error naming the flag.
 size_t parse_count(const std::string& flag, const std::string& text);
+
+// Parses a list of token ids: "1,2,3", "[1, 2, 3]" or "1 2 3" (any mix of commas, brackets and white space).
+// Throws usage_error naming `flag` and the bad element.
+std::vector<int32_t> parse_token_ids(const std::string& flag, const std::string& text);
 
 using command_fn = std::function<int(const std::vector<std::string>&)>;
 struct command {

@@ -23,32 +23,6 @@ namespace {
 
 using json = nlohmann::json;
 
-std::vector<int32_t> parse_id_list(const std::string& text) {
-  std::vector<int32_t> ids;
-  std::string cur;
-  auto flush = [&] {
-    if (cur.empty()) return;
-    size_t used = 0;
-    long long v = -1;
-    try {
-      v = std::stoll(cur, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != cur.size() || v < 0 || v > INT32_MAX) throw usage_error{"--ids: not a token id: '" + cur + "'"};
-    ids.push_back(static_cast<int32_t>(v));
-    cur.clear();
-  };
-  for (char c : text) {
-    if (c == ',' || c == '[' || c == ']' || c == ' ')
-      flush();
-    else
-      cur.push_back(c);
-  }
-  flush();
-  return ids;
-}
-
 int model_info(const std::vector<std::string>& argv) {
   args a("model info", "--model DIR", "Print the architecture, parameter counts and memory needs of a checkpoint.");
   auto& dir = a.option("--model", "DIR", "Hugging Face checkpoint directory (config.json + *.safetensors)");
@@ -103,7 +77,7 @@ int model_run(const std::vector<std::string>& argv) {
   auto& out = a.option("--logits-out", "FILE", "write all-position logits to this .safetensors file");
   if (!a.parse(argv, 0, 0)) return 0;
   if (dir.empty()) throw usage_error{"--model DIR is required"};
-  const std::vector<int32_t> ids = parse_id_list(ids_s);
+  const std::vector<int32_t> ids = parse_token_ids("--ids", ids_s);
   if (ids.empty()) throw usage_error{"--ids: at least one token id is required"};
   const int64_t n_gen = static_cast<int64_t>(parse_count("--generate", gen_s));
   auto model = engine::qwen3next_model::load(dir);

@@ -10,37 +10,6 @@
 
 namespace evident::cli {
 
-namespace {
-
-// "1,2,3", "[1, 2, 3]" or "1 2 3" -> ids. Throws usage_error naming the bad element.
-std::vector<engine::token_id> parse_ids(const std::string& text) {
-  std::vector<engine::token_id> ids;
-  std::string cur;
-  auto flush = [&] {
-    if (cur.empty()) return;
-    size_t used = 0;
-    long long v = -1;
-    try {
-      v = std::stoll(cur, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != cur.size() || v < 0 || v > INT32_MAX) throw usage_error{"not a token id: '" + cur + "'"};
-    ids.push_back(engine::token_id(v));
-    cur.clear();
-  };
-  for (char c : text) {
-    if (c == ',' || c == '[' || c == ']' || c == ' ' || c == '\n' || c == '\t' || c == '\r')
-      flush();
-    else
-      cur.push_back(c);
-  }
-  flush();
-  return ids;
-}
-
-}  // namespace
-
 int cmd_tokenize(const std::vector<std::string>& argv) {
   args a("tokenize", "--tokenizer FILE [--decode] [--as-text] [--count] TEXT|-",
          "Encode TEXT (or standard input, with -) into token ids, printed as a JSON array. With --decode, TEXT is a\n"
@@ -57,7 +26,7 @@ int cmd_tokenize(const std::vector<std::string>& argv) {
   const engine::tokenizer tok = engine::tokenizer::from_file(path);
 
   if (decode) {
-    const std::string text = tok.decode(parse_ids(input));
+    const std::string text = tok.decode(parse_token_ids("--decode", input));
     std::fwrite(text.data(), 1, text.size(), stdout);
     std::fputc('\n', stdout);
     return 0;
