@@ -4,6 +4,7 @@
 #include <future>
 #include <set>
 
+#include "api/answer-json.h"
 #include "api/server-internal.h"
 #include "api/sse.h"
 #include "engine/base/error.h"
@@ -11,46 +12,13 @@
 
 namespace evident::api {
 
-namespace {
-// The API's spelling of a verdict (kept here so the JSON does not change if citation/ renames its enum).
-const char* verdict_name(citation::verdict v) {
-  switch (v) {
-    case citation::verdict::supported: return "supported";
-    case citation::verdict::other_passage: return "other_passage";
-    case citation::verdict::not_found: return "not_found";
-    case citation::verdict::no_quote: return "no_quote";
-    case citation::verdict::invalid_label: return "invalid_label";
-  }
-  return "unknown";
-}
-}  // namespace
-
 json api_json(const citation::resolved_citation& c, const std::string& answer) {
-  return {{"label", c.label},
-          {"answer_offset", c.answer_offset},
-          {"answer_char_offset", code_points(answer, c.answer_offset)},
-          {"chunk_id", c.chunk_id},
-          {"document_id", c.document_id},
-          {"document_title", c.document_title},
-          {"document_path", c.document_path},
-          {"page", c.page},
-          {"char_start", c.char_start},
-          {"char_end", c.char_end},
-          {"quote", c.quote},
-          {"span_text", c.span_text},
-          {"verdict", verdict_name(c.v)},
-          {"match_score", c.match_score},
-          {"found_in_label", c.found_in_label}};
-}
-
-json api_json(const retrieval::passage& p, bool with_text) {
-  json j = {{"label", p.label},           {"document_id", p.document_id}, {"document_title", p.document_title},
-            {"document_path", p.document_path}, {"chunk_ids", p.chunk_ids}, {"char_start", p.char_start},
-            {"char_end", p.char_end},     {"page_start", p.page_start},   {"page_end", p.page_end},
-            {"heading_path", p.heading_path}, {"score", p.score},         {"tokens", p.tokens}};
-  if (with_text) j["text"] = p.text;
+  json j = answer::citation_json(c);
+  j["answer_char_offset"] = code_points(answer, c.answer_offset);  // for the page: JavaScript counts code points
   return j;
 }
+
+json api_json(const retrieval::passage& p, bool with_text) { return answer::passage_json(p, with_text); }
 
 namespace {
 

@@ -15,7 +15,17 @@ namespace evident::citation {
 //   no_quote             the marker carries no quote; checked by overlap of the claim with the passage instead
 //   invalid_label        the marker names a label that does not exist in the packed context
 enum class verdict { supported, other_passage, not_found, no_quote, invalid_label };
-const char* to_string(verdict v);
+// The verdict's stable name, as stored in the answers table and sent by the API.
+inline const char* to_string(verdict v) {
+  switch (v) {
+    case verdict::supported: return "supported";
+    case verdict::other_passage: return "other_passage";
+    case verdict::not_found: return "not_found";
+    case verdict::no_quote: return "no_quote";
+    case verdict::invalid_label: return "invalid_label";
+  }
+  return "unknown";
+}
 
 struct resolved_citation {
   int label = 0;                    // the [n] in the answer
