@@ -24,6 +24,30 @@ int64_t unix_seconds() {
 }
 }  // namespace
 
+std::string page_starts_json(const document& d) { return nlohmann::json(d.page_starts).dump(); }
+
+std::string headings_json(const document& d) {
+  nlohmann::json hs = nlohmann::json::array();
+  for (const auto& h : d.headings) hs.push_back({{"level", h.level}, {"title", h.title}, {"char_start", h.char_start}});
+  return hs.dump();
+}
+
+void index_writer::undo_new_document(int64_t doc_id) {
+  // Without a savepoint: a failed statement has undone its own changes; delete what the earlier ones wrote.
+  if (!batch_open_) return;  // a failed COMMIT: SQLite has ended the transaction
+  pending_removals_.clear();
+  pending_df_.clear();
+  try {
+    if (doc_id >= 0) {
+      stmt(8, "DELETE FROM chunks WHERE document_id = ?").bind(1, doc_id).run();
+      stmt(9, "DELETE FROM documents WHERE id = ?").bind(1, doc_id).run();
+    }
+  } catch (const std::exception& e) {
+    abort_batch();
+    EV_THROW(io, "cannot undo a failed document in ", s_.dir().string(), " (batch rolled back): ", e.what());
+  }
+}
+
 index_writer::index_writer(store& s, const ingest_options& opt) : s_(s), opt_(opt) {
   auto lock_path = s.dir() / "ingest.lock";
   lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -91,12 +115,16 @@ sql::stmt& index_writer::stmt(int i, const char* sql) {
   return *p;
 }
 
-void index_writer::begin_doc() {
+void index_writer::begin_batch() {
   if (!batch_open_) {
     s_.db().exec("BEGIN IMMEDIATE");
     batch_open_ = true;
     batch_size_ = 0;
   }
+}
+
+void index_writer::begin_doc() {
+  begin_batch();
   s_.db().exec("SAVEPOINT doc");
 }
 
@@ -112,6 +140,16 @@ void index_writer::end_doc(bool ok) {
     pending_removals_.clear();
     pending_df_.clear();
   }
+}
+
+void index_writer::abort_batch() {
+  stmts_.clear();  // finalise statements so that ROLLBACK cannot be refused by a pending one
+  try {
+    s_.db().exec("ROLLBACK");
+  } catch (...) {
+  }
+  batch_open_ = false;
+  batch_size_ = 0;
 }
 
 void index_writer::commit() {
@@ -180,21 +218,34 @@ void index_writer::apply_pending() {
 int64_t index_writer::write_document(int64_t collection_id, const file_info& f, const prepared& p,
                                      std::optional<int64_t> replace) {
   const document& d = p.doc;
-  nlohmann::json ps = d.page_starts;
-  nlohmann::json hs = nlohmann::json::array();
-  for (const auto& h : d.headings) hs.push_back({{"level", h.level}, {"title", h.title}, {"char_start", h.char_start}});
-  const int64_t cps = count_code_points(d.text);
+  std::string ps_own, hs_own;
+  int64_t cps = p.char_count;
+  const std::string* ps = &p.page_starts_json;
+  const std::string* hs = &p.headings_json;
+  if (cps < 0) {  // not prepared by a worker: derive here
+    ps_own = page_starts_json(d);
+    hs_own = headings_json(d);
+    cps = count_code_points(d.text);
+    ps = &ps_own;
+    hs = &hs_own;
+  }
   const int64_t first_id = next_chunk_id_;
-  int64_t doc_id;
-  begin_doc();
+  int64_t doc_id = -1;
+  // A replacement runs in a savepoint (old chunks are dropped first); a new document runs without one and is deleted
+  // again on failure (see index-writer.h).
+  if (replace) {
+    begin_doc();
+  } else {
+    begin_batch();
+  }
   try {
     if (replace) {
       drop_chunks(*replace);
       stmt(2, "UPDATE documents SET source_root=?, sha256=?, size=?, mtime=?, format=?, title=?, pages=?, "
                    "page_starts=?, headings=?, text=?, char_count=?, ingested_at=? WHERE id=?")
           .bind(1, f.source_root).bind(2, f.sha256).bind(3, f.size).bind(4, f.mtime).bind(5, d.format)
-          .bind(6, d.title).bind(7, static_cast<int64_t>(d.page_starts.size())).bind(8, ps.dump())
-          .bind(9, hs.dump()).bind_static(10, d.text).bind(11, cps).bind(12, unix_seconds()).bind(13, *replace)
+          .bind(6, d.title).bind(7, static_cast<int64_t>(d.page_starts.size())).bind_static(8, *ps)
+          .bind_static(9, *hs).bind_static(10, d.text).bind(11, cps).bind(12, unix_seconds()).bind(13, *replace)
           .run();
       doc_id = *replace;
     } else {
@@ -202,7 +253,7 @@ int64_t index_writer::write_document(int64_t collection_id, const file_info& f, 
                    "page_starts, headings, text, char_count, ingested_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
           .bind(1, collection_id).bind(2, f.path).bind(3, f.source_root).bind(4, f.sha256).bind(5, f.size)
           .bind(6, f.mtime).bind(7, d.format).bind(8, d.title).bind(9, static_cast<int64_t>(d.page_starts.size()))
-          .bind(10, ps.dump()).bind(11, hs.dump()).bind_static(12, d.text).bind(13, cps).bind(14, unix_seconds())
+          .bind_static(10, *ps).bind_static(11, *hs).bind_static(12, d.text).bind(13, cps).bind(14, unix_seconds())
           .run();
       doc_id = s_.db().last_insert_rowid();
     }
@@ -222,13 +273,18 @@ int64_t index_writer::write_document(int64_t collection_id, const file_info& f, 
         .bind(1, std::to_string(id))
         .run();
     batch_size_ += static_cast<int64_t>(d.text.size()) * 2;
-    end_doc(true);
+    if (replace) end_doc(true);
     next_chunk_id_ = id;
   } catch (...) {
-    end_doc(false);
+    if (replace) {
+      end_doc(false);
+      throw;
+    }
+    undo_new_document(doc_id);
     throw;
   }
-  // After the savepoint: FAISS and df in memory.
+  if (!replace && batch_size_ >= batch_bytes) commit();
+  // After the rows are written: FAISS and df in memory.
   apply_pending();
   std::vector<int64_t> ids(p.chunks.size());
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = first_id + static_cast<int64_t>(i);

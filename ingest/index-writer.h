@@ -39,6 +39,11 @@ struct prepared {
   std::vector<uint32_t> df_buckets;   // df buckets of every chunk (distinct per chunk), concatenated
   std::string sha256;
   int64_t bytes = 0;
+  // Row values derived from doc, computed by the worker so that the writer thread only writes (prepare_document
+  // fills them; when char_count < 0, write_document derives all three itself).
+  std::string page_starts_json;       // JSON array of doc.page_starts
+  std::string headings_json;          // JSON array of {level, title, char_start}
+  int64_t char_count = -1;            // code points in doc.text
 };
 
 struct file_info {
@@ -71,9 +76,12 @@ class index_writer {
   void checkpoint(bool final = true);
 
   // Batching: write_document/touch/remove open one transaction and keep it open across documents until commit() (or
-  // until the batch holds `batch_bytes` of text); each document runs inside its own SAVEPOINT, so a document is
-  // always wholly in or wholly out, and a failed document is rolled back alone. In-memory FAISS/df changes of a
-  // document are applied only after its savepoint is released.
+  // until the batch holds `batch_bytes` of text); a document is always wholly in or wholly out, and a failed document
+  // is rolled back alone: replacements, touch and remove run inside their own SAVEPOINT; a new document runs without
+  // one (each SAVEPOINT makes FTS5 flush its pending terms into a new segment, which costs the writer thread about a
+  // sixth of its FTS work on small files) and is undone on failure by deleting its rows again (its chunks' FTS rows
+  // follow through the delete trigger); when that undo fails too, the whole batch is rolled back and an io error is
+  // thrown. In-memory FAISS/df changes of a document are applied only after its rows are written.
   void commit();
   int64_t batch_bytes = 8 << 20;
 
@@ -84,8 +92,11 @@ class index_writer {
   void drop_chunks(int64_t document_id);  // inside a transaction: df decrement, ids queued for FAISS removal
   void rebuild_df();
   void apply_pending();  // after a document's savepoint: FAISS removals, df decrements of dropped chunks
-  void begin_doc();
+  void begin_batch();  // opens the batch transaction when none is open
+  void begin_doc();    // begin_batch + SAVEPOINT doc
   void end_doc(bool ok);
+  void abort_batch();  // rolls the open batch back (after a failed undo)
+  void undo_new_document(int64_t doc_id);  // deletes a failed new document's rows (doc_id < 0: none written)
   sql::stmt& stmt(int i, const char* sql);
   store& s_;
   ingest_options opt_;
@@ -105,6 +116,10 @@ class index_writer {
   int64_t batch_size_ = 0;
   std::vector<std::unique_ptr<sql::stmt>> stmts_;
 };
+
+// documents.page_starts / documents.headings values of a parsed document (JSON text).
+std::string page_starts_json(const document& d);
+std::string headings_json(const document& d);
 
 // The worker's half: parse + chunk + embed one file's bytes (`name` picks the format). Throws evident::error with the
 // reason when the file cannot be used (empty, binary, corrupt, no text).

@@ -154,6 +154,9 @@ prepared prepare_document(const index_writer& w, std::string_view bytes, const f
   if (r.doc.text.find_first_not_of(" \t\n") == std::string::npos) throw error("no text", error_kind::invalid_input);
   chunk_options co{opt.chunk_tokens, opt.chunk_overlap};
   r.chunks = chunk_document(r.doc, w.counter(), co);
+  r.page_starts_json = page_starts_json(r.doc);
+  r.headings_json = headings_json(r.doc);
+  r.char_count = count_code_points(r.doc.text);
   const int dim = w.embedder().dim();
   r.vectors.resize(r.chunks.size() * static_cast<size_t>(dim));
   for (size_t i = 0; i < r.chunks.size(); ++i)
@@ -282,16 +285,17 @@ ingest_summary ingest_folder(store& s, const fs::path& root_in, const ingest_opt
     progress_shown = true;
   };
   try {
+    std::deque<result> taken;  // the writer takes the whole queue at once: one lock and wake-up per batch, not per file
     while (true) {
-      result r;
-      {
+      if (taken.empty()) {
         std::unique_lock<std::mutex> lk(mu);
         cv_get.wait(lk, [&] { return !queue.empty() || running == 0; });
         if (queue.empty()) break;
-        r = std::move(queue.front());
-        queue.pop_front();
-        cv_put.notify_one();
+        taken.swap(queue);
+        cv_put.notify_all();
       }
+      result r = std::move(taken.front());
+      taken.pop_front();
       const work& wk = todo[r.idx];
       const candidate& c = *wk.c;
       ++done_files;

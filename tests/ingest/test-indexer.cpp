@@ -214,6 +214,37 @@ TEST(IngestFolder, BadInputIsSkippedWithReasons) {
   EXPECT_TRUE(chk.vectors_match);
 }
 
+// A new document is written without a savepoint (index-writer.h): when one of its later chunks fails, the rows
+// already written for it (document, first chunks, their FTS rows) must be deleted again, and the documents before and
+// after it in the same batch must stay.
+TEST(IngestFolder, FailedNewDocumentLeavesNoRows) {
+  auto root = test::scratch_dir("ingest-undo/docs");
+  auto sdir = test::scratch_dir("ingest-undo/store");
+  test::write_file(root / "a.txt", test::generated_text(1500, 41));
+  test::write_file(root / "b.txt", "Firstmarkerword opens the file. " + test::generated_text(3000, 42) +
+                                       " Poisonmarkerword closes it.\n");
+  test::write_file(root / "c.txt", test::generated_text(1500, 43));
+  {
+    store s(sdir);
+    s.db().exec("CREATE TRIGGER test_poison BEFORE INSERT ON chunks WHEN new.text LIKE '%poisonmarkerword%' "
+                "BEGIN SELECT RAISE(ABORT, 'poisoned chunk'); END");
+    auto sum = ingest_folder(s, root, quiet(48, 8));
+    EXPECT_EQ(sum.added, 2) << summary_json(sum);
+    ASSERT_EQ(sum.skipped.size(), 1u) << summary_json(sum);
+    EXPECT_EQ(sum.skipped[0].path, "b.txt");
+    EXPECT_NE(sum.skipped[0].reason.find("poisoned chunk"), std::string::npos) << sum.skipped[0].reason;
+    EXPECT_EQ(s.document_count(), 2);
+    EXPECT_EQ(s.chunk_count(), sum.chunks);
+    EXPECT_EQ(fts_hits(s, "firstmarkerword"), 0);  // b.txt's first chunk was written, then deleted
+    EXPECT_EQ(fts_hits(s, "poisonmarkerword"), 0);
+  }
+  auto chk = test::check_store(sdir);
+  EXPECT_EQ(chk.integrity, "ok");
+  EXPECT_TRUE(chk.fts_ok);
+  EXPECT_TRUE(chk.vectors_match);
+  EXPECT_EQ(chk.documents, 2);
+}
+
 TEST(IngestFolder, UnreadableFileIsSkippedByTheCli) {
   // Root reads any file, so the CLI runs as `nobody` (setpriv) when the test runs as root.
   auto base = test::scratch_dir("ingest-unreadable");
