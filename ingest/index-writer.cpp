@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <chrono>
@@ -98,6 +99,7 @@ index_writer::index_writer(store& s, const ingest_options& opt) : s_(s), opt_(op
 
 index_writer::~index_writer() {
   stmts_.clear();
+  chunk_stmts_.clear();
   if (batch_open_) {
     try {
       s_.db().exec("ROLLBACK");
@@ -111,6 +113,20 @@ sql::stmt& index_writer::stmt(int i, const char* sql) {
   if (stmts_.size() <= static_cast<size_t>(i)) stmts_.resize(static_cast<size_t>(i) + 1);
   auto& p = stmts_[static_cast<size_t>(i)];
   if (!p) p = std::make_unique<sql::stmt>(s_.db().prepare(sql));
+  p->reset();
+  return *p;
+}
+
+sql::stmt& index_writer::chunk_insert(size_t rows) {
+  if (chunk_stmts_.size() <= rows) chunk_stmts_.resize(rows + 1);
+  auto& p = chunk_stmts_[rows];
+  if (!p) {
+    std::string q =
+        "INSERT INTO chunks(id, document_id, ordinal, char_start, char_end, byte_start, byte_end, page, heading_path, "
+        "token_count, text) VALUES ";
+    for (size_t i = 0; i < rows; ++i) q += i ? ",(?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?)";
+    p = std::make_unique<sql::stmt>(s_.db().prepare(q));
+  }
   p->reset();
   return *p;
 }
@@ -144,6 +160,7 @@ void index_writer::end_doc(bool ok) {
 
 void index_writer::abort_batch() {
   stmts_.clear();  // finalise statements so that ROLLBACK cannot be refused by a pending one
+  chunk_stmts_.clear();
   try {
     s_.db().exec("ROLLBACK");
   } catch (...) {
@@ -257,14 +274,20 @@ int64_t index_writer::write_document(int64_t collection_id, const file_info& f, 
           .run();
       doc_id = s_.db().last_insert_rowid();
     }
-    auto& ins = stmt(4,
-        "INSERT INTO chunks(id, document_id, ordinal, char_start, char_end, byte_start, byte_end, page, heading_path, "
-        "token_count, text) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
+    // Chunks go in up to chunk_rows_per_insert rows per statement: FTS5 (SQLite 3.40) flushes its pending terms into
+    // a new segment at every statement that fires the chunks_ai trigger, so one statement per chunk meant one tiny
+    // segment (and later merge work) per chunk.
     int64_t id = first_id;
-    for (const auto& c : p.chunks) {
-      ins.bind(1, id++).bind(2, doc_id).bind(3, c.ordinal).bind(4, c.char_start).bind(5, c.char_end)
-          .bind(6, c.byte_start).bind(7, c.byte_end).bind(8, c.page).bind(9, c.heading_path)
-          .bind(10, c.token_count).bind_static(11, c.text);
+    for (size_t i = 0; i < p.chunks.size();) {
+      const size_t n = std::min(chunk_rows_per_insert, p.chunks.size() - i);
+      sql::stmt& ins = chunk_insert(n);
+      int k = 0;
+      for (size_t j = 0; j < n; ++j, ++i, k += 11) {
+        const chunk& c = p.chunks[i];
+        ins.bind(k + 1, id++).bind(k + 2, doc_id).bind(k + 3, c.ordinal).bind(k + 4, c.char_start)
+            .bind(k + 5, c.char_end).bind(k + 6, c.byte_start).bind(k + 7, c.byte_end).bind(k + 8, c.page)
+            .bind(k + 9, c.heading_path).bind(k + 10, c.token_count).bind_static(k + 11, c.text);
+      }
       ins.run();
       ins.reset();
     }

@@ -98,6 +98,8 @@ class index_writer {
   void abort_batch();  // rolls the open batch back (after a failed undo)
   void undo_new_document(int64_t doc_id);  // deletes a failed new document's rows (doc_id < 0: none written)
   sql::stmt& stmt(int i, const char* sql);
+  sql::stmt& chunk_insert(size_t rows);  // cached multi-row INSERT INTO chunks of `rows` rows, reset
+  static constexpr size_t chunk_rows_per_insert = 64;  // 704 parameters, well under SQLite's 32766
   store& s_;
   ingest_options opt_;
   int lock_fd_ = -1;
@@ -115,6 +117,7 @@ class index_writer {
   bool batch_open_ = false;
   int64_t batch_size_ = 0;
   std::vector<std::unique_ptr<sql::stmt>> stmts_;
+  std::vector<std::unique_ptr<sql::stmt>> chunk_stmts_;  // by row count
 };
 
 // documents.page_starts / documents.headings values of a parsed document (JSON text).
