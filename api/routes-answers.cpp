@@ -334,6 +334,20 @@ json chat_citations(const answer::ask_result& r) {
   return cites;
 }
 
+// The fields a chat completion (or its last streamed chunk) carries about the whole answer: OpenAI's usage, and
+// evident's citations and answer facts as extra fields.
+json chat_result_fields(const answer::ask_result& r) {
+  const int completion = r.usage.completion_tokens;
+  return {{"usage",
+           {{"prompt_tokens", r.usage.prompt_tokens},
+            {"completion_tokens", completion},
+            {"total_tokens", r.usage.prompt_tokens + completion}}},
+          {"citations", chat_citations(r)},
+          {"evident",
+           {{"answer_id", r.answer_id}, {"not_found", r.not_found}, {"extractive", r.extractive},
+            {"generator", r.generator}}}};
+}
+
 void chat_completions(server::impl& s, const httplib::Request& req, httplib::Response& res, const caller& who) {
   const json body = parse_json_body(req);
   if (!body.contains("messages")) throw http_error{422, "missing_field", "field 'messages' is required"};
@@ -370,8 +384,7 @@ void chat_completions(server::impl& s, const httplib::Request& req, httplib::Res
     const answer::ask_result r = run_answer(s, std::move(areq));
     json message = {{"role", "assistant"}, {"content", r.answer}};
     if (!r.reasoning.empty()) message["reasoning_content"] = r.reasoning;
-    const int completion = r.usage.completion_tokens;
-    send_json(res, {{"id", id},
+    json reply = {{"id", id},
                     {"object", "chat.completion"},
                     {"created", created},
                     {"model", model},
@@ -379,13 +392,9 @@ void chat_completions(server::impl& s, const httplib::Request& req, httplib::Res
                                               {"message", message},
                                               {"logprobs", nullptr},
                                               {"finish_reason", r.finish_reason.empty() ? "stop" : r.finish_reason}}})},
-                    {"usage",
-                     {{"prompt_tokens", r.usage.prompt_tokens},
-                      {"completion_tokens", completion},
-                      {"total_tokens", r.usage.prompt_tokens + completion}}},
-                    {"citations", chat_citations(r)},
-                    {"evident", {{"answer_id", r.answer_id}, {"not_found", r.not_found},
-                                 {"extractive", r.extractive}, {"generator", r.generator}}}});
+};
+    reply.update(chat_result_fields(r));
+    send_json(res, reply);
     return;
   }
   auto chunk = [id, created, model](const json& delta, const json& finish) {
@@ -405,20 +414,14 @@ void chat_completions(server::impl& s, const httplib::Request& req, httplib::Res
   fmt.reasoning = [chunk](const std::string& d) { return chunk({{"reasoning_content", d}}, nullptr); };
   fmt.answer = [chunk](const std::string& d) { return chunk({{"content", d}}, nullptr); };
   fmt.done = [chunk, id, created, model](const answer::ask_result& r) {
-    const int completion = r.usage.completion_tokens;
     json last = {{"id", id},
                  {"object", "chat.completion.chunk"},
                  {"created", created},
                  {"model", model},
                  {"choices", json::array({{{"index", 0}, {"delta", json::object()}, {"logprobs", nullptr},
                                            {"finish_reason", r.finish_reason.empty() ? "stop" : r.finish_reason}}})},
-                 {"usage",
-                  {{"prompt_tokens", r.usage.prompt_tokens},
-                   {"completion_tokens", completion},
-                   {"total_tokens", r.usage.prompt_tokens + completion}}},
-                 {"citations", chat_citations(r)},
-                 {"evident", {{"answer_id", r.answer_id}, {"not_found", r.not_found},
-                              {"extractive", r.extractive}, {"generator", r.generator}}}};
+};
+    last.update(chat_result_fields(r));
     return sse_data(last.dump(-1, ' ', false, json::error_handler_t::replace)) + sse_data("[DONE]");
   };
   fmt.error = [](const http_error& e) {

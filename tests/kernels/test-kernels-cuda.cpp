@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "tests/kernels/compare.h"
 #include "kernels/attention.h"
 #include "kernels/conv1d.h"
 #include "kernels/embedding.h"
@@ -77,16 +78,7 @@ std::vector<float> to_float(const std::vector<bf16>& v) {
   return o;
 }
 
-// ||a - b|| / ||b||; infinity if a holds a NaN or inf (an unwritten, poisoned element).
-double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i])) return INFINITY;
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
+using evident::test::rel_l2;
 
 // Max over elements of |a - b| / (|b| + floor); infinity on NaN.
 double max_rel(const std::vector<float>& a, const std::vector<float>& b, double floor) {

@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "tests/kernels/compare.h"
 #include "kernels/attention.h"
 #include "kernels/conv1d.h"
 #include "kernels/gated-delta-rule.h"
@@ -23,15 +24,7 @@ std::vector<float> uniform(std::size_t n, float lo, float hi, std::mt19937& rng)
   return v;
 }
 
-double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i])) return INFINITY;
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
+using evident::test::rel_l2;
 
 struct gdn_case {
   int n_k_heads, n_v_heads, d_k, d_v;
