@@ -5,14 +5,13 @@ Ingests the corpus, starts `evident serve --port 0`, asks through client.chat.co
 stream=True, and checks the answer, reasoning_content and the extra `citations` field. Exit 0 only when all pass."""
 import argparse
 import os
-import re
 import shutil
-import signal
-import subprocess
 import sys
-import time
 
 import openai
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pyutil"))
+import evident_server  # noqa: E402
 
 QUESTION = "Who built the third Eddystone lighthouse?"
 
@@ -26,10 +25,8 @@ def main():
     shutil.rmtree(a.out, ignore_errors=True)
     os.makedirs(a.out)
     store = os.path.join(a.out, "store")
-    subprocess.run([a.evident, "ingest", a.corpus, "--store", store], check=True, stdout=subprocess.DEVNULL)
-    log_path = os.path.join(a.out, "serve.log")
-    server = subprocess.Popen([a.evident, "serve", "--store", store, "--port", "0"], stdout=open(log_path, "w"),
-                              stderr=subprocess.STDOUT)
+    evident_server.ingest(a.evident, a.corpus, store)
+    server, port = evident_server.start(a.evident, store, os.path.join(a.out, "serve.log"))
     failures = []
 
     def check(cond, what):
@@ -38,15 +35,6 @@ def main():
             failures.append(what)
 
     try:
-        port = None
-        for _ in range(600):
-            m = re.search(r"serving http://127\.0\.0\.1:(\d+)", open(log_path).read())
-            if m:
-                port = int(m.group(1))
-                break
-            time.sleep(0.1)
-        if port is None:
-            raise RuntimeError("evident serve did not start: " + open(log_path).read())
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="not-needed", max_retries=0)
 
         r = client.chat.completions.create(model="evident", temperature=0.2, max_tokens=512,
@@ -84,8 +72,7 @@ def main():
         except openai.UnprocessableEntityError as e:
             check(e.status_code == 422, "an empty message list is a 422 the client raises as UnprocessableEntityError")
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        evident_server.stop(server)
     if failures:
         print(f"{len(failures)} check(s) failed", file=sys.stderr)
         return 1

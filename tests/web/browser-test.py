@@ -13,15 +13,16 @@ import argparse
 import base64
 import json
 import os
-import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pyutil"))
+import evident_server  # noqa: E402
 
 QUESTION = "Who received the Nobel Prize for decoding the waggle dance?"
 FAILURES = []
@@ -115,21 +116,6 @@ class WebDriver:
             pass
 
 
-def start_server(evident, store, log_path):
-    log = open(log_path, "w")
-    proc = subprocess.Popen([evident, "serve", "--store", store, "--port", "0", "--workers", "2"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    end = time.time() + 60
-    while time.time() < end:
-        m = re.search(r"serving http://127\.0\.0\.1:(\d+)", open(log_path).read())
-        if m:
-            return proc, int(m.group(1))
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise RuntimeError("evident serve did not start: " + open(log_path).read())
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--evident", required=True)
@@ -141,9 +127,8 @@ def main():
     os.makedirs(out)
     store = os.path.join(out, "store")
 
-    subprocess.run([args.evident, "ingest", args.corpus, "--store", store, "--collection", "demo"], check=True,
-                   stdout=subprocess.DEVNULL)
-    server, port = start_server(args.evident, store, os.path.join(out, "serve.log"))
+    evident_server.ingest(args.evident, args.corpus, store, "--collection", "demo")
+    server, port = evident_server.start(args.evident, store, os.path.join(out, "serve.log"), "--workers", "2")
     driver_port = free_port()
     chromedriver = subprocess.Popen([shutil.which("chromedriver") or "/usr/bin/chromedriver", f"--port={driver_port}"],
                                     stdout=open(os.path.join(out, "chromedriver.log"), "w"), stderr=subprocess.STDOUT)
@@ -267,13 +252,9 @@ def main():
         if wd:
             wd.quit()
         chromedriver.terminate()
-        server.send_signal(signal.SIGTERM)
-        try:
-            rc = server.wait(timeout=30)
-            check(rc == 0, f"evident serve exits 0 on SIGTERM (got {rc})")
-        except subprocess.TimeoutExpired:
-            server.kill()
-            check(False, "evident serve stops within 30 s of SIGTERM")
+        rc = evident_server.stop(server)
+        check(rc is not None, "evident serve stops within 30 s of SIGTERM")
+        check(rc == 0, f"evident serve exits 0 on SIGTERM (got {rc})")
         chromedriver.wait(timeout=10)
     if FAILURES:
         print(f"{len(FAILURES)} check(s) failed", file=sys.stderr)
