@@ -76,8 +76,43 @@ struct kv_write_args {
 };
 status kv_cache_write(const kv_write_args& args, stream_t stream);
 
+// Prefill (varlen, chunked): sequence s brings n_new[s] = cu_q[s + 1] - cu_q[s] query tokens at positions
+// [seq_lens[s] - n_new[s], seq_lens[s]); query token i of s (row cu_q[s] + i of q/gate/out) attends to cache positions
+// [0, seq_lens[s] - n_new[s] + i] (the cached prefix + causal within the chunk). Write the chunk's K/V with
+// kv_cache_write first. seq_lens[s] >= n_new[s] >= 0 is the caller's promise (a violation leaves those rows
+// unspecified but reads nothing out of the block tables' range [0, ceil(seq_lens[s] / block_size))).
+//     q     bf16 [n_tokens, n_q_heads, head_dim]  token stride q_stride, head stride q_head_stride
+//     gate  bf16 [n_tokens, n_q_heads, head_dim]  token stride gate_stride, head stride gate_head_stride
+//     out   bf16 [n_tokens, n_q_heads * head_dim] token stride out_stride
+//     out = softmax(q k^T * scale) v * sigmoid(gate)
+// Flash-attention-2 style: one block per (tile of 64 (token, head) rows of one KV head, sequence); fp32 online softmax
+// (running max / sum, rescaled accumulator in registers); Q K^T and P V on tensor cores (mma.sync bf16, fp32
+// accumulate; P rounded to bf16 as in flash-attention). No workspace.
+// CUDA: head_dim == 256, n_q_heads / n_kv_heads a divisor of 64; q/gate/out and the caches 16-byte aligned with
+// strides multiples of 8 elements.
+struct attention_prefill_args {
+  int n_seq = 0;
+  int n_tokens = 0;  // cu_q[n_seq]: rows of q / gate / out
+  int max_n_new = 0; // host-side upper bound of n_new[s] (sizes the grid)
+  int n_q_heads = 16;
+  int n_kv_heads = 2;
+  int head_dim = 256;
+  float scale = 0.0625f;
+  const std::int32_t* cu_q = nullptr;      // int32 [n_seq + 1], cu_q[0] = 0, non-decreasing
+  const std::int32_t* seq_lens = nullptr;  // int32 [n_seq]: the context length after this chunk
+  const bf16* q = nullptr;
+  std::int64_t q_stride = 0, q_head_stride = 0;
+  const bf16* gate = nullptr;
+  std::int64_t gate_stride = 0, gate_head_stride = 0;
+  paged_kv_view kv;
+  bf16* out = nullptr;
+  std::int64_t out_stride = 0;
+};
+status attention_prefill(const attention_prefill_args& args, stream_t stream);
+
 // CPU references (host pointers; fp64 softmax).
 void attention_decode_ref(const attention_decode_args& args);
 void kv_cache_write_ref(const kv_write_args& args);
+void attention_prefill_ref(const attention_prefill_args& args);
 
 }  // namespace evident::kernels
