@@ -101,7 +101,54 @@ void bm25_function(const Fts5ExtensionApi* api, Fts5Context* fts, sqlite3_contex
   sqlite3_result_double(ctx, score);
 }
 
+void call_function(const Fts5ExtensionApi* api, Fts5Context* fts, sqlite3_context* ctx, int n_val,
+                   sqlite3_value** val) {
+  const auto* fn = n_val >= 1 ? static_cast<const fts5_call*>(sqlite3_value_pointer(val[0], fts5_call_type)) : nullptr;
+  if (fn == nullptr || !*fn) {
+    sqlite3_result_error(ctx, "evident_call: expected a bound fts5_call pointer", -1);
+    return;
+  }
+  const int rc = (*fn)(api, fts);
+  if (rc != SQLITE_OK) {
+    sqlite3_result_error_code(ctx, rc);
+    return;
+  }
+  sqlite3_result_int(ctx, 1);
+}
+
+struct phrase_reader {
+  phrase_postings* out;
+  int64_t limit;
+  int64_t n = 0;
+  bool with_lengths;
+};
+
+int read_row(const Fts5ExtensionApi* api, Fts5Context* fts, void* user) {
+  auto* r = static_cast<phrase_reader*>(user);
+  if (r->limit >= 0 && r->n >= r->limit) return SQLITE_DONE;
+  int n_inst = 0;
+  int rc = api->xInstCount(fts, &n_inst);
+  if (rc != SQLITE_OK) return rc;
+  if (r->with_lengths) {
+    int dl = 0;
+    rc = api->xColumnSize(fts, -1, &dl);
+    if (rc != SQLITE_OK) return rc;
+    r->out->dl.push_back(dl);
+  }
+  r->out->rowid.push_back(api->xRowid(fts));
+  r->out->tf.push_back(n_inst);
+  ++r->n;
+  return SQLITE_OK;
+}
+
 }  // namespace
+
+int64_t read_phrase(const Fts5ExtensionApi* api, Fts5Context* fts, int phrase, int64_t limit, bool with_lengths,
+                    phrase_postings& out) {
+  phrase_reader r{&out, limit, 0, with_lengths};
+  const int rc = api->xQueryPhrase(fts, phrase, &r, read_row);
+  return rc == SQLITE_OK ? r.n : -1 - rc;
+}
 
 void register_bm25(sqlite3* db) {
   fts5_api* api = nullptr;
@@ -116,6 +163,8 @@ void register_bm25(sqlite3* db) {
   rc = api->xCreateFunction(api, "evident_bm25", nullptr, bm25_function, nullptr);
   EV_THROW_IF_NOT_KIND(rc == SQLITE_OK, internal, "cannot register FTS5 function evident_bm25: ",
                        sqlite3_errstr(rc));
+  rc = api->xCreateFunction(api, "evident_call", nullptr, call_function, nullptr);
+  EV_THROW_IF_NOT_KIND(rc == SQLITE_OK, internal, "cannot register FTS5 function evident_call: ", sqlite3_errstr(rc));
 }
 
 }  // namespace evident::retrieval

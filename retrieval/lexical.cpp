@@ -51,55 +51,31 @@ class lexical_retriever final : public retriever_i {
     if (k <= 0) return out;
     auto terms = query_terms(query, opt_.query);
     if (terms.empty()) return out;
-    // Pruned queries know each kept term's exact frequency (below the counting cap): pass the IDFs so that
-    // evident_bm25 need not walk the posting lists a second time.
-    bm25_idf known;
-    bool pass_idf = false;
     if (chunk_count() > opt_.prune_above_chunks) {
+      if (detail::filter_empty(f)) return pruned_search(terms, k);
+      // Filtered: FTS5 ranks the rarest terms inside the SQL join below (it counts their frequencies itself).
       terms = rarest_terms(terms);
-      pass_idf = true;
-      const double N = static_cast<double>(n_chunks_);
-      for (auto& t : terms) {
-        const int64_t n = df(t);
-        if (n > opt_.max_postings) pass_idf = false;  // capped count: let FTS5 count it exactly
-        known.idf.push_back(std::log(1.0 + (N - n + 0.5) / (n + 0.5)));
-      }
     }
     const std::string expr = fts5_expression(terms);
     if (expr.empty()) return out;
     if (detail::filter_empty(f)) {
       // Rank inside FTS5 alone, then look up documents for the k winners only (a join per matching row costs
       // ~3x more at SciFact scale).
-      raw_stmt s(store_.db().handle(),
-                 "SELECT rowid, evident_bm25(chunks_fts, ?2, ?3, ?5) AS s FROM chunks_fts WHERE chunks_fts MATCH ?1 "
-                 "ORDER BY s DESC, rowid ASC LIMIT ?4");
+      if (!rank_) {
+        rank_ = std::make_unique<raw_stmt>(
+            store_.db().handle(),
+            "SELECT rowid, evident_bm25(chunks_fts, ?2, ?3) AS s FROM chunks_fts WHERE chunks_fts MATCH ?1 "
+            "ORDER BY s DESC, rowid ASC LIMIT ?4");
+      }
+      raw_stmt& s = *rank_;
+      sqlite3_reset(s.h);
       sqlite3_bind_text(s.h, 1, expr.data(), static_cast<int>(expr.size()), SQLITE_TRANSIENT);
       sqlite3_bind_double(s.h, 2, opt_.k1);
       sqlite3_bind_double(s.h, 3, opt_.b);
       sqlite3_bind_int(s.h, 4, k);
-      if (pass_idf) sqlite3_bind_pointer(s.h, 5, &known, bm25_idf_type, nullptr);
       while (s.step()) out.push_back({sqlite3_column_int64(s.h, 0), sqlite3_column_double(s.h, 1), 0, 0});
-      if (out.empty()) return out;
-      std::string ids;
-      for (auto& h : out) {
-        ids += ids.empty() ? '[' : ',';
-        ids += std::to_string(h.chunk_id);
-      }
-      ids += ']';
-      auto d = store_.db().prepare(
-          "SELECT c.id, c.document_id, c.ordinal FROM chunks c WHERE c.id IN (SELECT value FROM json_each(?1))");
-      d.bind(1, ids);
-      std::unordered_map<int64_t, std::pair<int64_t, int>> where;
-      while (d.step()) where[d.col_int(0)] = {d.col_int(1), static_cast<int>(d.col_int(2))};
-      std::vector<hit> kept;
-      for (auto& h : out) {
-        auto it = where.find(h.chunk_id);
-        if (it == where.end()) continue;  // FTS row without a chunk: cannot happen with the triggers; be safe
-        h.document_id = it->second.first;
-        h.ordinal = it->second.second;
-        kept.push_back(h);
-      }
-      return kept;
+      sqlite3_reset(s.h);
+      return locate(std::move(out));
     }
     std::string q =
         "SELECT c.id, c.document_id, c.ordinal, evident_bm25(chunks_fts, ?2, ?3) AS s "
@@ -147,10 +123,22 @@ class lexical_retriever final : public retriever_i {
 
   // The rarest terms whose frequencies sum to at most max_postings (at least the rarest one), in query order.
   std::vector<std::string> rarest_terms(const std::vector<std::string>& terms) {
+    std::vector<int64_t> n;
+    for (auto& t : terms) n.push_back(df(t));
+    const auto keep = rarest(n);
+    std::vector<std::string> out;
+    for (size_t i = 0; i < terms.size(); ++i)
+      if (keep[i]) out.push_back(terms[i]);
+    return out;
+  }
+
+  // Which of the terms with chunk frequencies `n` (capped at max_postings + 1) a pruned query keeps: the rarest ones
+  // whose frequencies sum to at most max_postings, at least the rarest one (ties: query order).
+  std::vector<bool> rarest(const std::vector<int64_t>& n) const {
     std::vector<std::pair<int64_t, size_t>> by_df;
-    for (size_t i = 0; i < terms.size(); ++i) by_df.push_back({df(terms[i]), i});
+    for (size_t i = 0; i < n.size(); ++i) by_df.push_back({n[i], i});
     std::stable_sort(by_df.begin(), by_df.end());
-    std::vector<bool> keep(terms.size(), false);
+    std::vector<bool> keep(n.size(), false);
     int64_t sum = 0;
     for (auto& [n, i] : by_df) {
       if (n == 0) continue;  // in no chunk: costs nothing, scores nothing
@@ -158,10 +146,151 @@ class lexical_retriever final : public retriever_i {
       sum += n;
       keep[i] = true;
     }
-    std::vector<std::string> out;
+    return keep;
+  }
+
+  static std::string lower_ascii(std::string s) {
+    for (auto& ch : s)
+      if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
+    return s;
+  }
+
+  // Pruned BM25 without a filter: the same terms, IDFs and scores as ranking rarest_terms(terms) with evident_bm25,
+  // but the posting lists are read once through FTS5's extension API (one evident_call for the whole query) and
+  // scored here. A term whose frequency is not cached yet is read up to max_postings + 1 rows: that read both counts
+  // it and, when it is rare enough, gives its postings. Cost: the kept postings plus, once per frequent term, a
+  // capped read.
+  std::vector<hit> pruned_search(const std::vector<std::string>& terms, int k) {
+    // Distinct terms (ASCII-lower-cased, as FTS5 folds case) become the phrases of one OR expression.
+    std::vector<std::string> distinct;
+    std::vector<size_t> phrase_of;  // query term -> phrase
+    for (auto& t : terms) {
+      std::string key = lower_ascii(t);
+      auto it = std::find(distinct.begin(), distinct.end(), key);
+      phrase_of.push_back(static_cast<size_t>(it - distinct.begin()));
+      if (it == distinct.end()) distinct.push_back(std::move(key));
+    }
+    const std::string expr = fts5_expression(distinct);
+    const size_t n_phrase = distinct.size();
+    std::vector<phrase_postings> post(n_phrase);
+    std::vector<char> have(n_phrase, 0);  // post[p] holds all of phrase p's postings
+    std::vector<int64_t> n(n_phrase, -1);
+    std::vector<bool> keep;
+    double n_rows = 0, avgdl = 1;
+    const int64_t cap = opt_.max_postings;
+    fts5_call fn = [&](const Fts5ExtensionApi* api, Fts5Context* fts) -> int {
+      sqlite3_int64 rows = 0, total = 0;
+      int rc = api->xRowCount(fts, &rows);
+      if (rc == SQLITE_OK) rc = api->xColumnTotalSize(fts, -1, &total);
+      if (rc != SQLITE_OK) return rc;
+      n_rows = static_cast<double>(rows);
+      avgdl = rows > 0 ? static_cast<double>(total) / static_cast<double>(rows) : 1.0;
+      if (avgdl <= 0) avgdl = 1.0;
+      if (api->xPhraseCount(fts) != static_cast<int>(n_phrase)) return SQLITE_INTERNAL;
+      for (size_t p = 0; p < n_phrase; ++p) {
+        if (auto it = df_.find(distinct[p]); it != df_.end()) {
+          n[p] = it->second;
+          continue;
+        }
+        const int64_t got = read_phrase(api, fts, static_cast<int>(p), cap + 1, true, post[p]);
+        if (got < 0) return static_cast<int>(-1 - got);
+        n[p] = got;
+        have[p] = got <= cap;
+        if (!have[p]) post[p] = {};
+        if (df_.size() > 100000) df_.clear();
+        df_.emplace(distinct[p], got);
+      }
+      std::vector<int64_t> per_term(terms.size());
+      for (size_t i = 0; i < terms.size(); ++i) per_term[i] = n[phrase_of[i]];
+      keep = rarest(per_term);
+      for (size_t i = 0; i < terms.size(); ++i) {
+        const size_t p = phrase_of[i];
+        if (!keep[i] || have[p]) continue;
+        post[p] = {};
+        const int64_t got = read_phrase(api, fts, static_cast<int>(p), -1, true, post[p]);
+        if (got < 0) return static_cast<int>(-1 - got);
+        n[p] = got;  // exact (a capped count was only a lower bound)
+        have[p] = 1;
+      }
+      return SQLITE_OK;
+    };
+    if (!call_) {
+      call_ = std::make_unique<raw_stmt>(
+          store_.db().handle(), "SELECT evident_call(chunks_fts, ?2) FROM chunks_fts WHERE chunks_fts MATCH ?1 LIMIT 1");
+    }
+    raw_stmt& s = *call_;
+    sqlite3_reset(s.h);
+    sqlite3_bind_text(s.h, 1, expr.data(), static_cast<int>(expr.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_pointer(s.h, 2, &fn, fts5_call_type, nullptr);
+    const bool matched = s.step();
+    sqlite3_reset(s.h);
+    sqlite3_clear_bindings(s.h);
+    if (!matched || keep.empty()) return {};  // no term occurs in any chunk
+
+    // Score as evident_bm25 does: per chunk, the kept query terms' contributions summed in query order.
+    const double k1 = opt_.k1, b = opt_.b;
+    std::unordered_map<int64_t, double> score;
+    size_t expect = 0;
     for (size_t i = 0; i < terms.size(); ++i)
-      if (keep[i]) out.push_back(terms[i]);
-    return out;
+      if (keep[i]) expect += post[phrase_of[i]].rowid.size();
+    score.reserve(expect);
+    for (size_t i = 0; i < terms.size(); ++i) {
+      if (!keep[i]) continue;
+      const auto& pp = post[phrase_of[i]];
+      const double nn = static_cast<double>(n[phrase_of[i]]);
+      const double idf = std::log(1.0 + (n_rows - nn + 0.5) / (nn + 0.5));
+      for (size_t j = 0; j < pp.rowid.size(); ++j) {
+        if (pp.tf[j] == 0) continue;
+        const double tf = pp.tf[j];
+        const double norm = k1 * (1.0 - b + b * static_cast<double>(pp.dl[j]) / avgdl);
+        score[pp.rowid[j]] += idf * tf * (k1 + 1.0) / (tf + norm);
+      }
+    }
+    std::vector<hit> out;
+    out.reserve(score.size());
+    for (auto& [id, sc] : score) out.push_back({id, sc, 0, 0});
+    auto better = [](const hit& a, const hit& b2) {
+      return a.score != b2.score ? a.score > b2.score : a.chunk_id < b2.chunk_id;
+    };
+    if (out.size() > static_cast<size_t>(k)) {
+      std::partial_sort(out.begin(), out.begin() + k, out.end(), better);
+      out.resize(k);
+    } else {
+      std::sort(out.begin(), out.end(), better);
+    }
+    return locate(std::move(out));
+  }
+
+  // Fills document_id and ordinal of FTS5 hits from `chunks`, in one statement.
+  std::vector<hit> locate(std::vector<hit> out) {
+    if (out.empty()) return out;
+    std::string ids;
+    for (auto& h : out) {
+      ids += ids.empty() ? '[' : ',';
+      ids += std::to_string(h.chunk_id);
+    }
+    ids += ']';
+    if (!locate_) {
+      locate_ = std::make_unique<raw_stmt>(
+          store_.db().handle(),
+          "SELECT c.id, c.document_id, c.ordinal FROM chunks c WHERE c.id IN (SELECT value FROM json_each(?1))");
+    }
+    raw_stmt& d = *locate_;
+    sqlite3_reset(d.h);
+    sqlite3_bind_text(d.h, 1, ids.data(), static_cast<int>(ids.size()), SQLITE_TRANSIENT);
+    std::unordered_map<int64_t, std::pair<int64_t, int>> where;
+    while (d.step())
+      where[sqlite3_column_int64(d.h, 0)] = {sqlite3_column_int64(d.h, 1), sqlite3_column_int(d.h, 2)};
+    sqlite3_reset(d.h);
+    std::vector<hit> kept;
+    for (auto& h : out) {
+      auto it = where.find(h.chunk_id);
+      if (it == where.end()) continue;  // FTS row without a chunk: cannot happen with the triggers; be safe
+      h.document_id = it->second.first;
+      h.ordinal = it->second.second;
+      kept.push_back(h);
+    }
+    return kept;
   }
 
   ingest::store store_;
@@ -169,6 +298,7 @@ class lexical_retriever final : public retriever_i {
   int64_t n_chunks_ = 0;
   std::chrono::steady_clock::time_point count_at_{};
   std::unordered_map<std::string, int64_t> df_;  // lower-cased term -> capped chunk frequency
+  std::unique_ptr<raw_stmt> rank_, call_, locate_;  // prepared once, reset after each use
 };
 
 }  // namespace

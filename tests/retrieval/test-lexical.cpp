@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 
 #include "ingest/store.h"
 #include "retrieval/retriever.h"
@@ -82,6 +83,83 @@ TEST(Lexical, Filters) {
   filter none;
   none.document_ids = {999};
   EXPECT_TRUE(r->search("shared", 10, none).empty());
+}
+
+// Large-store mode (forced with prune_above_chunks = 0): the rarest terms whose chunk frequencies sum to at most
+// max_postings are scored, with exact BM25 statistics (N, avgdl and the kept terms' frequencies over the whole store).
+TEST(Lexical, PrunedQueriesScoreTheRarestTermsExactly) {
+  auto dir = test::scratch_dir("retrieval-pruned");
+  auto ids = test::make_store(dir, {{"1.txt", "t", {"cat dog dog"}},
+                                    {"2.txt", "t", {"cat fish"}},
+                                    {"3.txt", "t", {"bird bird bird fish"}},
+                                    {"4.txt", "t", {"owl"}},
+                                    {"5.txt", "t", {"cat cat owl"}}});
+  // N = 5, avgdl = (3 + 2 + 4 + 1 + 3) / 5 = 2.6; df: cat 3, dog 1, fish 2, bird 1, owl 2.
+  const double N = 5, avgdl = 2.6, k1 = 0.9, b = 0.4;
+  auto pruned = [&](int64_t budget) {
+    lexical_options o;
+    o.prune_above_chunks = 0;
+    o.max_postings = budget;
+    return make_lexical(dir, o);
+  };
+  auto expect_scores = [&](const std::vector<hit>& hits, const std::map<int64_t, double>& expect, const char* what) {
+    ASSERT_EQ(hits.size(), expect.size()) << what;
+    for (size_t i = 0; i < hits.size(); ++i) {
+      // Same double arithmetic as the reference; only the summation order of a chunk's terms can differ.
+      EXPECT_NEAR(hits[i].score, expect.at(hits[i].document_id), 1e-12) << what;
+      if (i > 0) {
+        EXPECT_GE(hits[i - 1].score, hits[i].score) << what;
+      }
+    }
+  };
+  {
+    // Budget 3: dog (1) + fish (2) fit, cat (3) does not.
+    auto r = pruned(3);
+    for (int pass = 0; pass < 2; ++pass) {  // the second pass uses the cached frequencies
+      expect_scores(r->search("cat dog fish", 10),
+                    {{ids[0], bm25_term(N, 1, 2, 3, avgdl, k1, b)},
+                     {ids[1], bm25_term(N, 2, 1, 2, avgdl, k1, b)},
+                     {ids[2], bm25_term(N, 2, 1, 4, avgdl, k1, b)}},
+                    "budget 3");
+    }
+    // Every term above the budget: the rarest one is kept (here the only one).
+    expect_scores(r->search("Cat", 10),
+                  {{ids[0], bm25_term(N, 3, 1, 3, avgdl, k1, b)},
+                   {ids[1], bm25_term(N, 3, 1, 2, avgdl, k1, b)},
+                   {ids[4], bm25_term(N, 3, 2, 3, avgdl, k1, b)}},
+                  "frequent term alone");
+    EXPECT_TRUE(r->search("zebra", 10).empty());
+    EXPECT_EQ(r->search("cat dog fish", 1).size(), 1u);
+    // With a filter the kept terms go through the SQL path: same scores, fewer chunks.
+    filter f;
+    f.document_ids = {ids[1], ids[2]};
+    expect_scores(r->search("cat dog fish", 10, f),
+                  {{ids[1], bm25_term(N, 2, 1, 2, avgdl, k1, b)}, {ids[2], bm25_term(N, 2, 1, 4, avgdl, k1, b)}},
+                  "budget 3, filtered");
+  }
+  {
+    // A repeated term weighs twice, as in the exact mode (fish twice + dog = 5 postings <= 5).
+    auto r = pruned(5);
+    expect_scores(r->search("fish fish dog", 10),
+                  {{ids[0], bm25_term(N, 1, 2, 3, avgdl, k1, b)},
+                   {ids[1], 2 * bm25_term(N, 2, 1, 2, avgdl, k1, b)},
+                   {ids[2], 2 * bm25_term(N, 2, 1, 4, avgdl, k1, b)}},
+                  "repeated term");
+  }
+  {
+    // A budget that fits every term: the same ranking and scores as exact BM25.
+    auto r = pruned(1000);
+    auto exact = make_lexical(dir);
+    for (const char* q : {"cat dog fish owl bird", "owl cat", "bird"}) {
+      auto a = r->search(q, 10), e = exact->search(q, 10);
+      ASSERT_EQ(a.size(), e.size()) << q;
+      for (size_t i = 0; i < a.size(); ++i) {
+        EXPECT_EQ(a[i].chunk_id, e[i].chunk_id) << q;
+        EXPECT_EQ(a[i].document_id, e[i].document_id) << q;
+        EXPECT_NEAR(a[i].score, e[i].score, 1e-12) << q;
+      }
+    }
+  }
 }
 
 TEST(Lexical, CapPerDocument) {
