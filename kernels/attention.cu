@@ -1,4 +1,5 @@
-// CUDA decode attention over the paged KV cache (split-KV, online softmax in fp32) and the KV cache write.
+// CUDA attention over the paged KV cache: decode (split-KV, online softmax in fp32), prefill (flash-attention-2 style,
+// mma.sync tensor cores) and the KV cache write.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/cuda-check.cuh"
+#include "kernels/device-util.cuh"
 
 namespace evident::kernels {
 namespace {
@@ -227,6 +229,223 @@ status kv_cache_write(const kv_write_args& a, stream_t stream) {
                     "kv_cache_write: 16-byte aligned pointers and strides that are multiples of 8 required");
   kv_write_kernel<<<a.n_tokens, 128, 0, stream>>>(a);
   EV_CUDA_CHECK_LAUNCH("kv_write_kernel");
+  return status::success();
+}
+
+}  // namespace evident::kernels
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Prefill: flash-attention-2 over the paged cache.
+// A block takes 64 rows = (query token, query head) pairs of one KV head (64 / group tokens x group heads, so each K/V
+// tile loaded serves all the heads of the group), 4 warps of 16 rows. It walks the K/V tiles of 64 positions up to
+// its last token's position, double-buffered through cp.async (positions gathered through the block table). Per
+// tile: S = Q K^T (mma.sync m16n8k16, Q and K fragments by ldmatrix from XOR-swizzled shared tiles), the causal mask,
+// the online softmax in fp32 (exp2 domain; running max and sum per row, the accumulator rescaled in registers), then
+// O += P V with P re-packed from the S accumulators as bf16 A fragments and V fragments by ldmatrix.trans.
+namespace evident::kernels {
+namespace {
+
+constexpr int kPfRows = 64, kPfKeys = 64, kPfThreads = 128;
+constexpr int kPfRowBytes = kD * 2;  // 512 bytes: 32 chunks of 16 bytes
+constexpr int kPfTileBytes = kPfRows * kPfRowBytes;
+constexpr int kPfSmem = 5 * kPfTileBytes;  // Q, 2 x K, 2 x V
+
+// 32 chunks per row; the low 3 bits of the chunk index are XORed with the row so that ldmatrix over 8 rows at one
+// chunk touches 8 different 16-byte bank groups.
+__device__ __forceinline__ int swz256(int row, int chunk) { return row * kPfRowBytes + ((chunk ^ (row & 7)) << 4); }
+
+__global__ void __launch_bounds__(kPfThreads, 1) attention_prefill_kernel(attention_prefill_args a, float scale_log2) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int s = blockIdx.z, hk = blockIdx.y;
+  const int tile = gridDim.x - 1 - blockIdx.x;  // heavier (later) tiles first
+  const int group = a.n_q_heads / a.n_kv_heads, tok_per_tile = kPfRows / group;
+  const int q0 = a.cu_q[s], n_new = a.cu_q[s + 1] - q0, ctx = a.seq_lens[s];
+  const int i_first = tile * tok_per_tile;
+  if (i_first >= n_new) return;
+  const int i_last = min(n_new, i_first + tok_per_tile) - 1;
+  const int base_pos = ctx - n_new;
+  const int kv_len = max(base_pos + i_last + 1, 0);
+  const int n_tiles = (kv_len + kPfKeys - 1) / kPfKeys;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+
+  unsigned char* sq = smem;
+  auto sk = [&](int b) { return smem + (1 + b) * kPfTileBytes; };
+  auto sv = [&](int b) { return smem + (3 + b) * kPfTileBytes; };
+
+  // Q tile: thread covers chunk tid % 32 of rows tid / 32 + 4 i.
+  const int cc = tid & 31;
+#pragma unroll 4
+  for (int i = 0; i < kPfRows / 4; ++i) {
+    const int rr = tid / 32 + 4 * i, pi = tile * kPfRows + rr, tok = pi / group;
+    const bool ok = tok < n_new;
+    const bf16* src = ok ? a.q + std::int64_t(q0 + tok) * a.q_stride +
+                               std::int64_t(hk * group + pi % group) * a.q_head_stride + cc * 8
+                         : a.q;
+    dev::cp_async16(sq + swz256(rr, cc), src, ok);
+  }
+  const std::int32_t* table = a.kv.block_tables + std::int64_t(s) * a.kv.max_blocks_per_seq;
+  auto load_kv = [&](int j, int b) {
+#pragma unroll 4
+    for (int i = 0; i < kPfKeys / 4; ++i) {
+      const int rr = tid / 32 + 4 * i, pos = j * kPfKeys + rr;
+      const bool ok = pos < kv_len;
+      std::int64_t off = 0;
+      if (ok) {
+        const int blk = table[pos / a.kv.block_size];
+        off = ((std::int64_t(blk) * a.kv.block_size + pos % a.kv.block_size) * a.n_kv_heads + hk) * kD + cc * 8;
+      }
+      dev::cp_async16(sk(b) + swz256(rr, cc), a.kv.k_cache + off, ok);
+      dev::cp_async16(sv(b) + swz256(rr, cc), a.kv.v_cache + off, ok);
+    }
+  };
+  if (n_tiles > 0) load_kv(0, 0);
+  dev::cp_async_commit();
+
+  // This thread's two rows: r0 = 16 warp + lane / 4 and r0 + 8; their query positions (-1: no query, all masked).
+  int pos_row[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int rr = warp * 16 + (lane >> 2) + 8 * h, tok = (tile * kPfRows + rr) / group;
+    pos_row[h] = tok < n_new ? base_pos + tok : -1;
+  }
+  const int pos_first = base_pos + i_first;
+
+  float o[kD / 8][4];
+#pragma unroll
+  for (int d = 0; d < kD / 8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+
+  for (int j = 0; j < n_tiles; ++j) {
+    if (j + 1 < n_tiles) load_kv(j + 1, (j + 1) & 1);
+    dev::cp_async_commit();
+    dev::cp_async_wait<1>();
+    __syncthreads();
+    const std::uint32_t q_base = dev::smem_u32(sq), k_base = dev::smem_u32(sk(j & 1)),
+                        v_base = dev::smem_u32(sv(j & 1));
+    // S = Q K^T for this warp's 16 rows x 64 keys.
+    float sacc[kPfKeys / 8][4];
+#pragma unroll
+    for (int n = 0; n < kPfKeys / 8; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < kD / 16; ++ks) {
+      std::uint32_t af[4];
+      dev::ldmatrix_x4(af, q_base + swz256(warp * 16 + (lane & 15), ks * 2 + (lane >> 4)));
+#pragma unroll
+      for (int np = 0; np < kPfKeys / 16; ++np) {
+        std::uint32_t bf[4];
+        dev::ldmatrix_x4(bf, k_base + swz256(np * 16 + ((lane >> 4) << 3) + (lane & 7), ks * 2 + ((lane >> 3) & 1)));
+        dev::mma_bf16(sacc[2 * np], af, bf[0], bf[1]);
+        dev::mma_bf16(sacc[2 * np + 1], af, bf[2], bf[3]);
+      }
+    }
+    // Scale, mask, online softmax.
+    const int kv0 = j * kPfKeys;
+    const bool need_mask = kv0 + kPfKeys - 1 > pos_first;
+    float mx[2] = {m_run[0], m_run[1]};
+#pragma unroll
+    for (int n = 0; n < kPfKeys / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int h = e >> 1, key = kv0 + n * 8 + 2 * (lane & 3) + (e & 1);
+        float v = sacc[n][e] * scale_log2;
+        if (need_mask && key > pos_row[h]) v = -INFINITY;
+        sacc[n][e] = v;
+        mx[h] = fmaxf(mx[h], v);
+      }
+    float alpha[2], m_use[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+      m_use[h] = mx[h] == -INFINITY ? 0.f : mx[h];
+      alpha[h] = exp2f(m_run[h] - m_use[h]);  // m_run = -inf -> 0
+      m_run[h] = mx[h];
+      l_run[h] *= alpha[h];
+    }
+#pragma unroll
+    for (int d = 0; d < kD / 8; ++d) {
+      o[d][0] *= alpha[0], o[d][1] *= alpha[0];
+      o[d][2] *= alpha[1], o[d][3] *= alpha[1];
+    }
+    std::uint32_t pf[kPfKeys / 16][4];
+#pragma unroll
+    for (int n = 0; n < kPfKeys / 8; ++n) {
+      const float p0 = exp2f(sacc[n][0] - m_use[0]), p1 = exp2f(sacc[n][1] - m_use[0]);
+      const float p2 = exp2f(sacc[n][2] - m_use[1]), p3 = exp2f(sacc[n][3] - m_use[1]);
+      l_run[0] += p0 + p1;
+      l_run[1] += p2 + p3;
+      pf[n >> 1][(n & 1) * 2 + 0] = dev::pack_bf16(p0, p1);
+      pf[n >> 1][(n & 1) * 2 + 1] = dev::pack_bf16(p2, p3);
+    }
+    // O += P V.
+#pragma unroll
+    for (int kk = 0; kk < kPfKeys / 16; ++kk)
+#pragma unroll
+      for (int dp = 0; dp < kD / 16; ++dp) {
+        std::uint32_t bf[4];
+        dev::ldmatrix_x4_trans(bf, v_base + swz256(kk * 16 + (((lane >> 3) & 1) << 3) + (lane & 7), dp * 2 + (lane >> 4)));
+        dev::mma_bf16(o[2 * dp], pf[kk], bf[0], bf[1]);
+        dev::mma_bf16(o[2 * dp + 1], pf[kk], bf[2], bf[3]);
+      }
+    __syncthreads();  // the next iteration's loads overwrite this buffer
+  }
+  dev::cp_async_wait<0>();
+
+  // Epilogue: out = O / l * sigmoid(gate).
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float l = l_run[h];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int rr = warp * 16 + (lane >> 2) + 8 * h, pi = tile * kPfRows + rr, tok = pi / group;
+    if (tok >= n_new) continue;
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    const int head = hk * group + pi % group;
+    const bf16* g = a.gate + std::int64_t(q0 + tok) * a.gate_stride + std::int64_t(head) * a.gate_head_stride;
+    bf16* out = a.out + std::int64_t(q0 + tok) * a.out_stride + std::int64_t(head) * kD;
+#pragma unroll
+    for (int d = 0; d < kD / 8; ++d) {
+      const int col = d * 8 + 2 * (lane & 3);
+      const float2 gv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(g + col));
+      const float v0 = o[d][2 * h] * inv / (1.f + expf(-gv.x));
+      const float v1 = o[d][2 * h + 1] * inv / (1.f + expf(-gv.y));
+      *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(v0, v1);
+    }
+  }
+}
+
+}  // namespace
+
+status attention_prefill(const attention_prefill_args& a, stream_t stream) {
+  EV_KERNEL_REQUIRE(a.n_seq >= 0 && a.n_tokens >= 0 && a.max_n_new >= 0, "attention_prefill: n_seq = ", a.n_seq,
+                    ", n_tokens = ", a.n_tokens, ", max_n_new = ", a.max_n_new, ": expected >= 0");
+  EV_KERNEL_REQUIRE(a.n_kv_heads > 0 && a.n_q_heads > 0 && a.n_q_heads % a.n_kv_heads == 0,
+                    "attention_prefill: n_q_heads = ", a.n_q_heads, ", n_kv_heads = ", a.n_kv_heads,
+                    ": expected a multiple");
+  const int group = a.n_q_heads / a.n_kv_heads;
+  EV_KERNEL_SUPPORTED(a.head_dim == kD && kPfRows % group == 0, "attention_prefill: head_dim = ", a.head_dim,
+                      ", group = ", group, ": supported head_dim 256 and a group dividing 64");
+  if (a.n_seq == 0 || a.n_tokens == 0 || a.max_n_new == 0) return status::success();
+  EV_KERNEL_SUPPORTED(a.n_seq <= 65535 && a.n_kv_heads <= 65535, "attention_prefill: n_seq = ", a.n_seq,
+                      ": supported <= 65535");
+  EV_KERNEL_REQUIRE(a.cu_q && a.seq_lens && a.q && a.gate && a.out && a.kv.k_cache && a.kv.v_cache &&
+                        a.kv.block_tables,
+                    "attention_prefill: null cu_q, seq_lens, q, gate, out, caches or block_tables");
+  EV_KERNEL_REQUIRE(a.kv.block_size > 0 && a.kv.max_blocks_per_seq > 0, "attention_prefill: block_size = ",
+                    a.kv.block_size, ", max_blocks_per_seq = ", a.kv.max_blocks_per_seq, ": expected > 0");
+  EV_KERNEL_REQUIRE(a.q_stride % 8 == 0 && a.q_head_stride % 8 == 0 && a.gate_stride % 2 == 0 &&
+                        a.gate_head_stride % 2 == 0 && a.out_stride % 2 == 0 && a.out_stride >= a.n_q_heads * kD,
+                    "attention_prefill: q strides must be multiples of 8, gate / out strides even, out_stride >= ",
+                    a.n_q_heads * kD);
+  EV_KERNEL_REQUIRE(aligned16(a.q) && aligned16(a.kv.k_cache) && aligned16(a.kv.v_cache) &&
+                        (reinterpret_cast<std::uintptr_t>(a.gate) & 3u) == 0 &&
+                        (reinterpret_cast<std::uintptr_t>(a.out) & 3u) == 0,
+                    "attention_prefill: q and the caches must be 16-byte aligned, gate and out 4-byte aligned");
+  EV_CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kPfSmem));
+  const long long tiles = (static_cast<long long>(a.max_n_new) * group + kPfRows - 1) / kPfRows;
+  const float scale_log2 = a.scale * 1.4426950408889634f;
+  attention_prefill_kernel<<<dim3(unsigned(tiles), a.n_kv_heads, a.n_seq), kPfThreads, kPfSmem, stream>>>(a, scale_log2);
+  EV_CUDA_CHECK_LAUNCH("attention_prefill_kernel");
   return status::success();
 }
 

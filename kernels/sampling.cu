@@ -3,6 +3,7 @@
 #include <cfloat>
 
 #include "kernels/cuda-check.cuh"
+#include "kernels/device-util.cuh"
 #include "kernels/sampling.h"
 
 namespace evident::kernels {
@@ -53,6 +54,186 @@ status sample_greedy(const argmax_args& a, stream_t stream) {
   EV_KERNEL_REQUIRE(a.logits && a.ids, "sample_greedy: null logits or ids");
   argmax_kernel<<<a.n_rows, kThreads, 0, stream>>>(a);
   EV_CUDA_CHECK_LAUNCH("argmax_kernel");
+  return status::success();
+}
+
+}  // namespace evident::kernels
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Top-k / top-p / min-p sampling: one block of 1024 threads per row, no sort. Every filter and the draw is "the
+// shortest prefix of the candidate order whose count or weight reaches a target", found by a radix descent over the
+// 50-bit candidate key (ordered fp32 bits of x << 18 | (2^18 - 1 - id): descending key = the candidate order): five
+// passes of 10 bits, each a shared-memory histogram (uint64 count or fixed-point weight per digit) and a descending
+// block scan. Integer sums make the result independent of the summation order.
+namespace evident::kernels {
+namespace {
+
+constexpr int kSampleThreads = 1024;
+constexpr int kIdBits = 18;
+constexpr double kOneW = 17592186044416.0;  // 2^44
+
+struct row_view {
+  const float* l;
+  int vocab;
+  float inv_t, mx;
+};
+
+__device__ __forceinline__ float cand_x(const row_view& r, int j) {
+  const float v = r.l[j];
+  return v != v ? -INFINITY : v * r.inv_t;
+}
+__device__ __forceinline__ unsigned long long cand_key(float x, int j) {
+  unsigned u = __float_as_uint(x);
+  u ^= (u >> 31) ? 0xffffffffu : 0x80000000u;
+  return (static_cast<unsigned long long>(u) << kIdBits) | static_cast<unsigned long long>((1 << kIdBits) - 1 - j);
+}
+__device__ __forceinline__ unsigned long long cand_w(const row_view& r, float x) {
+  if (x == r.mx) return static_cast<unsigned long long>(kOneW);
+  return static_cast<unsigned long long>(__double2ll_rn(exp(static_cast<double>(x - r.mx)) * kOneW));
+}
+
+struct sample_smem {
+  unsigned long long hist[1024];
+  unsigned long long scratch[33];
+  unsigned long long sel[2];
+};
+
+// Sum over candidates with key >= lo of (mass ? weight : 1), or only those with weight >= min_w when min_w > 0.
+__device__ unsigned long long block_total(const row_view& r, unsigned long long lo, bool mass,
+                                          unsigned long long min_w, sample_smem& sm) {
+  unsigned long long acc = 0;
+  for (int j = threadIdx.x; j < r.vocab; j += kSampleThreads) {
+    const float x = cand_x(r, j);
+    if (cand_key(x, j) < lo) continue;
+    if (mass) acc += cand_w(r, x);
+    else if (min_w == 0 || cand_w(r, x) >= min_w) acc += 1;
+  }
+  unsigned long long total = 0;
+  dev::block_exclusive_scan(acc, sm.scratch, &total);
+  return total;
+}
+
+// The key of the candidate at which the prefix (candidates with key >= lo, in descending key order) first reaches
+// `target` (count or weight). Precondition: 1 <= target <= the total over key >= lo.
+__device__ unsigned long long radix_cut(const row_view& r, bool mass, unsigned long long target,
+                                        unsigned long long lo, sample_smem& sm) {
+  unsigned long long prefix = 0, above = 0;
+  for (int pass = 0; pass < 5; ++pass) {
+    const int shift = 40 - 10 * pass;
+    sm.hist[threadIdx.x] = 0;
+    __syncthreads();
+    for (int j = threadIdx.x; j < r.vocab; j += kSampleThreads) {
+      const float x = cand_x(r, j);
+      const unsigned long long key = cand_key(x, j);
+      if (key < lo || (key >> (shift + 10)) != (prefix >> (shift + 10))) continue;
+      atomicAdd(&sm.hist[(key >> shift) & 1023], mass ? cand_w(r, x) : 1ull);
+    }
+    __syncthreads();
+    const unsigned long long v = sm.hist[1023 - threadIdx.x];
+    const unsigned long long before = dev::block_exclusive_scan(v, sm.scratch);  // digits above 1023 - tid
+    if (v > 0 && above + before < target && above + before + v >= target) {
+      sm.sel[0] = static_cast<unsigned long long>(1023 - threadIdx.x);
+      sm.sel[1] = above + before;
+    }
+    __syncthreads();
+    prefix |= sm.sel[0] << shift;
+    above = sm.sel[1];
+    __syncthreads();
+  }
+  return prefix;
+}
+
+__device__ __forceinline__ bool better_x(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
+
+__global__ void __launch_bounds__(kSampleThreads) sample_kernel(sample_args a) {
+  __shared__ sample_smem sm;
+  __shared__ float s_red[32];
+  __shared__ int s_idx[32];
+  const int row = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const float* l = a.logits + std::int64_t(row) * a.stride;
+  const float temp = a.temperature[row];
+  const bool greedy = !(temp > 0.f);
+  row_view r{l, a.vocab, greedy ? 1.f : 1.f / temp, 0.f};
+  // Arg-max of x (greedy: of the logits; NaN never wins, the lowest index among equal maxima).
+  float bv = -INFINITY;
+  int bi = 0x7fffffff;
+  for (int j = threadIdx.x; j < a.vocab; j += kSampleThreads) {
+    const float x = cand_x(r, j);
+    if (better_x(x, j, bv, bi)) bv = x, bi = j;
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (better_x(ov, oi, bv, bi)) bv = ov, bi = oi;
+  }
+  if (lane == 0) s_red[warp] = bv, s_idx[warp] = bi;
+  __syncthreads();
+  bv = s_red[lane], bi = s_idx[lane];
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (better_x(ov, oi, bv, bi)) bv = ov, bi = oi;
+  }
+  if (greedy || bv == -INFINITY) {  // greedy, or nothing finite (all -inf / NaN): the lowest index of the maximum
+    if (threadIdx.x == 0) a.ids[row] = bi == 0x7fffffff ? 0 : bi;
+    return;
+  }
+  r.mx = bv;
+  unsigned long long lo = 0;
+  const int k = a.top_k ? a.top_k[row] : 0;
+  if (k > 0 && k < a.vocab) lo = radix_cut(r, false, static_cast<unsigned long long>(k), 0, sm);
+  if (a.top_p && a.top_p[row] < 1.f) {
+    const unsigned long long z1 = block_total(r, lo, true, 0, sm);
+    unsigned long long t = static_cast<unsigned long long>(ceil(static_cast<double>(a.top_p[row]) * static_cast<double>(z1)));
+    t = t < 1 ? 1 : (t > z1 ? z1 : t);
+    lo = radix_cut(r, true, t, lo, sm);
+  }
+  if (a.min_p && a.min_p[row] > 0.f) {
+    const unsigned long long m = static_cast<unsigned long long>(ceil(static_cast<double>(a.min_p[row]) * kOneW));
+    unsigned long long c = block_total(r, lo, false, m < 1 ? 1 : m, sm);
+    lo = radix_cut(r, false, c < 1 ? 1 : c, lo, sm);
+  }
+  const unsigned long long z = block_total(r, lo, true, 0, sm);
+  unsigned long long t = static_cast<unsigned long long>(static_cast<double>(a.uniforms[row]) * static_cast<double>(z));
+  if (t > z - 1) t = z - 1;
+  const unsigned long long key = radix_cut(r, true, t + 1, lo, sm);
+  if (threadIdx.x == 0) a.ids[row] = (1 << kIdBits) - 1 - static_cast<int>(key & ((1u << kIdBits) - 1));
+}
+
+__device__ __forceinline__ std::uint64_t splitmix64(std::uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+__global__ void uniforms_kernel(uniforms_args a) {
+  const int r = blockIdx.x * blockDim.x + threadIdx.x;
+  if (r >= a.n_rows) return;
+  const std::uint64_t h = splitmix64(a.seeds[r] ^ splitmix64(static_cast<std::uint64_t>(a.steps[r])));
+  a.u[r] = static_cast<float>(h >> 40) * (1.0f / 16777216.0f);
+}
+
+}  // namespace
+
+status sample(const sample_args& a, stream_t stream) {
+  EV_KERNEL_REQUIRE(a.n_rows >= 0 && a.vocab > 0 && a.stride >= a.vocab, "sample: n_rows = ", a.n_rows,
+                    ", vocab = ", a.vocab, ", stride = ", a.stride, ": expected stride >= vocab > 0");
+  EV_KERNEL_SUPPORTED(a.vocab <= (1 << kIdBits), "sample: vocab = ", a.vocab, ": supported <= ", 1 << kIdBits);
+  if (a.n_rows == 0) return status::success();
+  EV_KERNEL_REQUIRE(a.logits && a.temperature && a.uniforms && a.ids,
+                    "sample: null logits, temperature, uniforms or ids");
+  sample_kernel<<<a.n_rows, kSampleThreads, 0, stream>>>(a);
+  EV_CUDA_CHECK_LAUNCH("sample_kernel");
+  return status::success();
+}
+
+status fill_uniforms(const uniforms_args& a, stream_t stream) {
+  EV_KERNEL_REQUIRE(a.n_rows >= 0, "fill_uniforms: n_rows = ", a.n_rows, ": expected >= 0");
+  if (a.n_rows == 0) return status::success();
+  EV_KERNEL_REQUIRE(a.seeds && a.steps && a.u, "fill_uniforms: null seeds, steps or u");
+  uniforms_kernel<<<(a.n_rows + 255) / 256, 256, 0, stream>>>(a);
+  EV_CUDA_CHECK_LAUNCH("uniforms_kernel");
   return status::success();
 }
 

@@ -2,12 +2,14 @@
 // token-by-token recurrence; conv1d prompt pass split at any point == one pass == decode steps).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
 
 #include "tests/kernels/compare.h"
 #include "kernels/attention.h"
+#include "kernels/bf16.h"
 #include "kernels/conv1d.h"
 #include "kernels/gated-delta-rule.h"
 #include "kernels/moe.h"
@@ -194,6 +196,210 @@ TEST(SamplingRef, GreedyPicksFirstMaximum) {
   sample_greedy_ref({2, 4, logits, 4, ids});
   EXPECT_EQ(ids[0], 1);
   EXPECT_EQ(ids[1], 2);
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// MoE experts: permutation invariants, and the permuted pipeline (permute -> gate_up+SwiGLU -> down -> combine) equal
+// to a direct per-token evaluation of the routed experts plus the gated shared expert, computed here without any
+// permutation. Both sides round the same intermediates to bf16 (h after SwiGLU, the output), so they differ only where
+// the order of fp64 sums flips a bf16 rounding (one ulp, 2^-8 relative, at a few elements): rel-L2 below 1e-3; a wrong
+// row or expert shows as O(1).
+std::vector<bf16> rand_bf16(std::size_t n, float lo, float hi, std::mt19937& rng) {
+  auto f = uniform(n, lo, hi, rng);
+  std::vector<bf16> o(n);
+  for (std::size_t i = 0; i < n; ++i) o[i] = float_to_bf16(f[i]);
+  return o;
+}
+std::vector<float> bf16_vec_to_float(const std::vector<bf16>& v) {
+  std::vector<float> o(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) o[i] = bf16_to_float(v[i]);
+  return o;
+}
+
+TEST(MoeRef, PermuteIsStableAndComplete) {
+  std::mt19937 rng(5);
+  const int T = 37, K = 3, E = 6;
+  std::vector<std::int32_t> ids(T * K);
+  for (int t = 0; t < T; ++t) {
+    std::vector<int> e(E);
+    for (int i = 0; i < E; ++i) e[i] = i;
+    std::shuffle(e.begin(), e.end(), rng);
+    for (int k = 0; k < K; ++k) ids[t * K + k] = e[k];
+  }
+  ids[4] = -1, ids[10] = E;  // dropped
+  std::vector<std::int32_t> off(E + 1), row_token(T * K, -7), token_row(T * K);
+  moe_permute_args a;
+  a.n_tokens = T, a.n_experts = E, a.top_k = K, a.ids = ids.data(), a.expert_offsets = off.data();
+  a.row_token = row_token.data(), a.token_row = token_row.data();
+  moe_permute_ref(a);
+  EXPECT_EQ(off[0], 0);
+  EXPECT_EQ(off[E], T * K - 2);
+  EXPECT_EQ(token_row[4], -1);
+  EXPECT_EQ(token_row[10], -1);
+  for (int i = 0; i < T * K; ++i) {
+    if (token_row[i] < 0) continue;
+    const int r = token_row[i], e = ids[i];
+    EXPECT_GE(r, off[e]);
+    EXPECT_LT(r, off[e + 1]);
+    EXPECT_EQ(row_token[r], i / K);
+  }
+  for (int e = 0; e < E; ++e)
+    for (int r = off[e] + 1; r < off[e + 1]; ++r) EXPECT_LT(row_token[r - 1], row_token[r]) << "stable by token";
+}
+
+TEST(MoeRef, PermutedPipelineEqualsDirectEvaluation) {
+  std::mt19937 rng(11);
+  const int T = 9, K = 2, E = 5, H = 24, I = 16;
+  auto x = rand_bf16(std::size_t(T) * H, -1, 1, rng);
+  auto wgu = rand_bf16(std::size_t(E) * 2 * I * H, -0.5f, 0.5f, rng);
+  auto wd = rand_bf16(std::size_t(E) * H * I, -0.5f, 0.5f, rng);
+  auto shared = rand_bf16(std::size_t(T) * H, -1, 1, rng);
+  auto gate_logit = uniform(T, -3, 3, rng);
+  auto weights = uniform(std::size_t(T) * K, 0.1f, 1.f, rng);
+  std::vector<std::int32_t> ids(T * K);
+  for (int t = 0; t < T; ++t) ids[t * K] = (t * 3) % E, ids[t * K + 1] = (t * 3 + 1 + t % 2) % E;
+  const int R = T * K;
+  std::vector<std::int32_t> off(E + 1), row_token(R), token_row(R);
+  moe_permute_args p;
+  p.n_tokens = T, p.n_experts = E, p.top_k = K, p.ids = ids.data(), p.expert_offsets = off.data();
+  p.row_token = row_token.data(), p.token_row = token_row.data();
+  moe_permute_ref(p);
+  std::vector<bf16> h(std::size_t(R) * I);
+  moe_gate_up_args gu;
+  gu.n_rows = R, gu.n_experts = E, gu.hidden = H, gu.inter = I, gu.expert_offsets = off.data();
+  gu.row_token = row_token.data(), gu.x = x.data(), gu.x_stride = H, gu.w_gate_up = wgu.data(), gu.h = h.data();
+  gu.h_stride = I;
+  moe_gate_up_swiglu_ref(gu);
+  std::vector<float> y(std::size_t(R) * H);
+  moe_down_args dn;
+  dn.n_rows = R, dn.n_experts = E, dn.hidden = H, dn.inter = I, dn.expert_offsets = off.data(), dn.h = h.data();
+  dn.h_stride = I, dn.w_down = wd.data(), dn.y = y.data(), dn.y_stride = H, dn.y_type = gemm_out::fp32;
+  moe_down_ref(dn);
+  std::vector<bf16> out(std::size_t(T) * H);
+  moe_combine_args cb;
+  cb.n_tokens = T, cb.top_k = K, cb.hidden = H, cb.weights = weights.data(), cb.token_row = token_row.data();
+  cb.y = y.data(), cb.y_stride = H, cb.y_type = gemm_out::fp32, cb.shared = shared.data(), cb.shared_stride = H;
+  cb.shared_gate_logit = gate_logit.data(), cb.out = out.data(), cb.out_stride = H;
+  moe_combine_ref(cb);
+  // Direct: per token and expert, no permutation.
+  std::vector<float> direct(std::size_t(T) * H);
+  for (int t = 0; t < T; ++t) {
+    std::vector<double> acc(H, 0.0);
+    for (int k = 0; k < K; ++k) {
+      const int e = ids[t * K + k];
+      std::vector<float> hrow(I);
+      for (int j = 0; j < I; ++j) {
+        double g = 0, u = 0;
+        for (int c = 0; c < H; ++c) {
+          g += double(bf16_to_float(x[t * H + c])) * bf16_to_float(wgu[(std::size_t(e) * 2 * I + j) * H + c]);
+          u += double(bf16_to_float(x[t * H + c])) * bf16_to_float(wgu[(std::size_t(e) * 2 * I + I + j) * H + c]);
+        }
+        hrow[j] = round_bf16(float(g / (1 + std::exp(-g)) * u));
+      }
+      for (int c = 0; c < H; ++c) {
+        double d = 0;
+        for (int j = 0; j < I; ++j) d += double(hrow[j]) * bf16_to_float(wd[(std::size_t(e) * H + c) * I + j]);
+        acc[c] += weights[t * K + k] * double(float(d));
+      }
+    }
+    const double sg = 1 / (1 + std::exp(-double(gate_logit[t])));
+    for (int c = 0; c < H; ++c) direct[t * H + c] = round_bf16(float(acc[c] + sg * bf16_to_float(shared[t * H + c])));
+  }
+  EXPECT_LT(rel_l2(bf16_vec_to_float(out), direct), 1e-3);
+  // swiglu_ref on a gate|up row equals the fused form.
+  std::vector<bf16> gu_row = rand_bf16(2 * I, -2, 2, rng), sw(I);
+  swiglu_args sa{1, I, gu_row.data(), 2 * I, sw.data(), I};
+  swiglu_ref(sa);
+  for (int j = 0; j < I; ++j) {
+    const double g = bf16_to_float(gu_row[j]), u = bf16_to_float(gu_row[I + j]);
+    EXPECT_EQ(sw[j].bits, float_to_bf16(float(g / (1 + std::exp(-g)) * u)).bits);
+  }
+}
+
+// Attention prefill == decode at every query position: a chunk of n_new queries on top of a cached prefix, each query
+// compared with attention_decode_ref over positions [0, its position]. Same fp64 math, so equal bit for bit.
+TEST(AttentionRef, PrefillEqualsDecodePerPosition) {
+  std::mt19937 rng(3);
+  const int HQ = 4, HK = 2, D = 8, bs = 4;
+  const std::vector<int> ctx = {7, 3, 12}, n_new = {3, 3, 0};
+  const int n_seq = 3, max_blocks = 4;
+  std::vector<std::int32_t> tables = {5, 1, -1, -1, 0, -1, -1, -1, 2, 3, 4, -1};
+  const int n_blocks = 6;
+  auto kc = rand_bf16(std::size_t(n_blocks) * bs * HK * D, -1, 1, rng);
+  auto vc = rand_bf16(kc.size(), -1, 1, rng);
+  std::vector<std::int32_t> cu = {0, 3, 6, 6}, lens(ctx.begin(), ctx.end());
+  auto qg = rand_bf16(std::size_t(6) * HQ * 2 * D, -1, 1, rng);
+  std::vector<bf16> out(std::size_t(6) * HQ * D);
+  attention_prefill_args a;
+  a.n_seq = n_seq, a.n_tokens = 6, a.max_n_new = 3, a.n_q_heads = HQ, a.n_kv_heads = HK, a.head_dim = D;
+  a.scale = 0.35f, a.cu_q = cu.data(), a.seq_lens = lens.data();
+  a.q = qg.data(), a.q_stride = HQ * 2 * D, a.q_head_stride = 2 * D;
+  a.gate = qg.data() + D, a.gate_stride = HQ * 2 * D, a.gate_head_stride = 2 * D;
+  a.kv.k_cache = kc.data(), a.kv.v_cache = vc.data(), a.kv.n_blocks = n_blocks, a.kv.block_size = bs;
+  a.kv.block_tables = tables.data(), a.kv.max_blocks_per_seq = max_blocks, a.out = out.data(), a.out_stride = HQ * D;
+  attention_prefill_ref(a);
+  for (int s = 0; s < n_seq; ++s)
+    for (int i = 0; i < n_new[s]; ++i) {
+      const int t = cu[s] + i;
+      std::vector<bf16> dec(std::size_t(HQ) * D);
+      std::int32_t len = ctx[s] - n_new[s] + i + 1;
+      attention_decode_args d;
+      d.n_seq = 1, d.n_q_heads = HQ, d.n_kv_heads = HK, d.head_dim = D, d.scale = a.scale, d.max_seq_len = len;
+      d.q = qg.data() + std::size_t(t) * HQ * 2 * D, d.q_stride = HQ * 2 * D, d.q_head_stride = 2 * D;
+      d.gate = d.q + D, d.gate_stride = HQ * 2 * D, d.gate_head_stride = 2 * D, d.seq_lens = &len;
+      d.kv = a.kv, d.kv.block_tables = tables.data() + std::size_t(s) * max_blocks, d.out = dec.data();
+      d.out_stride = HQ * D;
+      attention_decode_ref(d);
+      for (int j = 0; j < HQ * D; ++j) ASSERT_EQ(dec[j].bits, out[std::size_t(t) * HQ * D + j].bits) << s << "," << i;
+    }
+}
+
+// Sampling reference on a hand-checked row: logits {2, 1, 0, 0, -1, -inf, NaN}, temperature 1.
+//   order 0, 1, 2, 3 (tie: lower id first), 4, 5, 6; weights 2^44 * exp(x - 2).
+TEST(SamplingRef, FiltersAndDrawFollowTheCandidateOrder) {
+  const std::vector<float> l = {2, 1, 0, 0, -1, -INFINITY, NAN};
+  const int V = int(l.size());
+  const double e[5] = {1, std::exp(-1.0), std::exp(-2.0), std::exp(-2.0), std::exp(-3.0)};
+  auto run = [&](float temp, int k, float p, float mp, float u) {
+    std::int32_t id = -1;
+    sample_args a;
+    a.n_rows = 1, a.vocab = V, a.logits = l.data(), a.stride = V, a.temperature = &temp, a.top_k = &k;
+    a.top_p = &p, a.min_p = &mp, a.uniforms = &u, a.ids = &id;
+    sample_ref(a);
+    return id;
+  };
+  double z = 0;
+  for (double v : e) z += v;
+  // No filter: u just below / above the first boundary.
+  EXPECT_EQ(run(1, 0, 1, 0, float(e[0] / z * 0.999)), 0);
+  EXPECT_EQ(run(1, 0, 1, 0, float(e[0] / z * 1.001)), 1);
+  EXPECT_EQ(run(1, 0, 1, 0, 0.9999f), 4);  // the last token with weight; -inf and NaN never drawn
+  // top_k 3 keeps {0, 1, 2}: id 3 (tied with 2) is cut.
+  const double z3 = e[0] + e[1] + e[2];
+  EXPECT_EQ(run(1, 3, 1, 0, float((e[0] + e[1]) / z3 * 1.001)), 2);
+  EXPECT_EQ(run(1, 3, 1, 0, 0.99999f), 2);
+  // top_p 0.5: p0 = e0 / z ~ 0.6 >= 0.5 keeps only id 0.
+  EXPECT_EQ(run(1, 0, 0.5f, 0, 0.99f), 0);
+  // top_p 0.8: p0 + p1 ~ 0.82 keeps {0, 1}.
+  EXPECT_EQ(run(1, 0, 0.8f, 0, 0.99f), 1);
+  // min_p 0.3: keeps e >= 0.3 -> {0, 1} (e1 = 0.37).
+  EXPECT_EQ(run(1, 0, 1, 0.3f, 0.99f), 1);
+  // temperature 0: greedy.
+  EXPECT_EQ(run(0, 0, 1, 0, 0.99f), 0);
+  // top_k 1 is greedy whatever u is.
+  EXPECT_EQ(run(1.5f, 1, 1, 0, 0.99f), 0);
+  // uniforms: deterministic, in [0, 1), different per step.
+  std::vector<std::uint64_t> seeds = {1, 1, 2};
+  std::vector<std::int64_t> steps = {0, 1, 0};
+  std::vector<float> u1(3), u2(3);
+  uniforms_args ua{3, seeds.data(), steps.data(), u1.data()};
+  fill_uniforms_ref(ua);
+  ua.u = u2.data();
+  fill_uniforms_ref(ua);
+  EXPECT_EQ(u1, u2);
+  for (float v : u1) EXPECT_TRUE(v >= 0 && v < 1);
+  EXPECT_NE(u1[0], u1[1]);
+  EXPECT_NE(u1[0], u1[2]);
 }
 
 }  // namespace

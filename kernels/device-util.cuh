@@ -1,0 +1,108 @@
+// Internal to kernels/*.cu: small device helpers shared by the kernels (tensor-core fragments through mma.sync /
+// ldmatrix, cp.async, warp and block reductions and scans).
+//
+// mma.sync m16n8k16 bf16 fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16"), lane = threadIdx.x % 32,
+// g = lane / 4, c = 2 * (lane % 4):
+//   A 16x16 (row-major):  a0 = A[g][c..c+1]   a1 = A[g+8][c..c+1]   a2 = A[g][c+8..c+9]   a3 = A[g+8][c+8..c+9]
+//   B 16x8  (col-major):  b0 = B[c..c+1][g]   b1 = B[c+8..c+9][g]
+//   C 16x8  (fp32):       c0,c1 = C[g][c..c+1]   c2,c3 = C[g+8][c..c+1]
+// ldmatrix.x4 loads four 8x8 b16 matrices; lane l supplies the address of row l % 8 of matrix l / 8, and register j
+// receives matrix j's elements [g][c..c+1] (.trans: [c..c+1][g] of the matrix as stored).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace evident::kernels::dev {
+
+__device__ __forceinline__ std::uint32_t smem_u32(const void* p) {
+  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte global -> shared copy; when !pred nothing is read and the destination is zero-filled.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pred) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem),
+               "r"(pred ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], std::uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], std::uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// d += a * b, bf16 operands, fp32 accumulators.
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
+                                         std::uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats as a bf16 pair (lo in the low half: the lower column of a fragment).
+__device__ __forceinline__ std::uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<std::uint32_t*>(&v);
+}
+
+// Byte offset of 16-byte chunk `chunk` of row `row` in a shared tile with 64 bf16 (8 chunks, 128 bytes) per row,
+// XOR-swizzled so that ldmatrix over 8 consecutive rows at one chunk hits 8 different bank groups.
+__device__ __forceinline__ int swz64(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Inclusive scan within a warp.
+template <typename T>
+__device__ __forceinline__ T warp_inclusive_scan(T v) {
+  const int lane = threadIdx.x & 31;
+  for (int o = 1; o < 32; o <<= 1) {
+    const T n = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += n;
+  }
+  return v;
+}
+
+// Exclusive scan over the block (blockDim.x a multiple of 32, <= 1024); `scratch` holds 33 T in shared memory.
+// Returns the exclusive prefix of v; *total (if given) receives the block's sum. Contains __syncthreads().
+template <typename T>
+__device__ T block_exclusive_scan(T v, T* scratch, T* total = nullptr) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+  const T inc = warp_inclusive_scan(v);
+  if (lane == 31) scratch[warp] = inc;
+  __syncthreads();
+  if (warp == 0) {
+    T w = lane < n_warps ? scratch[lane] : T(0);
+    const T winc = warp_inclusive_scan(w);
+    scratch[lane] = winc - w;
+    if (lane == 31) scratch[32] = winc;
+  }
+  __syncthreads();
+  const T out = scratch[warp] + inc - v;
+  if (total) *total = scratch[32];
+  __syncthreads();
+  return out;
+}
+
+}  // namespace evident::kernels::dev
