@@ -1,0 +1,135 @@
+#include "engine/cuda/cuda-step-model.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "engine/base/error.h"
+#include "kernels/sampling.h"
+
+#define EV_STEP_CHECK(call)                                                                               \
+  do {                                                                                                    \
+    cudaError_t ev_err_ = (call);                                                                         \
+    if (ev_err_ != cudaSuccess)                                                                           \
+      EV_THROW(internal, "cuda_step_model: ", #call, " failed: ", cudaGetErrorName(ev_err_), " (",        \
+               cudaGetErrorString(ev_err_), ") at ", __FILE__, ":", __LINE__);                            \
+  } while (0)
+
+namespace evident::engine {
+
+struct cuda_step_model::impl {
+  explicit impl(std::vector<int> buckets) : graphs(std::make_unique<decode_graphs>(std::move(buckets))) {}
+  std::unique_ptr<decode_graphs> graphs;
+  cudaStream_t stream = nullptr;
+  int32_t* d_ids = nullptr;  // int32 [max_logit_rows] argmax of every logit row
+  int32_t* h_ids = nullptr;  // pinned copy
+  std::vector<int> cuda_slot;  // scheduler slot -> cuda_model slot (-1 when closed)
+  std::vector<step_entry> entries;
+  std::vector<float> rows;   // host logits of every row of a step (when out.logits and rows are skipped)
+};
+
+cuda_step_model::cuda_step_model(cuda_model& model, cuda_step_options options)
+    : model_(model), opt_(std::move(options)), p_(std::make_unique<impl>(opt_.buckets)) {
+  const auto& mo = model_.options();
+  for (int b : opt_.buckets)
+    EV_THROW_IF_NOT_MSG(b <= mo.max_step_entries && b <= mo.max_logit_rows, "cuda_step_model: graph bucket ", b,
+                        " exceeds the model's max_step_entries (", mo.max_step_entries, ") or max_logit_rows (",
+                        mo.max_logit_rows, ")");
+  EV_STEP_CHECK(cudaSetDevice(mo.device));
+  EV_STEP_CHECK(cudaStreamCreateWithFlags(&p_->stream, cudaStreamNonBlocking));
+  EV_STEP_CHECK(cudaMalloc(&p_->d_ids, sizeof(int32_t) * static_cast<size_t>(mo.max_logit_rows)));
+  EV_STEP_CHECK(cudaMallocHost(&p_->h_ids, sizeof(int32_t) * static_cast<size_t>(mo.max_logit_rows)));
+  p_->cuda_slot.assign(static_cast<size_t>(mo.max_sequences), -1);
+}
+
+cuda_step_model::~cuda_step_model() {
+  if (p_->stream) cudaStreamSynchronize(p_->stream);
+  for (int s : p_->cuda_slot)
+    if (s >= 0) model_.close_sequence(s);
+  p_->graphs.reset();  // graphs go before the stream
+  if (p_->h_ids) cudaFreeHost(p_->h_ids);
+  if (p_->d_ids) cudaFree(p_->d_ids);
+  if (p_->stream) cudaStreamDestroy(p_->stream);
+}
+
+int64_t cuda_step_model::vocab_size() const { return model_.vocab_size(); }
+int cuda_step_model::max_sequences() const { return model_.options().max_sequences; }
+int64_t cuda_step_model::max_context() const { return std::min(model_.options().max_context, model_.slots().max_length()); }
+int64_t cuda_step_model::kv_block_tokens() const { return model_.slots().block_size(); }
+int64_t cuda_step_model::kv_blocks() const { return model_.slots().n_blocks(); }
+const decode_graphs::counters& cuda_step_model::graph_stats() const { return p_->graphs->stats(); }
+
+void cuda_step_model::begin_sequence(int32_t slot) {
+  EV_ASSERT(slot >= 0 && slot < max_sequences() && p_->cuda_slot[static_cast<size_t>(slot)] < 0, "slot ", slot);
+  auto adm = model_.open_sequence();
+  EV_THROW_IF_NOT_KIND(adm.ok(), resource, "cuda_step_model: the CUDA model refused a sequence: ", adm.reason);
+  p_->cuda_slot[static_cast<size_t>(slot)] = adm.slot;
+}
+
+void cuda_step_model::end_sequence(int32_t slot) {
+  EV_ASSERT(slot >= 0 && slot < max_sequences() && p_->cuda_slot[static_cast<size_t>(slot)] >= 0, "slot ", slot);
+  model_.close_sequence(p_->cuda_slot[static_cast<size_t>(slot)]);
+  p_->cuda_slot[static_cast<size_t>(slot)] = -1;
+}
+
+void cuda_step_model::step(const step_batch& batch, const step_output& out) {
+  auto& es = p_->entries;
+  es.clear();
+  for (const auto& e : batch.entries) {
+    step_entry c;
+    c.slot = p_->cuda_slot[static_cast<size_t>(e.slot)];
+    EV_ASSERT(c.slot >= 0, "slot ", e.slot, " not begun");
+    c.ids = batch.tokens.data() + e.offset;
+    c.n_tokens = e.n_tokens;
+    c.start = e.pos;
+    es.push_back(c);
+  }
+  const int n = static_cast<int>(es.size());
+  const bool decode_only = batch.n_decode == n;
+  const int bucket = opt_.use_graphs && decode_only ? p_->graphs->bucket_for(n) : 0;
+  const step_plan plan = model_.prepare(es, bucket);
+  EV_ASSERT(static_cast<int>(plan.logit_row.size()) >= n, "prepare returned ", plan.logit_row.size(), " logit rows for ",
+            n, " entries");
+  const int64_t V = model_.vocab_size();
+  // Graph replays need the argmax over a row count fixed by the bucket (padding rows included).
+  const int argmax_rows = bucket > 0 ? std::max(bucket, plan.n_logit_rows) : plan.n_logit_rows;
+  EV_ASSERT(argmax_rows <= model_.options().max_logit_rows);
+  cudaStream_t st = p_->stream;
+  auto enqueue = [&](kernels::stream_t s) {
+    model_.launch(s);
+    if (!out.argmax) return;
+    kernels::argmax_args a;
+    a.n_rows = argmax_rows;
+    a.vocab = static_cast<int>(V);
+    a.logits = model_.logits();
+    a.stride = V;
+    a.ids = p_->d_ids;
+    const auto stt = kernels::sample_greedy(a, s);
+    EV_THROW_IF_NOT_KIND(stt.ok(), internal, "cuda_step_model: sample_greedy: ", stt.message);
+    EV_STEP_CHECK(cudaMemcpyAsync(p_->h_ids, p_->d_ids, sizeof(int32_t) * static_cast<size_t>(argmax_rows),
+                                  cudaMemcpyDeviceToHost, reinterpret_cast<cudaStream_t>(s)));
+  };
+  if (bucket > 0) {
+    p_->graphs->run(bucket, reinterpret_cast<kernels::stream_t>(st), enqueue);
+  } else {
+    enqueue(reinterpret_cast<kernels::stream_t>(st));
+  }
+  if (out.logits) {
+    p_->rows.resize(static_cast<size_t>(plan.n_logit_rows) * static_cast<size_t>(V));
+    model_.read_logits(p_->rows.data(), reinterpret_cast<kernels::stream_t>(st));  // waits for the stream
+  } else {
+    EV_STEP_CHECK(cudaStreamSynchronize(st));
+  }
+  int64_t r = 0;
+  for (int i = 0; i < n; ++i) {
+    if (!batch.entries[static_cast<size_t>(i)].want_logits) continue;
+    const int row = plan.logit_row[static_cast<size_t>(i)];
+    if (out.logits)
+      std::memcpy(out.logits + r * V, p_->rows.data() + static_cast<int64_t>(row) * V, sizeof(float) * static_cast<size_t>(V));
+    if (out.argmax) out.argmax[r] = p_->h_ids[row];
+    ++r;
+  }
+}
+
+}  // namespace evident::engine
