@@ -1,7 +1,8 @@
 // Times every CUDA kernel of kernels/ at Qwen3-Next-80B-A3B shapes with CUDA events (median of many runs after a
 // warm-up), beside its bound: bytes over the measured device copy bandwidth, or FLOPs over the measured bf16 GEMM
 // rate. Inputs are random; buffers larger than L2 (or rotated among several copies) so DRAM is what is measured.
-// Usage: bench_kernels [--quick]     Prints a markdown table; numbers go to bench/RESULTS.md with the card and date.
+// Usage: bench_kernels [--quick | --gdn-only | --new-only]   Prints a markdown table; numbers go to bench/RESULTS.md
+// with the card and date. --new-only: the MoE experts, prefill attention and top-k/top-p sampling rows only.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -95,12 +96,164 @@ void row(const std::string& what, double ms, double bytes, double flops) {
   std::fflush(stdout);
 }
 
+
+// ---- The MoE experts (routed, 512 x top-10, hidden 2048, inter 512), prefill attention and top-k/top-p sampling.
+void bench_new_ops(bool quick) {
+  // MoE: one layer's routed experts = permute + gate_up+SwiGLU + down (fp32 rows) + combine (with the shared expert
+  // output and its gate). Bound: the distinct active experts' weights read once (+ activations) over the copy
+  // bandwidth, or 6 * rows * hidden * inter FLOPs over the GEMM rate. 16 routing tables are rotated so that a batch-1
+  // step does not find its experts' weights in L2.
+  {
+    const int E = 512, K = 10, H = 2048, I = 512;
+    bf16* wgu = random_buffer<bf16>(std::size_t(E) * 2 * I * H, -0.03f, 0.03f, 40);
+    bf16* wd = random_buffer<bf16>(std::size_t(E) * H * I, -0.04f, 0.04f, 41);
+    for (int T : {1, 8, 32, 64, 4096, 32768}) {
+      if (quick && T != 1 && T != 64 && T != 32768) continue;
+      const int R = T * K, n_tables = T <= 64 ? 16 : 1;
+      std::mt19937 rng(42 + T);
+      std::vector<std::int32_t> ids(std::size_t(n_tables) * R);
+      double active = 0;
+      std::vector<int> perm(E);
+      for (int tb = 0; tb < n_tables; ++tb) {
+        std::vector<char> seen(E, 0);
+        for (int t = 0; t < T; ++t) {
+          for (int e = 0; e < E; ++e) perm[e] = e;
+          for (int k = 0; k < K; ++k) std::swap(perm[k], perm[k + rng() % (E - k)]);
+          for (int k = 0; k < K; ++k) ids[std::size_t(tb) * R + t * K + k] = perm[k], seen[perm[k]] = 1;
+        }
+        for (char c : seen) active += c;
+      }
+      active /= n_tables;
+      std::int32_t *d_ids, *off, *rt, *tr;
+      CHECK_CUDA(cudaMalloc(&d_ids, ids.size() * 4));
+      CHECK_CUDA(cudaMemcpy(d_ids, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
+      CHECK_CUDA(cudaMalloc(&off, (E + 1) * 4));
+      CHECK_CUDA(cudaMalloc(&rt, std::size_t(R) * 4));
+      CHECK_CUDA(cudaMalloc(&tr, std::size_t(R) * 4));
+      bf16* x = random_buffer<bf16>(std::size_t(T) * H, -1, 1, 43);
+      bf16* shared = random_buffer<bf16>(std::size_t(T) * H, -1, 1, 44);
+      float* gl = random_buffer<float>(T, -2, 2, 45);
+      float* w = random_buffer<float>(std::size_t(R), 0.05f, 0.2f, 46);
+      bf16 *h, *out;
+      float* y;
+      CHECK_CUDA(cudaMalloc(&h, std::size_t(R) * I * 2));
+      CHECK_CUDA(cudaMalloc(&y, std::size_t(R) * H * 4));
+      CHECK_CUDA(cudaMalloc(&out, std::size_t(T) * H * 2));
+      moe_permute_args pa;
+      pa.n_tokens = T, pa.n_experts = E, pa.top_k = K, pa.ids = d_ids, pa.expert_offsets = off, pa.row_token = rt;
+      pa.token_row = tr;
+      const std::size_t ws_bytes = moe_permute_workspace_bytes(pa);
+      void* ws;
+      CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
+      moe_gate_up_args ga;
+      ga.n_rows = R, ga.n_experts = E, ga.hidden = H, ga.inter = I, ga.expert_offsets = off, ga.row_token = rt;
+      ga.x = x, ga.x_stride = H, ga.w_gate_up = wgu, ga.h = h, ga.h_stride = I;
+      moe_down_args da;
+      da.n_rows = R, da.n_experts = E, da.hidden = H, da.inter = I, da.expert_offsets = off, da.h = h, da.h_stride = I;
+      da.w_down = wd, da.y = y, da.y_stride = H, da.y_type = gemm_out::fp32;
+      moe_combine_args ca;
+      ca.n_tokens = T, ca.top_k = K, ca.hidden = H, ca.weights = w, ca.token_row = tr, ca.y = y, ca.y_stride = H;
+      ca.y_type = gemm_out::fp32, ca.shared = shared, ca.shared_stride = H, ca.shared_gate_logit = gl;
+      ca.out = out, ca.out_stride = H;
+      int it = 0;
+      auto layer = [&] {
+        pa.ids = d_ids + std::size_t(it++ % n_tables) * R;
+        check(moe_permute(pa, ws, ws_bytes, nullptr), "moe_permute");
+        check(moe_gate_up_swiglu(ga, nullptr), "moe_gate_up");
+        check(moe_down(da, nullptr), "moe_down");
+        check(moe_combine(ca, nullptr), "moe_combine");
+      };
+      const double wbytes = active * 3.0 * H * I * 2;
+      const double abytes = double(T) * H * 2 * 3 + double(R) * (I * 2 * 2 + H * 4 * 2);
+      const double flops = 6.0 * R * H * I;
+      const std::string tag = "batch " + std::to_string(T) + " (" + std::to_string(int(active + 0.5)) + " experts)";
+      const int reps = T > 4096 ? 10 : 30;
+      double ms = time_ms(layer, 3, reps);
+      row("moe routed experts layer (permute+gate_up+down+combine), " + tag, ms, wbytes + abytes, flops);
+      it = 0;
+      ms = time_ms([&] {
+        pa.ids = d_ids + std::size_t(it++ % n_tables) * R;
+        check(moe_permute(pa, ws, ws_bytes, nullptr), "moe_permute");
+      }, 3, reps);
+      row("  of which moe_permute, " + tag, ms, double(R) * 4 * 4, 0);
+      if (n_tables == 1) {  // the same routing every run: the grouped GEMMs alone
+        ms = time_ms([&] { check(moe_gate_up_swiglu(ga, nullptr), "moe_gate_up"); }, 3, reps);
+        row("  of which moe_gate_up_swiglu, " + tag, ms, active * 2.0 * H * I * 2 + double(T) * H * 2 + R * I * 2.0,
+            4.0 * R * H * I);
+        ms = time_ms([&] { check(moe_down(da, nullptr), "moe_down"); }, 3, reps);
+        row("  of which moe_down (fp32 rows), " + tag, ms, active * 1.0 * H * I * 2 + R * (I * 2.0 + H * 4.0),
+            2.0 * R * H * I);
+      }
+      cudaFree(d_ids), cudaFree(off), cudaFree(rt), cudaFree(tr), cudaFree(x), cudaFree(shared), cudaFree(gl);
+      cudaFree(w), cudaFree(h), cudaFree(y), cudaFree(out), cudaFree(ws);
+    }
+    cudaFree(wgu), cudaFree(wd);
+  }
+  // Prefill attention: one sequence, the whole prompt in one chunk (causal), 16/2 heads of 256, paged (block 16).
+  for (int T : {8192, 32768}) {
+    if (quick && T != 32768) continue;
+    const int bs = 16, HQ = 16, HKV = 2, AD = 256, nb = T / bs;
+    const std::size_t cache_n = std::size_t(T) * HKV * AD;
+    bf16* kc = random_buffer<bf16>(cache_n, -1, 1, 50);
+    bf16* vc = random_buffer<bf16>(cache_n, -1, 1, 51);
+    bf16* qg = random_buffer<bf16>(std::size_t(T) * HQ * 2 * AD, -1, 1, 52);
+    bf16* out;
+    CHECK_CUDA(cudaMalloc(&out, std::size_t(T) * HQ * AD * 2));
+    std::vector<std::int32_t> tables(nb), meta = {0, T, T};
+    for (int i = 0; i < nb; ++i) tables[i] = i;
+    std::int32_t *d_tables, *d_meta;
+    CHECK_CUDA(cudaMalloc(&d_tables, tables.size() * 4));
+    CHECK_CUDA(cudaMalloc(&d_meta, meta.size() * 4));
+    CHECK_CUDA(cudaMemcpy(d_tables, tables.data(), tables.size() * 4, cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMemcpy(d_meta, meta.data(), meta.size() * 4, cudaMemcpyHostToDevice));
+    attention_prefill_args a;
+    a.n_seq = 1, a.n_tokens = T, a.max_n_new = T, a.cu_q = d_meta, a.seq_lens = d_meta + 2;
+    a.q = qg, a.q_stride = HQ * 2 * AD, a.q_head_stride = 2 * AD, a.gate = qg + AD, a.gate_stride = HQ * 2 * AD;
+    a.gate_head_stride = 2 * AD, a.out = out, a.out_stride = HQ * AD;
+    a.kv.k_cache = kc, a.kv.v_cache = vc, a.kv.n_blocks = nb, a.kv.block_size = bs, a.kv.block_tables = d_tables;
+    a.kv.max_blocks_per_seq = nb;
+    const double ms = time_ms([&] { check(attention_prefill(a, nullptr), "attention_prefill"); }, 2, T > 8192 ? 5 : 10);
+    // Causal: T (T + 1) / 2 query-key pairs per head, 2 products (QK^T, PV) of 256 multiply-adds each.
+    row("attention prefill (paged, causal, GQA 16/2 x 256, gate), " + std::to_string(T) + " tokens", ms,
+        double(T) * (HQ * 2 * AD * 2 + HQ * AD * 2) + 2.0 * cache_n * 2, 4.0 * HQ * AD * (double(T) * (T + 1) / 2));
+    cudaFree(kc), cudaFree(vc), cudaFree(qg), cudaFree(out), cudaFree(d_tables), cudaFree(d_meta);
+  }
+  // Sampling: temperature 0.6, top-k 20 / top-p 0.95 (Qwen3 thinking defaults) and top-p 0.95 alone, 151936 vocab.
+  for (int B : {1, 64}) {
+    const int V = 151936;
+    float* logits = random_buffer<float>(std::size_t(B) * V, -10, 10, 60);
+    std::vector<float> temp(B, 0.6f), tp(B, 0.95f), u(B, 0.5f);
+    std::vector<std::int32_t> tk(B, 20);
+    float *d_t, *d_tp, *d_u;
+    std::int32_t *d_tk, *ids;
+    CHECK_CUDA(cudaMalloc(&d_t, B * 4));
+    CHECK_CUDA(cudaMalloc(&d_tp, B * 4));
+    CHECK_CUDA(cudaMalloc(&d_u, B * 4));
+    CHECK_CUDA(cudaMalloc(&d_tk, B * 4));
+    CHECK_CUDA(cudaMalloc(&ids, B * 4));
+    CHECK_CUDA(cudaMemcpy(d_t, temp.data(), B * 4, cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMemcpy(d_tp, tp.data(), B * 4, cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMemcpy(d_u, u.data(), B * 4, cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMemcpy(d_tk, tk.data(), B * 4, cudaMemcpyHostToDevice));
+    sample_args a;
+    a.n_rows = B, a.vocab = V, a.logits = logits, a.stride = V, a.temperature = d_t, a.top_k = d_tk, a.top_p = d_tp;
+    a.uniforms = d_u, a.ids = ids;
+    double ms = time_ms([&] { check(sample(a, nullptr), "sample"); }, 3, 20);
+    row("sample top-k 20 + top-p 0.95, batch " + std::to_string(B) + " x 151936", ms, double(B) * V * 4, 0);
+    a.top_k = nullptr;
+    ms = time_ms([&] { check(sample(a, nullptr), "sample"); }, 3, 20);
+    row("sample top-p 0.95 alone, batch " + std::to_string(B) + " x 151936", ms, double(B) * V * 4, 0);
+    cudaFree(logits), cudaFree(d_t), cudaFree(d_tp), cudaFree(d_u), cudaFree(d_tk), cudaFree(ids);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   // --quick: only the headline shapes; --gdn-only: only the 32K chunked gated delta rule (for profilers).
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   const bool gdn_only = argc > 1 && std::strcmp(argv[1], "--gdn-only") == 0;
+  const bool new_only = argc > 1 && std::strcmp(argv[1], "--new-only") == 0;
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
@@ -133,6 +286,9 @@ int main(int argc, char** argv) {
   }
   std::printf("copy bandwidth %.0f GB/s (read + write), bf16 GEMM 8192^3 %.0f TFLOP/s\n\n", g_bw / 1e9, g_flops / 1e12);
   std::printf("| kernel (Qwen3-Next-80B-A3B shapes) | median | bound | bound/time |\n| --- | --- | --- | --- |\n");
+
+  if (!gdn_only) bench_new_ops(quick);
+  if (new_only) return 0;
 
   // ---- gated delta rule, chunked: 16 key / 32 value heads of 128.
   const int HK = 16, HV = 32, D = 128, KD = HK * D, VD = HV * D, PACK = 2 * KD + VD;

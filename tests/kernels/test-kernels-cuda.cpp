@@ -548,5 +548,332 @@ INSTANTIATE_TEST_SUITE_P(Cases, AttentionCuda,
                                            attn_case{"forced_splits_more_than_positions", {3, 40}, 8, 7}),
                          [](const auto& info) { return std::string(info.param.name); });
 
+// ---------------------------------------------------------------------------------------------------------------------
+// MoE experts. Each kernel is checked on its own, fed the reference's inputs (so an error is not blamed on the kernel
+// before it): permute exactly; gate_up+SwiGLU and combine (bf16 outputs; fp32 accumulation against fp64) within
+// 5e-3 rel-L2: both round to bf16, so they differ by a one-ulp flip (2^-8 relative) at a small fraction of elements,
+// plus fp32 accumulation error (~1e-6); a wrong row, expert or column is O(1). down with fp32 output within 1e-4
+// (fp32 accumulation over K <= 512 products of bf16 values), bf16 output within 5e-3.
+struct moe_case {
+  const char* name;
+  int T, E, K, H, I;
+  int tile_m;         // 0 auto, 16 or 128 forced
+  bool skew, drop;    // expert 0 taken by every token; one (token, k) dropped (id -1)
+  bool small;
+};
+void PrintTo(const moe_case& c, std::ostream* os) { *os << c.name; }
+
+std::vector<std::int32_t> route(int T, int E, int K, bool skew, bool drop, std::mt19937& rng) {
+  std::vector<std::int32_t> ids(std::size_t(T) * K);
+  std::vector<int> perm(E);
+  for (int t = 0; t < T; ++t) {
+    for (int e = 0; e < E; ++e) perm[e] = e;
+    std::shuffle(perm.begin(), perm.end(), rng);
+    if (skew) std::iter_swap(perm.begin(), std::find(perm.begin(), perm.end(), 0));
+    for (int k = 0; k < K; ++k) ids[std::size_t(t) * K + k] = perm[k];
+  }
+  if (drop && T > 1) ids[std::size_t(T / 2) * K + K - 1] = -1;
+  return ids;
+}
+
+class MoeExpertsCuda : public ::testing::TestWithParam<moe_case> {};
+
+TEST_P(MoeExpertsCuda, EachStageMatchesReference) {
+  EV_REQUIRE_CUDA();
+  const moe_case& c = GetParam();
+  if (small_only() && !c.small) GTEST_SKIP() << "EVIDENT_KERNELS_SMALL=1: large case skipped";
+  std::mt19937 rng(41);
+  const int T = c.T, E = c.E, K = c.K, H = c.H, I = c.I, R = T * K;
+  const float ws = 1.f / std::sqrt(float(H)), wd_s = 1.f / std::sqrt(float(I));
+  auto ids = route(T, E, K, c.skew, c.drop, rng);
+  auto x = to_bf16(uniform(std::size_t(T) * H, -1, 1, rng));
+  auto wgu = to_bf16(uniform(std::size_t(E) * 2 * I * H, -2 * ws, 2 * ws, rng));
+  auto wd = to_bf16(uniform(std::size_t(E) * H * I, -2 * wd_s, 2 * wd_s, rng));
+  // 1. permute
+  std::vector<std::int32_t> off(E + 1), row_token(R, -1), token_row(R);
+  moe_permute_args pa;
+  pa.n_tokens = T, pa.n_experts = E, pa.top_k = K, pa.ids = ids.data(), pa.expert_offsets = off.data();
+  pa.row_token = row_token.data(), pa.token_row = token_row.data();
+  moe_permute_ref(pa);
+  const int used = off[E];
+  dbuf<std::int32_t> d_ids(ids.size()), d_off(E + 1), d_rt(R), d_tr(R);
+  d_ids.upload(ids);
+  d_off.poison(), d_rt.upload(std::vector<std::int32_t>(R, -1)), d_tr.poison();
+  dbuf<unsigned char> d_ws(moe_permute_workspace_bytes(pa));
+  d_ws.poison();
+  pa.ids = d_ids.p, pa.expert_offsets = d_off.p, pa.row_token = d_rt.p, pa.token_row = d_tr.p;
+  KERNEL_OK(moe_permute(pa, d_ws.p, d_ws.n, nullptr));
+  ASSERT_EQ(d_off.download(), off);
+  ASSERT_EQ(d_rt.download(), row_token);
+  ASSERT_EQ(d_tr.download(), token_row);
+  // 2. gate_up + SwiGLU (h stride padded by 8 to check the stride)
+  const int hs = I + 8;
+  std::vector<bf16> h(std::size_t(R) * hs, float_to_bf16(0.f));
+  moe_gate_up_args ga;
+  ga.n_rows = R, ga.n_experts = E, ga.hidden = H, ga.inter = I, ga.expert_offsets = off.data();
+  ga.row_token = row_token.data(), ga.x = x.data(), ga.x_stride = H, ga.w_gate_up = wgu.data(), ga.h = h.data();
+  ga.h_stride = hs, ga.tile_m = c.tile_m;
+  moe_gate_up_swiglu_ref(ga);
+  dbuf<bf16> d_x(x.size()), d_wgu(wgu.size()), d_h(h.size()), d_wd(wd.size());
+  d_x.upload(x), d_wgu.upload(wgu), d_wd.upload(wd);
+  d_h.upload(std::vector<bf16>(h.size(), float_to_bf16(0.f)));
+  ga.expert_offsets = d_off.p, ga.row_token = d_rt.p, ga.x = d_x.p, ga.w_gate_up = d_wgu.p, ga.h = d_h.p;
+  KERNEL_OK(moe_gate_up_swiglu(ga, nullptr));
+  auto h_dev = d_h.download();
+  h_dev.resize(std::size_t(used) * hs);
+  std::vector<bf16> h_ref(h.begin(), h.begin() + std::size_t(used) * hs);
+  const double e_h = rel_l2(to_float(h_dev), to_float(h_ref));
+  // 3. down, fp32 and bf16 outputs, from the reference h
+  d_h.upload(h);
+  std::vector<float> y(std::size_t(R) * H, 0.f);
+  std::vector<bf16> yb(std::size_t(R) * H, float_to_bf16(0.f));
+  moe_down_args da;
+  da.n_rows = R, da.n_experts = E, da.hidden = H, da.inter = I, da.expert_offsets = off.data(), da.h = h.data();
+  da.h_stride = hs, da.w_down = wd.data(), da.y = y.data(), da.y_stride = H, da.y_type = gemm_out::fp32;
+  da.tile_m = c.tile_m;
+  moe_down_ref(da);
+  da.y = yb.data(), da.y_type = gemm_out::bf16;
+  moe_down_ref(da);
+  dbuf<float> d_y(y.size());
+  dbuf<bf16> d_yb(yb.size());
+  d_y.upload(std::vector<float>(y.size(), 0.f)), d_yb.upload(std::vector<bf16>(yb.size(), float_to_bf16(0.f)));
+  da.expert_offsets = d_off.p, da.h = d_h.p, da.w_down = d_wd.p, da.y = d_y.p, da.y_type = gemm_out::fp32;
+  KERNEL_OK(moe_down(da, nullptr));
+  da.y = d_yb.p, da.y_type = gemm_out::bf16;
+  KERNEL_OK(moe_down(da, nullptr));
+  auto y_dev = d_y.download();
+  auto yb_dev = to_float(d_yb.download());
+  y_dev.resize(std::size_t(used) * H), yb_dev.resize(std::size_t(used) * H);
+  std::vector<float> y_ref(y.begin(), y.begin() + std::size_t(used) * H);
+  auto yb_ref = to_float(yb);
+  yb_ref.resize(std::size_t(used) * H);
+  const double e_y = rel_l2(y_dev, y_ref), e_yb = rel_l2(yb_dev, yb_ref);
+  // 4. combine from the reference y (fp32), with the shared expert and the residual (in place: out == residual)
+  auto weights = uniform(std::size_t(T) * K, 0.05f, 0.5f, rng);
+  auto shared = to_bf16(uniform(std::size_t(T) * H, -1, 1, rng));
+  std::vector<float> gate_logit(std::size_t(T) * 2);
+  for (auto& g : gate_logit) g = std::uniform_real_distribution<float>(-4, 4)(rng);
+  auto resid = to_bf16(uniform(std::size_t(T) * H, -1, 1, rng));
+  std::vector<bf16> out_ref(resid);
+  moe_combine_args ca;
+  ca.n_tokens = T, ca.top_k = K, ca.hidden = H, ca.weights = weights.data(), ca.token_row = token_row.data();
+  ca.y = y.data(), ca.y_stride = H, ca.y_type = gemm_out::fp32, ca.shared = shared.data(), ca.shared_stride = H;
+  ca.shared_gate_logit = gate_logit.data(), ca.shared_gate_stride = 2, ca.residual = out_ref.data();
+  ca.residual_stride = H, ca.out = out_ref.data(), ca.out_stride = H;
+  moe_combine_ref(ca);
+  dbuf<float> d_w(weights.size()), d_gl(gate_logit.size());
+  dbuf<bf16> d_sh(shared.size()), d_out(resid.size());
+  d_w.upload(weights), d_gl.upload(gate_logit), d_sh.upload(shared), d_out.upload(resid), d_y.upload(y);
+  ca.weights = d_w.p, ca.token_row = d_tr.p, ca.y = d_y.p, ca.shared = d_sh.p, ca.shared_gate_logit = d_gl.p;
+  ca.residual = d_out.p, ca.out = d_out.p;
+  KERNEL_OK(moe_combine(ca, nullptr));
+  const double e_out = rel_l2(to_float(d_out.download()), to_float(out_ref));
+  std::printf("  [moe %s, %d rows] rel-L2 h %.3e  y %.3e  y(bf16) %.3e  out %.3e\n", c.name, used, e_h, e_y, e_yb,
+              e_out);
+  EXPECT_LT(e_h, 5e-3);
+  EXPECT_LT(e_y, 1e-4);
+  EXPECT_LT(e_yb, 5e-3);
+  EXPECT_LT(e_out, 5e-3);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, MoeExpertsCuda,
+    ::testing::Values(moe_case{"small_decode", 5, 8, 2, 64, 32, 0, false, false, true},
+                      moe_case{"small_odd_tiles_128", 37, 8, 2, 72, 40, 128, false, true, true},
+                      moe_case{"small_odd_tiles_16", 37, 8, 2, 72, 40, 16, false, true, true},
+                      moe_case{"small_prefill_skewed", 300, 8, 2, 64, 32, 0, true, true, true},
+                      moe_case{"qwen_decode_b1", 1, 512, 10, 2048, 512, 0, false, false, false},
+                      moe_case{"qwen_decode_b64", 64, 512, 10, 2048, 512, 0, false, true, false},
+                      moe_case{"prefill_skewed_multi_chunk", 300, 16, 4, 512, 256, 0, true, true, false}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+// Permutation alone at prefill sizes (many chunks of 1024 entries): exact.
+TEST(MoeCuda, PermuteManyChunksIsExact) {
+  EV_REQUIRE_CUDA();
+  std::mt19937 rng(43);
+  for (int T : {1, 103, 3277}) {
+    const int E = 512, K = 10, R = T * K;
+    auto ids = route(T, E, K, T > 1000, true, rng);
+    std::vector<std::int32_t> off(E + 1), rt(R, -1), tr(R);
+    moe_permute_args a;
+    a.n_tokens = T, a.n_experts = E, a.top_k = K, a.ids = ids.data(), a.expert_offsets = off.data();
+    a.row_token = rt.data(), a.token_row = tr.data();
+    moe_permute_ref(a);
+    dbuf<std::int32_t> d_ids(R), d_off(E + 1), d_rt(R), d_tr(R);
+    dbuf<unsigned char> d_ws(moe_permute_workspace_bytes(a));
+    d_ids.upload(ids), d_rt.upload(std::vector<std::int32_t>(R, -1)), d_off.poison(), d_tr.poison(), d_ws.poison();
+    a.ids = d_ids.p, a.expert_offsets = d_off.p, a.row_token = d_rt.p, a.token_row = d_tr.p;
+    KERNEL_OK(moe_permute(a, d_ws.p, d_ws.n, nullptr));
+    EXPECT_EQ(d_off.download(), off) << T;
+    EXPECT_EQ(d_rt.download(), rt) << T;
+    EXPECT_EQ(d_tr.download(), tr) << T;
+  }
+}
+
+// Shared-expert SwiGLU: fp32 math on bf16 inputs, one rounding; equal to the reference except one-ulp flips.
+TEST(MoeCuda, SwigluMatchesReference) {
+  EV_REQUIRE_CUDA();
+  std::mt19937 rng(47);
+  const int n = 7, I = 520;
+  auto in = to_bf16(uniform(std::size_t(n) * (2 * I + 16), -4, 4, rng));
+  std::vector<bf16> ref(std::size_t(n) * I);
+  swiglu_args a{n, I, in.data(), 2 * I + 16, ref.data(), I};
+  swiglu_ref(a);
+  dbuf<bf16> d_in(in.size()), d_out(ref.size());
+  d_in.upload(in), d_out.poison();
+  a.in = d_in.p, a.out = d_out.p;
+  KERNEL_OK(swiglu(a, nullptr));
+  EXPECT_LT(rel_l2(to_float(d_out.download()), to_float(ref)), 5e-3);
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Prefill attention: varlen chunks on top of cached prefixes in a scattered paged cache, q|gate interleaved per head
+// as the projection packs them. Tolerance 1e-2 rel-L2: as flash-attention, P is rounded to bf16 before the P V
+// product (relative error <= 2^-9 per weight, averaging out over the keys) and the output is rounded to bf16
+// (~1.1e-3); a mask or indexing mistake is O(0.1-1).
+struct prefill_case {
+  const char* name;
+  std::vector<int> ctx, n_new;
+  int block_size;
+  bool small;
+};
+void PrintTo(const prefill_case& c, std::ostream* os) { *os << c.name; }
+
+class AttentionPrefillCuda : public ::testing::TestWithParam<prefill_case> {};
+
+TEST_P(AttentionPrefillCuda, MatchesReference) {
+  EV_REQUIRE_CUDA();
+  const prefill_case& c = GetParam();
+  if (small_only() && !c.small) GTEST_SKIP() << "EVIDENT_KERNELS_SMALL=1: large case skipped";
+  std::mt19937 rng(53);
+  const int HQ = 16, HK = 2, D = 256, n_seq = int(c.ctx.size()), bs = c.block_size;
+  int max_len = 0, total_blocks = 0, max_new = 0;
+  std::vector<std::int32_t> cu(1, 0);
+  for (int s = 0; s < n_seq; ++s) {
+    max_len = std::max(max_len, c.ctx[s]), total_blocks += (c.ctx[s] + bs - 1) / bs;
+    max_new = std::max(max_new, c.n_new[s]), cu.push_back(cu.back() + c.n_new[s]);
+  }
+  const int max_blocks = (max_len + bs - 1) / bs + 1, n_tok = cu.back();
+  std::vector<std::int32_t> pool(total_blocks + 1);
+  for (int i = 0; i <= total_blocks; ++i) pool[i] = i;
+  std::shuffle(pool.begin(), pool.end(), rng);
+  std::vector<std::int32_t> tables(std::size_t(n_seq) * max_blocks, -1), slots;
+  int next = 0;
+  for (int s = 0; s < n_seq; ++s) {
+    for (int b = 0; b < (c.ctx[s] + bs - 1) / bs; ++b) tables[std::size_t(s) * max_blocks + b] = pool[next++];
+    for (int p = 0; p < c.ctx[s]; ++p) slots.push_back(tables[std::size_t(s) * max_blocks + p / bs] * bs + p % bs);
+  }
+  const int n_kv = int(slots.size()), n_blocks = total_blocks + 1;
+  auto kin = to_bf16(uniform(std::size_t(n_kv) * HK * D, -1, 1, rng));
+  auto vin = to_bf16(uniform(std::size_t(n_kv) * HK * D, -1, 1, rng));
+  const std::size_t cache_n = std::size_t(n_blocks) * bs * HK * D;
+  std::vector<bf16> kc(cache_n, float_to_bf16(7.f)), vc(cache_n, float_to_bf16(7.f));
+  kv_write_args w;
+  w.n_tokens = n_kv, w.n_kv_heads = HK, w.head_dim = D, w.k = kin.data(), w.k_stride = HK * D, w.v = vin.data();
+  w.v_stride = HK * D, w.slot_mapping = slots.data();
+  w.kv.k_cache = kc.data(), w.kv.v_cache = vc.data(), w.kv.n_blocks = n_blocks, w.kv.block_size = bs;
+  kv_cache_write_ref(w);
+  // q scaled up so the softmax is peaked (scores of a few units), as trained models' are.
+  auto qg = to_bf16(uniform(std::size_t(std::max(n_tok, 1)) * HQ * 2 * D, -3, 3, rng));
+  std::vector<bf16> out_ref(std::size_t(std::max(n_tok, 1)) * HQ * D);
+  std::vector<std::int32_t> lens(c.ctx.begin(), c.ctx.end());
+  attention_prefill_args a;
+  a.n_seq = n_seq, a.n_tokens = n_tok, a.max_n_new = max_new, a.n_q_heads = HQ, a.n_kv_heads = HK, a.head_dim = D;
+  a.scale = 1.f / 16.f, a.cu_q = cu.data(), a.seq_lens = lens.data();
+  a.q = qg.data(), a.q_stride = HQ * 2 * D, a.q_head_stride = 2 * D;
+  a.gate = qg.data() + D, a.gate_stride = HQ * 2 * D, a.gate_head_stride = 2 * D;
+  a.kv = w.kv, a.kv.block_tables = tables.data(), a.kv.max_blocks_per_seq = max_blocks;
+  a.out = out_ref.data(), a.out_stride = HQ * D;
+  attention_prefill_ref(a);
+  dbuf<bf16> d_k(kin.size()), d_v(vin.size()), d_kc(cache_n), d_vc(cache_n), d_qg(qg.size()), d_out(out_ref.size());
+  dbuf<std::int32_t> d_slots(slots.size()), d_tables(tables.size()), d_lens(lens.size()), d_cu(cu.size());
+  d_k.upload(kin), d_v.upload(vin), d_qg.upload(qg), d_slots.upload(slots), d_tables.upload(tables);
+  d_lens.upload(lens), d_cu.upload(cu);
+  d_kc.upload(std::vector<bf16>(cache_n, float_to_bf16(7.f))), d_vc.upload(std::vector<bf16>(cache_n, float_to_bf16(7.f)));
+  w.k = d_k.p, w.v = d_v.p, w.slot_mapping = d_slots.p, w.kv.k_cache = d_kc.p, w.kv.v_cache = d_vc.p;
+  KERNEL_OK(kv_cache_write(w, nullptr));
+  a.q = d_qg.p, a.gate = d_qg.p + D, a.cu_q = d_cu.p, a.seq_lens = d_lens.p, a.kv.k_cache = d_kc.p;
+  a.kv.v_cache = d_vc.p, a.kv.block_tables = d_tables.p, a.out = d_out.p;
+  d_out.poison();
+  KERNEL_OK(attention_prefill(a, nullptr));
+  auto got = to_float(d_out.download()), want = to_float(out_ref);
+  got.resize(std::size_t(n_tok) * HQ * D), want.resize(got.size());
+  const double e = rel_l2(got, want);
+  std::printf("  [attention prefill %s, %d query tokens] rel-L2 %.3e\n", c.name, n_tok, e);
+  EXPECT_LT(e, 1e-2);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, AttentionPrefillCuda,
+    ::testing::Values(prefill_case{"single_token", {1}, {1}, 16, true},
+                      prefill_case{"odd_prompt", {100}, {100}, 16, true},
+                      prefill_case{"chunk_on_prefix", {300}, {37}, 8, true},
+                      prefill_case{"mixed_batch", {5, 1000, 50, 64, 129, 3}, {5, 130, 0, 64, 1, 2}, 16, false},
+                      prefill_case{"long_chunk", {1500}, {300}, 32, false}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Top-k / top-p / min-p sampling: the device uniforms equal fill_uniforms_ref bit for bit, and with them the kernel
+// picks exactly the reference's token in every row (integer weights: no tolerance). Rows cover greedy, each filter
+// alone and combined, ties (a planted duplicate of the top logit and of a mid-rank logit), -inf and NaN logits.
+TEST(SamplingCuda, TopKTopPMinPMatchReference) {
+  EV_REQUIRE_CUDA();
+  std::mt19937 rng(59);
+  for (int vocab : {37, 1000, 151936}) {
+    if (small_only() && vocab > 1000) continue;
+    const float temps[] = {0.f, 0.6f, 1.f, 1.5f, 0.7f, 1.f, 0.3f, 1.f, 2.f, 0.6f, 1.f, 1.f};
+    const int topks[] = {0, 0, 20, 0, 1, 50, 0, 5, 0, 20, vocab + 3, 3};
+    const float topps[] = {1.f, 0.95f, 1.f, 0.5f, 1.f, 0.9f, 1.f, 1.f, 0.01f, 0.95f, 0.99f, 1.f};
+    const float minps[] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.05f, 0.1f, 0.f, 0.f, 0.f, 0.f, 0.5f};
+    const int rows = 12;
+    std::normal_distribution<float> nd(0.f, 3.f);
+    std::vector<float> logits(std::size_t(rows) * vocab);
+    for (auto& v : logits) v = nd(rng);
+    for (int r = 0; r < rows; ++r) {
+      float* l = logits.data() + std::size_t(r) * vocab;
+      const int top = int(std::max_element(l, l + vocab) - l);
+      l[(top + 7) % vocab] = l[top];  // tie at the top
+      l[11] = l[3];                   // a tie further down
+      l[5] = -INFINITY;
+      if (r % 3 == 1) l[6] = NAN;
+    }
+    std::vector<float> temp(temps, temps + rows), tp(topps, topps + rows), mp(minps, minps + rows);
+    std::vector<std::int32_t> tk(topks, topks + rows);
+    std::vector<std::uint64_t> seeds(rows);
+    std::vector<std::int64_t> steps(rows);
+    for (int r = 0; r < rows; ++r) seeds[r] = 1000 + r * 7919ull, steps[r] = r * 3;
+    std::vector<float> u(rows);
+    uniforms_args ua{rows, seeds.data(), steps.data(), u.data()};
+    fill_uniforms_ref(ua);
+    std::vector<std::int32_t> ids_ref(rows);
+    sample_args a;
+    a.n_rows = rows, a.vocab = vocab, a.logits = logits.data(), a.stride = vocab, a.temperature = temp.data();
+    a.top_k = tk.data(), a.top_p = tp.data(), a.min_p = mp.data(), a.uniforms = u.data(), a.ids = ids_ref.data();
+    sample_ref(a);
+    dbuf<float> d_l(logits.size()), d_t(rows), d_tp(rows), d_mp(rows), d_u(rows);
+    dbuf<std::int32_t> d_tk(rows), d_ids(rows);
+    dbuf<std::uint64_t> d_seeds(rows);
+    dbuf<std::int64_t> d_steps(rows);
+    d_l.upload(logits), d_t.upload(temp), d_tp.upload(tp), d_mp.upload(mp), d_tk.upload(tk);
+    d_seeds.upload(seeds), d_steps.upload(steps), d_u.poison(), d_ids.poison();
+    ua.seeds = d_seeds.p, ua.steps = d_steps.p, ua.u = d_u.p;
+    KERNEL_OK(fill_uniforms(ua, nullptr));
+    const auto u_dev = d_u.download();
+    for (int r = 0; r < rows; ++r) ASSERT_EQ(u_dev[r], u[r]) << "uniform row " << r;
+    a.logits = d_l.p, a.temperature = d_t.p, a.top_k = d_tk.p, a.top_p = d_tp.p, a.min_p = d_mp.p, a.uniforms = d_u.p;
+    a.ids = d_ids.p;
+    KERNEL_OK(sample(a, nullptr));
+    EXPECT_EQ(d_ids.download(), ids_ref) << "vocab " << vocab;
+    // Null filter arrays: every row unfiltered.
+    a.top_k = nullptr, a.top_p = nullptr, a.min_p = nullptr;
+    KERNEL_OK(sample(a, nullptr));
+    std::vector<std::int32_t> ids_nf(rows);
+    sample_args an = a;
+    an.logits = logits.data(), an.temperature = temp.data(), an.uniforms = u.data(), an.ids = ids_nf.data();
+    sample_ref(an);
+    EXPECT_EQ(d_ids.download(), ids_nf) << "vocab " << vocab << ", no filters";
+  }
+}
+
 }  // namespace
 }  // namespace evident::kernels
