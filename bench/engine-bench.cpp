@@ -3,8 +3,10 @@
 //
 //   bench_engine --layers N --batch B --prompt P --gen G [--device cuda|cpu] [--budget T] [--no-graphs]
 //                [--threads n (cpu)]
+//   bench_engine --layers N --runs B:P:G[:nog],B:P:G,...   several runs over one model (built once); ":nog" = no
+//                                                          CUDA graphs for that run
 //
-// B requests of P random prompt tokens each generate G tokens (greedy, no stop ids) through one scheduler. Reports
+// Per run, B requests of P random prompt tokens each generate G tokens (greedy, no stop ids) through one scheduler. Reports
 // (one JSON line, plus a readable summary on stderr):
 //   prefill      prompt tokens/s over the prefill phase (submit until every request has its first token),
 //                time to first token (first request, and the mean over requests)
@@ -343,18 +345,107 @@ double measure_host_bw() {
   return 2.0 * static_cast<double>(bytes) * iters / s + static_cast<double>(b[3]) * 0.0;
 }
 
+struct run_spec {
+  int64_t B = 1, P = 512, G = 64;
+  bool graphs = true;
+};
+
+// "B:P:G[:nog],..." -> specs.
+std::vector<run_spec> parse_runs(const std::string& text) {
+  std::vector<run_spec> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find(',', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string item = text.substr(start, end - start);
+    run_spec r;
+    long long b = 0, p = 0, g = 0;
+    char tail[8] = {0};
+    const int n = std::sscanf(item.c_str(), "%lld:%lld:%lld:%7s", &b, &p, &g, tail);
+    EV_THROW_IF_NOT_MSG(n >= 3 && (n == 3 || std::strcmp(tail, "nog") == 0),
+                        "bench_engine: --runs item '", item, "': expected B:P:G or B:P:G:nog");
+    r.B = b, r.P = p, r.G = g, r.graphs = n == 3;
+    EV_THROW_IF_NOT_MSG(r.B >= 1 && r.P >= 1 && r.G >= 2, "bench_engine: --runs item '", item,
+                        "': need B >= 1, P >= 1, G >= 2");
+    out.push_back(r);
+    start = end + 1;
+  }
+  EV_THROW_IF_NOT_MSG(!out.empty(), "bench_engine: --runs is empty");
+  return out;
+}
+
+struct run_result {
+  double prefill_s = 0, ttft_first_s = 0, ttft_mean_s = 0, decode_s = 0, step_median_s = 0;
+};
+
+// B requests of P random tokens, G greedy tokens each, through one scheduler over `backend`.
+run_result run_requests(step_model_i& backend, const run_spec& r, int64_t budget) {
+  scheduler_config sc;
+  sc.token_budget = budget;
+  scheduler sched(backend, sc);
+  uint64_t x = 4242;
+  std::vector<request_id> ids;
+  const auto t0 = clock_type::now();
+  for (int64_t q = 0; q < r.B; ++q) {
+    request_params rp;
+    for (int64_t i = 0; i < r.P; ++i) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      rp.prompt.push_back(static_cast<int32_t>((x >> 33) % 151643));
+    }
+    rp.sampling.temperature = 0;
+    rp.sampling.max_tokens = static_cast<int>(r.G);
+    auto res = sched.submit(std::move(rp));
+    EV_THROW_IF_NOT_KIND(res.accepted, resource, "bench_engine: request rejected: ", res.reason);
+    ids.push_back(res.id);
+  }
+  std::map<request_id, double> ttft;
+  std::map<request_id, int64_t> n_tok;
+  run_result out;
+  std::vector<double> decode_step_s;
+  while (sched.has_work()) {
+    const auto ts = clock_type::now();
+    const auto ev = sched.step();
+    const auto te = clock_type::now();
+    const bool decode_only = static_cast<int64_t>(ttft.size()) == r.B;
+    if (decode_only && sched.last_batch().n_decode == r.B) decode_step_s.push_back(secs(ts, te));
+    for (const auto& e : ev) {
+      if (e.kind == scheduler_event::finish && e.finish_reason != "length")
+        EV_THROW(internal, "bench_engine: request ", e.id, " finished with ", e.finish_reason, " ", e.message);
+      if (e.kind != scheduler_event::token) continue;
+      if (n_tok[e.id]++ == 0) ttft[e.id] = secs(t0, te);
+    }
+    if (!decode_only && static_cast<int64_t>(ttft.size()) == r.B) out.prefill_s = secs(t0, te);
+  }
+  const double t_end = secs(t0, clock_type::now());
+  for (auto& [id, t] : ttft) out.ttft_mean_s += t / static_cast<double>(r.B);
+  out.ttft_first_s = ttft[ids[0]];
+  std::sort(decode_step_s.begin(), decode_step_s.end());
+  out.step_median_s = decode_step_s.empty() ? 0 : decode_step_s[decode_step_s.size() / 2];
+  out.decode_s = t_end - out.prefill_s;
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
   const int64_t layers = arg(argc, argv, "--layers", 12);
-  const int64_t B = arg(argc, argv, "--batch", 1);
-  const int64_t P = arg(argc, argv, "--prompt", 512);
-  const int64_t G = arg(argc, argv, "--gen", 64);
-  const int64_t budget = arg(argc, argv, "--budget", std::max<int64_t>(2048, B + 1));
   const std::string device = arg_str(argc, argv, "--device", "cuda");
-  const bool graphs = !flag(argc, argv, "--no-graphs");
-  EV_THROW_IF_NOT_MSG(layers >= 1 && B >= 1 && P >= 1 && G >= 2, "bench_engine: need --layers >= 1, --batch >= 1, ",
-                      "--prompt >= 1, --gen >= 2");
+  std::vector<run_spec> runs;
+  if (const char* rs = arg_str(argc, argv, "--runs", nullptr)) {
+    runs = parse_runs(rs);
+  } else {
+    run_spec r;
+    r.B = arg(argc, argv, "--batch", 1);
+    r.P = arg(argc, argv, "--prompt", 512);
+    r.G = arg(argc, argv, "--gen", 64);
+    r.graphs = !flag(argc, argv, "--no-graphs");
+    EV_THROW_IF_NOT_MSG(r.B >= 1 && r.P >= 1 && r.G >= 2, "bench_engine: need --batch >= 1, --prompt >= 1, --gen >= 2");
+    runs.push_back(r);
+  }
+  int64_t max_b = 1, max_ctx = 1;
+  for (const auto& r : runs) max_b = std::max(max_b, r.B), max_ctx = std::max(max_ctx, r.P + r.G);
+  const int64_t budget = arg(argc, argv, "--budget", std::max<int64_t>(2048, max_b + 1));
+  EV_THROW_IF_NOT_MSG(layers >= 1, "bench_engine: need --layers >= 1");
   EV_THROW_IF_NOT_MSG(device == "cuda" || device == "cpu", "bench_engine: --device must be cuda or cpu, got ", device);
 
   const model_config c = real_config(layers);
@@ -368,7 +459,6 @@ int main(int argc, char** argv) try {
     return it == sp->views.end() ? nullptr : &it->second;
   };
 
-  std::unique_ptr<step_model_i> backend;
   std::unique_ptr<qwen3next_model> cpu_model;
   std::unique_ptr<thread_pool> pool;
   double copy_bw = 0, gemm_rate = 0;
@@ -376,12 +466,10 @@ int main(int argc, char** argv) try {
   size_t dev_weights = 0, dev_states = 0, dev_buffers = 0;
 #ifdef EVIDENT_HAVE_CUDA
   std::unique_ptr<cuda_model> gpu_model;
-  cuda_step_model* gpu_step = nullptr;
 #endif
   if (device == "cpu") {
     pool = std::make_unique<thread_pool>(static_cast<int>(arg(argc, argv, "--threads", 0)));
     cpu_model = qwen3next_model::from_tensors(c, lookup, store, "<random Qwen3-Next>", pool.get());
-    backend = std::make_unique<cpu_step_model>(*cpu_model, static_cast<int>(B), P + G, B * (P + G));
     copy_bw = measure_host_bw();
   } else {
 #ifdef EVIDENT_HAVE_CUDA
@@ -389,123 +477,92 @@ int main(int argc, char** argv) try {
     BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
     card = prop.name;
     cuda_model_options o;
-    o.max_sequences = static_cast<int>(B);
-    o.max_context = P + G + 64;
+    o.max_sequences = static_cast<int>(max_b);
+    o.max_context = max_ctx + 64;
     o.max_step_tokens = static_cast<int>(budget);
-    o.max_step_entries = static_cast<int>(std::max<int64_t>(64, B));
+    o.max_step_entries = static_cast<int>(std::max<int64_t>(64, max_b));
     o.max_logit_rows = o.max_step_entries;
     gpu_model = cuda_model::from_tensors(c, lookup, o, "<random Qwen3-Next>");
     store.reset();  // the device has its copies
-    cuda_step_options so;
-    so.use_graphs = graphs;
-    auto st = std::make_unique<cuda_step_model>(*gpu_model, so);
-    gpu_step = st.get();
-    backend = std::move(st);
     dev_weights = gpu_model->weight_bytes();
     dev_states = gpu_model->state_bytes();
     dev_buffers = gpu_model->buffer_bytes();
     copy_bw = measure_copy_bw();
     gemm_rate = measure_gemm_rate();
+    std::fprintf(stderr, "bench_engine: %s\n", gpu_model->kernel_report().c_str());
 #else
     EV_THROW(invalid_input, "bench_engine: built without CUDA; use --device cpu");
 #endif
   }
   const double build_s = secs(t_build, clock_type::now());
-
-  // ---- run ----
-  scheduler_config sc;
-  sc.token_budget = budget;
-  scheduler sched(*backend, sc);
-  uint64_t x = 4242;
-  std::vector<request_id> ids;
-  const auto t0 = clock_type::now();
-  for (int64_t r = 0; r < B; ++r) {
-    request_params rp;
-    for (int64_t i = 0; i < P; ++i) {
-      x = x * 6364136223846793005ull + 1442695040888963407ull;
-      rp.prompt.push_back(static_cast<int32_t>((x >> 33) % 151643));
-    }
-    rp.sampling.temperature = 0;
-    rp.sampling.max_tokens = static_cast<int>(G);
-    auto res = sched.submit(std::move(rp));
-    EV_THROW_IF_NOT_KIND(res.accepted, resource, "bench_engine: request rejected: ", res.reason);
-    ids.push_back(res.id);
-  }
-  std::map<request_id, double> ttft;
-  std::map<request_id, int64_t> n_tok;
-  double t_prefill_end = 0;
-  std::vector<double> decode_step_s;
-  while (sched.has_work()) {
-    const auto ts = clock_type::now();
-    const auto ev = sched.step();
-    const auto te = clock_type::now();
-    const bool decode_only = static_cast<int64_t>(ttft.size()) == B;
-    if (decode_only && sched.last_batch().n_decode == B) decode_step_s.push_back(secs(ts, te));
-    for (const auto& e : ev) {
-      if (e.kind == scheduler_event::finish && e.finish_reason != "length")
-        EV_THROW(internal, "bench_engine: request ", e.id, " finished with ", e.finish_reason, " ", e.message);
-      if (e.kind != scheduler_event::token) continue;
-      if (n_tok[e.id]++ == 0) ttft[e.id] = secs(t0, te);
-    }
-    if (!decode_only && static_cast<int64_t>(ttft.size()) == B) t_prefill_end = secs(t0, te);
-  }
-  const double t_end = secs(t0, clock_type::now());
-  double ttft_mean = 0;
-  for (auto& [id, t] : ttft) ttft_mean += t / static_cast<double>(B);
-  std::vector<double> sorted = decode_step_s;
-  std::sort(sorted.begin(), sorted.end());
-  const double step_median = sorted.empty() ? 0 : sorted[sorted.size() / 2];
-  const double decode_s = t_end - t_prefill_end;
-  const double decode_per_seq = static_cast<double>(G - 1) / decode_s;
-  const double prefill_tps = static_cast<double>(B * P) / t_prefill_end;
-
-  // ---- bounds ----
-  const double bytes = decode_bytes(c, B, static_cast<double>(P) + static_cast<double>(G) / 2);
-  const double bound_step_s = bytes / copy_bw;
-  const double flops = prefill_flops(c, B, P);
-  const double bound_prefill_s = gemm_rate > 0 ? flops / gemm_rate : 0;
-  double dev_used_gb = 0;
-#ifdef EVIDENT_HAVE_CUDA
-  if (device == "cuda") {
-    size_t fr = 0, tot = 0;
-    BENCH_CUDA(cudaMemGetInfo(&fr, &tot));
-    dev_used_gb = static_cast<double>(tot - fr) / 1e9;
-  }
-  const std::string graph_note =
-      gpu_step ? std::to_string(gpu_step->graph_stats().captures) + " captures, " +
-                     std::to_string(gpu_step->graph_stats().replays) + " replays"
-               : "none";
-#else
-  const std::string graph_note = "none";
-#endif
   const auto pc = count_params(c);
-  std::printf(
-      "{\"device\": \"%s\", \"card\": \"%s\", \"layers\": %lld, \"batch\": %lld, \"prompt\": %lld, \"gen\": %lld, "
-      "\"budget\": %lld, \"graphs\": %s, \"params_total\": %lld, \"params_active\": %lld, "
-      "\"prefill_tok_per_s\": %.1f, \"ttft_first_ms\": %.2f, \"ttft_mean_ms\": %.2f, \"prefill_s\": %.4f, "
-      "\"prefill_flops\": %.4g, \"gemm_flops_per_s\": %.4g, \"prefill_bound_s\": %.4f, \"prefill_of_bound\": %.3f, "
-      "\"decode_tok_per_s_per_seq\": %.2f, \"decode_tok_per_s_aggregate\": %.1f, \"decode_step_median_ms\": %.3f, "
-      "\"decode_step_bytes\": %.4g, \"copy_bytes_per_s\": %.4g, \"decode_step_bound_ms\": %.3f, "
-      "\"decode_of_bound\": %.3f, \"device_weights_gb\": %.2f, \"device_states_gb\": %.2f, \"device_buffers_gb\": %.2f, "
-      "\"device_used_gb\": %.2f, \"host_max_rss_gb\": %.2f, \"build_s\": %.1f}\n",
-      device.c_str(), card.c_str(), static_cast<long long>(layers), static_cast<long long>(B),
-      static_cast<long long>(P), static_cast<long long>(G), static_cast<long long>(budget), graphs && device == "cuda" ? "true" : "false",
-      static_cast<long long>(pc.total), static_cast<long long>(pc.active_per_token), prefill_tps,
-      ttft.empty() ? 0.0 : ttft[ids[0]] * 1e3, ttft_mean * 1e3, t_prefill_end, flops, gemm_rate, bound_prefill_s,
-      bound_prefill_s > 0 ? bound_prefill_s / t_prefill_end : 0.0, decode_per_seq,
-      decode_per_seq * static_cast<double>(B), step_median * 1e3, bytes, copy_bw, bound_step_s * 1e3,
-      step_median > 0 ? bound_step_s / step_median : 0.0, static_cast<double>(dev_weights) / 1e9,
-      static_cast<double>(dev_states) / 1e9, static_cast<double>(dev_buffers) / 1e9, dev_used_gb, host_max_rss_gb(),
-      build_s);
-  std::fprintf(stderr,
-               "%s %s: %lld layers, batch %lld, prompt %lld, gen %lld | prefill %.0f tok/s (bound %.0f), TTFT %.1f ms "
-               "| decode %.1f tok/s/seq, %.0f tok/s total, step %.2f ms (bound %.2f ms = %.2f GB / %.0f GB/s) | "
-               "graphs: %s\n",
-               device.c_str(), card.c_str(), static_cast<long long>(layers), static_cast<long long>(B),
-               static_cast<long long>(P), static_cast<long long>(G), prefill_tps,
-               bound_prefill_s > 0 ? static_cast<double>(B * P) / bound_prefill_s : 0.0,
-               ttft.empty() ? 0.0 : ttft[ids[0]] * 1e3, decode_per_seq, decode_per_seq * static_cast<double>(B),
-               step_median * 1e3, bound_step_s * 1e3, bytes / 1e9, copy_bw / 1e9, graph_note.c_str());
+
+  for (const auto& r : runs) {
+    std::unique_ptr<step_model_i> backend;
+    std::string graph_note = "none";
+    if (device == "cpu") {
+      backend = std::make_unique<cpu_step_model>(*cpu_model, static_cast<int>(r.B), r.P + r.G, r.B * (r.P + r.G));
+    }
+#ifdef EVIDENT_HAVE_CUDA
+    cuda_step_model* gpu_step = nullptr;
+    if (device == "cuda") {
+      cuda_step_options so;
+      so.use_graphs = r.graphs;
+      auto st = std::make_unique<cuda_step_model>(*gpu_model, so);
+      gpu_step = st.get();
+      backend = std::move(st);
+    }
+#endif
+    const run_result m = run_requests(*backend, r, budget);
+#ifdef EVIDENT_HAVE_CUDA
+    if (gpu_step)
+      graph_note = std::to_string(gpu_step->graph_stats().captures) + " captures, " +
+                   std::to_string(gpu_step->graph_stats().replays) + " replays";
+#endif
+    const bool graphs = r.graphs && device == "cuda";
+    const double decode_per_seq = static_cast<double>(r.G - 1) / m.decode_s;
+    const double prefill_tps = static_cast<double>(r.B * r.P) / m.prefill_s;
+    const double bytes = decode_bytes(c, r.B, static_cast<double>(r.P) + static_cast<double>(r.G) / 2);
+    const double bound_step_s = bytes / copy_bw;
+    const double flops = prefill_flops(c, r.B, r.P);
+    const double bound_prefill_s = gemm_rate > 0 ? flops / gemm_rate : 0;
+    double dev_used_gb = 0;
+#ifdef EVIDENT_HAVE_CUDA
+    if (device == "cuda") {
+      size_t fr = 0, tot = 0;
+      BENCH_CUDA(cudaMemGetInfo(&fr, &tot));
+      dev_used_gb = static_cast<double>(tot - fr) / 1e9;
+    }
+#endif
+    std::printf(
+        "{\"device\": \"%s\", \"card\": \"%s\", \"layers\": %lld, \"batch\": %lld, \"prompt\": %lld, \"gen\": %lld, "
+        "\"budget\": %lld, \"graphs\": %s, \"params_total\": %lld, \"params_active\": %lld, "
+        "\"prefill_tok_per_s\": %.1f, \"ttft_first_ms\": %.2f, \"ttft_mean_ms\": %.2f, \"prefill_s\": %.4f, "
+        "\"prefill_flops\": %.4g, \"gemm_flops_per_s\": %.4g, \"prefill_bound_s\": %.4f, \"prefill_of_bound\": %.3f, "
+        "\"decode_tok_per_s_per_seq\": %.2f, \"decode_tok_per_s_aggregate\": %.1f, \"decode_step_median_ms\": %.3f, "
+        "\"decode_step_bytes\": %.4g, \"copy_bytes_per_s\": %.4g, \"decode_step_bound_ms\": %.3f, "
+        "\"decode_of_bound\": %.3f, \"device_weights_gb\": %.2f, \"device_states_gb\": %.2f, "
+        "\"device_buffers_gb\": %.2f, \"device_used_gb\": %.2f, \"host_max_rss_gb\": %.2f, \"build_s\": %.1f}\n",
+        device.c_str(), card.c_str(), static_cast<long long>(layers), static_cast<long long>(r.B),
+        static_cast<long long>(r.P), static_cast<long long>(r.G), static_cast<long long>(budget),
+        graphs ? "true" : "false", static_cast<long long>(pc.total), static_cast<long long>(pc.active_per_token),
+        prefill_tps, m.ttft_first_s * 1e3, m.ttft_mean_s * 1e3, m.prefill_s, flops, gemm_rate, bound_prefill_s,
+        bound_prefill_s > 0 ? bound_prefill_s / m.prefill_s : 0.0, decode_per_seq,
+        decode_per_seq * static_cast<double>(r.B), m.step_median_s * 1e3, bytes, copy_bw, bound_step_s * 1e3,
+        m.step_median_s > 0 ? bound_step_s / m.step_median_s : 0.0, static_cast<double>(dev_weights) / 1e9,
+        static_cast<double>(dev_states) / 1e9, static_cast<double>(dev_buffers) / 1e9, dev_used_gb, host_max_rss_gb(),
+        build_s);
+    std::fflush(stdout);
+    std::fprintf(stderr,
+                 "%s %s: %lld layers, batch %lld, prompt %lld, gen %lld | prefill %.0f tok/s (bound %.0f), TTFT %.1f "
+                 "ms | decode %.1f tok/s/seq, %.0f tok/s total, step %.2f ms (bound %.2f ms = %.2f GB / %.0f GB/s) "
+                 "| graphs: %s\n",
+                 device.c_str(), card.c_str(), static_cast<long long>(layers), static_cast<long long>(r.B),
+                 static_cast<long long>(r.P), static_cast<long long>(r.G), prefill_tps,
+                 bound_prefill_s > 0 ? static_cast<double>(r.B * r.P) / bound_prefill_s : 0.0, m.ttft_first_s * 1e3,
+                 decode_per_seq, decode_per_seq * static_cast<double>(r.B), m.step_median_s * 1e3,
+                 bound_step_s * 1e3, bytes / 1e9, copy_bw / 1e9, graph_note.c_str());
+  }
   return 0;
 } catch (const evident::error& e) {
   std::fprintf(stderr, "bench_engine: %s\n", e.what());
