@@ -476,19 +476,24 @@ int main(int argc, char** argv) try {
     cudaDeviceProp prop{};
     BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
     card = prop.name;
+    // Rates first, while the device is empty (the model and its KV cache take most of the memory).
+    copy_bw = measure_copy_bw();
+    gemm_rate = measure_gemm_rate();
     cuda_model_options o;
     o.max_sequences = static_cast<int>(max_b);
     o.max_context = max_ctx + 64;
     o.max_step_tokens = static_cast<int>(budget);
     o.max_step_entries = static_cast<int>(std::max<int64_t>(64, max_b));
     o.max_logit_rows = o.max_step_entries;
+    // KV blocks for the largest run (every request at its full length), not a share of the free memory.
+    int64_t kv_blocks = 0;
+    for (const auto& r : runs) kv_blocks = std::max(kv_blocks, r.B * ((r.P + r.G + o.block_size - 1) / o.block_size + 1));
+    o.kv_blocks = kv_blocks + 64;
     gpu_model = cuda_model::from_tensors(c, lookup, o, "<random Qwen3-Next>");
     store.reset();  // the device has its copies
     dev_weights = gpu_model->weight_bytes();
     dev_states = gpu_model->state_bytes();
     dev_buffers = gpu_model->buffer_bytes();
-    copy_bw = measure_copy_bw();
-    gemm_rate = measure_gemm_rate();
     std::fprintf(stderr, "bench_engine: %s\n", gpu_model->kernel_report().c_str());
 #else
     EV_THROW(invalid_input, "bench_engine: built without CUDA; use --device cpu");
