@@ -35,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/engine-bench.h"
 #include "engine/base/error.h"
 #include "engine/model-config.h"
 #include "engine/models/qwen3next.h"
@@ -427,7 +428,18 @@ run_result run_requests(step_model_i& backend, const run_spec& r, int64_t budget
 
 }  // namespace
 
-int main(int argc, char** argv) try {
+namespace evident::bench {
+
+int run_engine_bench(int argc, char** argv) try {
+  static const char* known[] = {"--layers", "--device", "--runs", "--batch", "--prompt", "--gen", "--budget",
+                                "--no-graphs", "--threads"};
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--", 2) != 0) continue;
+    bool ok = false;
+    for (const char* k : known) ok = ok || std::strcmp(argv[i], k) == 0;
+    EV_THROW_IF_NOT_MSG(ok, "bench_engine: unknown flag ", argv[i], " (flags: --layers --batch --prompt --gen --runs ",
+                        "--device --budget --no-graphs --threads)");
+  }
   const int64_t layers = arg(argc, argv, "--layers", 12);
   const std::string device = arg_str(argc, argv, "--device", "cuda");
   std::vector<run_spec> runs;
@@ -570,6 +582,9 @@ int main(int argc, char** argv) try {
   }
   return 0;
 } catch (const evident::error& e) {
-  std::fprintf(stderr, "bench_engine: %s\n", e.what());
-  return 1;
+  const std::string msg = e.what();
+  std::fprintf(stderr, "%s%s\n", msg.rfind("bench_engine:", 0) == 0 ? "" : "bench_engine: ", msg.c_str());
+  return e.kind() == evident::error_kind::invalid_input ? 2 : 1;
 }
+
+}  // namespace evident::bench
