@@ -3,13 +3,15 @@
 #   bench/ingest.sh [BUILD_DIR]          both corpora: SciFact (one file per abstract) and 200 MB of generated text
 #   CORPUS=scifact|generated bench/ingest.sh
 #   GEN_MB=200 TMP=/tmp bench/ingest.sh
+#   DATA=/tmp/ingest-data bench/ingest.sh   keep the written-out corpora in DATA and reuse them (same inputs across
+#                                           builds); BIN=path/to/evident overrides BUILD_DIR's binary
 # Prints one line per corpus: files, MB, chunks, wall seconds, MB/s, chunks/s, CPU seconds (user+sys) and the load
 # average at the start (the numbers are only comparable on an otherwise idle machine). Record results in
 # bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-${BUILD_DIR:-build}}
-BIN=$BUILD/api/evident
+BIN=${BIN:-$BUILD/api/evident}
 [ -x "$BIN" ] || { echo "bench/ingest: $BIN not built (cmake --build $BUILD --target evident)" >&2; exit 1; }
 SCIFACT=${SCIFACT:-../shared/data/beir-scifact/corpus.jsonl}
 WORK=$(mktemp -d "${TMP:-/tmp}/evident-bench-ingest.XXXXXX")
@@ -81,11 +83,12 @@ print(f"{name}: {files} files, {mbytes:.1f} MB, {j['chunks']} chunks, {wall:.1f}
 PY
 }
 
+DATA=${DATA:-$WORK}
 if [ "$CORPUS" = all ] || [ "$CORPUS" = scifact ]; then
-  make_scifact "$WORK/scifact"
-  run scifact "$WORK/scifact"
+  [ -d "$DATA/scifact" ] || { make_scifact "$DATA/scifact.tmp" && mv "$DATA/scifact.tmp" "$DATA/scifact"; }
+  run scifact "$DATA/scifact"
 fi
 if [ "$CORPUS" = all ] || [ "$CORPUS" = generated ]; then
-  make_generated "$WORK/generated"
-  run "generated-${GEN_MB}MB" "$WORK/generated"
+  [ -d "$DATA/generated-${GEN_MB}MB" ] || { make_generated "$DATA/g.tmp" && mv "$DATA/g.tmp" "$DATA/generated-${GEN_MB}MB"; }
+  run "generated-${GEN_MB}MB" "$DATA/generated-${GEN_MB}MB"
 fi

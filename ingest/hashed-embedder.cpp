@@ -185,7 +185,7 @@ void hashed_tfidf_embedder::embed_impl(std::string_view text, float* out, std::v
   std::memset(out, 0, sizeof(float) * static_cast<size_t>(dim_));
   const bool idf = query && n_ > 0 && !df_.empty();
   const double logn1 = std::log(static_cast<double>(n_) + 1.0);
-  const uint64_t dim = static_cast<uint64_t>(dim_);
+  const uint32_t dim = static_cast<uint32_t>(dim_);
   auto feature = [&](uint64_t h, float w) {
     const uint32_t b = static_cast<uint32_t>(h & (df_buckets - 1));
     if (idf) w *= static_cast<float>(1.0 + logn1 - std::log(static_cast<double>(df_[b]) + 1.0));
@@ -197,7 +197,10 @@ void hashed_tfidf_embedder::embed_impl(std::string_view text, float* out, std::v
         sc.marked.push_back(b);
       }
     }
-    const uint32_t d = static_cast<uint32_t>((h >> 32) % dim);
+    // h >> 32 fits 32 bits: a 32-bit remainder, and a constant divisor (multiply + shift, not a divide) for the
+    // default dimension; the same value either way.
+    const uint32_t hi = static_cast<uint32_t>(h >> 32);
+    const uint32_t d = dim == static_cast<uint32_t>(default_dim) ? hi % static_cast<uint32_t>(default_dim) : hi % dim;
     out[d] += (h >> 63) ? -w : w;
   };
   extract(text, ft, [&](uint64_t h) { feature(h, w_char); });

@@ -38,6 +38,7 @@ void index_writer::undo_new_document(int64_t doc_id) {
   if (!batch_open_) return;  // a failed COMMIT: SQLite has ended the transaction
   pending_removals_.clear();
   pending_df_.clear();
+  fts_.erase(fts_.begin() + static_cast<std::ptrdiff_t>(fts_mark_), fts_.end());
   try {
     if (doc_id >= 0) {
       stmt(8, "DELETE FROM chunks WHERE document_id = ?").bind(1, doc_id).run();
@@ -74,6 +75,15 @@ index_writer::index_writer(store& s, const ingest_options& opt) : s_(s), opt_(op
     }
     // Fewer, larger WAL checkpoints while writing (each one fsyncs): 32 MiB of WAL at 4 KiB pages.
     s.db().exec("PRAGMA wal_autocheckpoint=8192; PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY");
+    // The FTS deferral key only ever exists inside an open batch transaction (see write_fts); one that was committed
+    // would mean chunks_fts missed rows: drop it and rebuild the index from chunks.
+    if (s.meta("ingest.fts_deferred")) {
+      log::warn("store ", s.dir().string(), " has a stale ingest.fts_deferred key: rebuilding its full-text index");
+      sql::transaction tx(s.db());
+      s.db().exec("DELETE FROM meta WHERE key = 'ingest.fts_deferred'; "
+                  "INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')");
+      tx.commit();
+    }
     embedder_ = std::make_unique<hashed_tfidf_embedder>(dim);
     df_n_ = load_df(s, df_);
     df_dirty_.assign(df_.size(), 0);
@@ -136,12 +146,19 @@ void index_writer::begin_batch() {
     s_.db().exec("BEGIN IMMEDIATE");
     batch_open_ = true;
     batch_size_ = 0;
+    try {
+      stmt(10, "INSERT INTO meta(key, value) VALUES ('ingest.fts_deferred', '1')").run();
+    } catch (...) {
+      abort_batch();
+      throw;
+    }
   }
 }
 
 void index_writer::begin_doc() {
   begin_batch();
   s_.db().exec("SAVEPOINT doc");
+  fts_mark_ = fts_.size();
 }
 
 void index_writer::end_doc(bool ok) {
@@ -155,6 +172,7 @@ void index_writer::end_doc(bool ok) {
     }
     pending_removals_.clear();
     pending_df_.clear();
+    fts_.erase(fts_.begin() + static_cast<std::ptrdiff_t>(fts_mark_), fts_.end());
   }
 }
 
@@ -167,10 +185,30 @@ void index_writer::abort_batch() {
   }
   batch_open_ = false;
   batch_size_ = 0;
+  fts_.clear();
+}
+
+void index_writer::write_fts() {
+  // Deletes carry the text that was indexed (external content: FTS5 needs it to find the entries to remove).
+  try {
+    for (const auto& r : fts_) {
+      if (r.del)
+        stmt(11, "INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', ?, ?)")
+            .bind(1, r.rowid).bind_static(2, r.text).run();
+      else
+        stmt(12, "INSERT INTO chunks_fts(rowid, text) VALUES (?, ?)").bind(1, r.rowid).bind_static(2, r.text).run();
+    }
+    stmt(13, "DELETE FROM meta WHERE key = 'ingest.fts_deferred'").run();
+  } catch (const std::exception& e) {
+    abort_batch();
+    EV_THROW(io, "cannot write the full-text index of ", s_.dir().string(), " (batch rolled back): ", e.what());
+  }
+  fts_.clear();
 }
 
 void index_writer::commit() {
   if (!batch_open_) return;
+  write_fts();
   s_.db().exec("COMMIT");
   batch_open_ = false;
   batch_size_ = 0;
@@ -208,6 +246,7 @@ void index_writer::drop_chunks(int64_t document_id) {
   while (q.step()) {
     pending_removals_.push_back(q.col_int(0));
     pending_df_.emplace_back(q.col_text(1));
+    fts_.push_back({q.col_int(0), pending_df_.back(), true});
   }
   q.reset();
   stmt(1, "DELETE FROM chunks WHERE document_id = ?").bind(1, document_id).run();
@@ -254,6 +293,7 @@ int64_t index_writer::write_document(int64_t collection_id, const file_info& f, 
     begin_doc();
   } else {
     begin_batch();
+    fts_mark_ = fts_.size();
   }
   try {
     if (replace) {
@@ -291,6 +331,7 @@ int64_t index_writer::write_document(int64_t collection_id, const file_info& f, 
       ins.run();
       ins.reset();
     }
+    for (size_t i = 0; i < p.chunks.size(); ++i) fts_.push_back({first_id + static_cast<int64_t>(i), p.chunks[i].text, false});
     stmt(5, "INSERT INTO meta(key, value) VALUES ('ingest.next_chunk_id', ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value")
         .bind(1, std::to_string(id))

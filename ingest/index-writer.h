@@ -100,6 +100,16 @@ class index_writer {
   sql::stmt& stmt(int i, const char* sql);
   sql::stmt& chunk_insert(size_t rows);  // cached multi-row INSERT INTO chunks of `rows` rows, reset
   static constexpr size_t chunk_rows_per_insert = 64;  // 704 parameters, well under SQLite's 32766
+  void write_fts();  // writes the batch's queued FTS rows and drops the deferral key (see below); rolls back on error
+  // FTS rows of the open batch, written by commit() just before COMMIT (migration 0003: while meta key
+  // 'ingest.fts_deferred' exists in the batch transaction, the chunks triggers leave chunks_fts alone).
+  struct fts_row {
+    int64_t rowid;
+    std::string text;  // chunk text (an insert), or the text that was indexed (a delete)
+    bool del;
+  };
+  std::vector<fts_row> fts_;
+  size_t fts_mark_ = 0;  // fts_.size() when the current document began (rolled back to on failure)
   store& s_;
   ingest_options opt_;
   int lock_fd_ = -1;

@@ -299,3 +299,141 @@ TEST(IngestBytes, UploadReplacesAndRemoves) {
   EXPECT_TRUE(chk.vectors_match);
   EXPECT_EQ(chk.vectors, 0);
 }
+
+// The writer keeps chunks_fts itself during a batch (migration 0003, index-writer.h): a replacement that fails after
+// its old chunks were dropped must leave the old chunks and their FTS rows exactly as they were.
+TEST(IngestFolder, FailedReplacementKeepsOldChunksSearchable) {
+  auto root = test::scratch_dir("ingest-undo-replace/docs");
+  auto sdir = test::scratch_dir("ingest-undo-replace/store");
+  test::write_file(root / "a.txt", test::generated_text(1500, 61) + " Oldmarkerword stays.\n");
+  test::write_file(root / "b.txt", test::generated_text(1500, 62));
+  store s(sdir);
+  auto s1 = ingest_folder(s, root, quiet(48, 8));
+  EXPECT_EQ(s1.added, 2);
+  const int64_t chunks_before = s.chunk_count();
+  s.db().exec("CREATE TRIGGER test_poison BEFORE INSERT ON chunks WHEN new.text LIKE '%poisonmarkerword%' "
+              "BEGIN SELECT RAISE(ABORT, 'poisoned chunk'); END");
+  test::write_file(root / "a.txt", "Newmarkerword first. " + test::generated_text(1500, 63) + " Poisonmarkerword.\n");
+  test::write_file(root / "c.txt", test::generated_text(800, 64) + " Thirdmarkerword.\n");
+  auto s2 = ingest_folder(s, root, quiet(48, 8));
+  EXPECT_EQ(s2.added, 1) << summary_json(s2);
+  EXPECT_EQ(s2.updated, 0) << summary_json(s2);
+  ASSERT_EQ(s2.skipped.size(), 1u) << summary_json(s2);
+  EXPECT_EQ(s2.skipped[0].path, "a.txt");
+  EXPECT_EQ(fts_hits(s, "oldmarkerword"), 1);
+  EXPECT_EQ(fts_hits(s, "newmarkerword"), 0);
+  EXPECT_EQ(fts_hits(s, "thirdmarkerword"), 1);
+  EXPECT_EQ(s.chunk_count(), chunks_before + s2.chunks);
+  EXPECT_FALSE(s.meta("ingest.fts_deferred").has_value());
+  auto chk = test::check_store(sdir);
+  EXPECT_EQ(chk.integrity, "ok");
+  EXPECT_TRUE(chk.fts_ok);
+  EXPECT_TRUE(chk.vectors_match);
+}
+
+// Writers other than ingest (tests, `evident eval retrieval`, SQL by hand) insert and delete chunks with plain SQL:
+// the triggers must keep chunks_fts in sync for them after migration 0003.
+TEST(StoreSchema, PlainSqlChunkWritesStillMaintainFts) {
+  auto root = test::scratch_dir("ingest-plain-sql/docs");
+  auto sdir = test::scratch_dir("ingest-plain-sql/store");
+  test::write_file(root / "a.txt", test::generated_text(1500, 71));
+  store s(sdir);
+  ingest_folder(s, root, quiet(64, 8));
+  const int64_t doc = s.documents()[0].id;
+  s.db()
+      .prepare("INSERT INTO chunks(document_id, ordinal, char_start, char_end, byte_start, byte_end, page, "
+               "token_count, text) VALUES (?, 1000, 0, 5, 0, 5, 1, 2, 'Sqlmarkerword here')")
+      .bind(1, doc)
+      .run();
+  EXPECT_EQ(fts_hits(s, "sqlmarkerword"), 1);
+  s.db().exec("DELETE FROM chunks WHERE ordinal = 1000");
+  EXPECT_EQ(fts_hits(s, "sqlmarkerword"), 0);
+  auto chk = test::check_store(sdir);
+  EXPECT_TRUE(chk.fts_ok);
+}
+
+// A store written before migration 0003 (plain triggers, default FTS hashsize, user_version 2) opens, is upgraded,
+// answers every search exactly as before, and takes further ingests.
+TEST(StoreSchema, Version2StoreIsUpgradedWithIdenticalSearchResults) {
+  auto root = test::scratch_dir("ingest-migrate/docs");
+  auto sdir = test::scratch_dir("ingest-migrate/store");
+  for (int i = 0; i < 6; ++i)
+    test::write_file(root / std::string(1, static_cast<char>('a' + i)).append(".txt"), test::generated_text(1200, 80 + i));
+  const std::vector<std::string> words = {"the", "of", "and", "data", "system", "model", "results", "protein",
+                                          "cell", "analysis", "time", "study"};
+  auto ranked = [&](store& s, const std::string& w) {
+    std::vector<int64_t> ids;
+    auto q = s.db().prepare("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank, rowid");
+    q.bind(1, w);
+    while (q.step()) ids.push_back(q.col_int(0));
+    return ids;
+  };
+  std::map<std::string, std::vector<int64_t>> before;
+  {
+    // Build the version-2 store: the 0001 triggers and FTS config, chunks indexed by the triggers.
+    store s(sdir);
+    s.db().exec(
+        "DROP TRIGGER chunks_ai; DROP TRIGGER chunks_ad;"
+        "CREATE TRIGGER chunks_ai AFTER INSERT ON chunks BEGIN"
+        "  INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text); END;"
+        "CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN"
+        "  INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text); END;"
+        "DELETE FROM chunks_fts_config WHERE k = 'hashsize';"
+        "PRAGMA user_version = 2;");
+    std::string text;
+    auto doc = s.db().prepare(
+        "INSERT INTO documents(collection_id, path, sha256, size, mtime, format, title, text, char_count, "
+        "ingested_at) VALUES (?, ?, '', 0, 0, 'txt', '', ?, ?, 0)");
+    const int64_t coll = *s.collection_id("old", true);
+    for (int i = 0; i < 6; ++i) {
+      text = test::generated_text(900, 90 + i);
+      doc.reset();
+      doc.bind(1, coll).bind(2, std::string("old").append(std::to_string(i))).bind(3, text).bind(4, static_cast<int64_t>(text.size()));
+      doc.run();
+      const int64_t id = s.db().last_insert_rowid();
+      s.db()
+          .prepare("INSERT INTO chunks(document_id, ordinal, char_start, char_end, byte_start, byte_end, page, "
+                   "token_count, text) VALUES (?, 0, 0, ?, 0, ?, 1, 100, ?)")
+          .bind(1, id).bind(2, static_cast<int64_t>(text.size())).bind(3, static_cast<int64_t>(text.size()))
+          .bind(4, text)
+          .run();
+    }
+    ASSERT_EQ(s.schema_version(), 2);
+    for (const auto& w : words) before[w] = ranked(s, w);
+  }
+  store s(sdir);  // opening read-write migrates
+  EXPECT_EQ(s.schema_version(), 3);
+  for (const auto& w : words) EXPECT_EQ(ranked(s, w), before[w]) << w;
+  int64_t non_empty = 0;
+  for (const auto& w : words) non_empty += before[w].empty() ? 0 : 1;
+  EXPECT_GE(non_empty, 6);  // the comparison means something
+  auto sum = ingest_folder(s, root, quiet(64, 8));
+  EXPECT_EQ(sum.added, 6) << summary_json(sum);
+  for (const auto& w : words) EXPECT_GE(ranked(s, w).size(), before[w].size()) << w;
+  auto chk = test::check_store(sdir);
+  EXPECT_EQ(chk.integrity, "ok");
+  EXPECT_TRUE(chk.fts_ok);
+}
+
+// The FTS deferral key only ever lives inside an open batch; a committed one (never written by ingest) means
+// chunks_fts may have missed rows, so the next writer drops it and rebuilds the index.
+TEST(StoreSchema, StaleFtsDeferralKeyIsRepaired) {
+  auto root = test::scratch_dir("ingest-stale-key/docs");
+  auto sdir = test::scratch_dir("ingest-stale-key/store");
+  test::write_file(root / "a.txt", test::generated_text(1500, 75));
+  {
+    store s(sdir);
+    ingest_folder(s, root, quiet(64, 8));
+    s.db().exec("INSERT INTO meta(key, value) VALUES ('ingest.fts_deferred', '1')");
+    s.db().exec("INSERT INTO chunks(document_id, ordinal, char_start, char_end, byte_start, byte_end, page, "
+                "token_count, text) SELECT id, 1000, 0, 5, 0, 5, 1, 2, 'Missedmarkerword' FROM documents");
+    EXPECT_EQ(fts_hits(s, "missedmarkerword"), 0);  // the trigger stepped aside
+  }
+  store s(sdir);
+  test::write_file(root / "b.txt", test::generated_text(800, 76));
+  ingest_folder(s, root, quiet(64, 8));
+  EXPECT_FALSE(s.meta("ingest.fts_deferred").has_value());
+  EXPECT_EQ(fts_hits(s, "missedmarkerword"), 1);
+  auto chk = test::check_store(sdir);
+  EXPECT_TRUE(chk.fts_ok);
+}
