@@ -260,9 +260,8 @@ void cuda_model::impl::build(const tensor_lookup& lookup) {
   // What the CUDA path needs beyond what the config validation checks (the fallbacks' limits).
   EV_THROW_IF_NOT_MSG(H % 8 == 0, origin, ": hidden_size ", H, ": the CUDA engine needs a multiple of 8");
   EV_THROW_IF_NOT_MSG(hd <= 256 && hd % 8 == 0, origin, ": head_dim ", hd, ": the CUDA engine needs <= 256, a multiple of 8");
-  EV_THROW_IF_NOT_MSG(dv % 4 == 0 && ((dk == 128 && dv == 128) || (dk <= 128 && dv <= 128 && dk * dv <= 8192)), origin,
-                      ": DeltaNet head dims ", dk, " x ", dv, ": the CUDA engine needs 128 x 128, or both <= 128 with "
-                      "product <= 8192 (generic kernel), and d_v a multiple of 4");
+  EV_THROW_IF_NOT_MSG(dv % 4 == 0 && dk <= 128 && dv <= 128, origin, ": DeltaNet head dims ", dk, " x ", dv,
+                      ": the CUDA engine needs both <= 128 and d_v a multiple of 4");
   EV_THROW_IF_NOT_MSG(K >= 2 && K <= 8, origin, ": linear_conv_kernel_dim ", K, ": the CUDA engine supports 2..8");
 
   const bool generic = opt.use_generic_kernels;

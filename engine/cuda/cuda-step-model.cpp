@@ -58,6 +58,10 @@ int cuda_step_model::max_sequences() const { return model_.options().max_sequenc
 int64_t cuda_step_model::max_context() const { return std::min(model_.options().max_context, model_.slots().max_length()); }
 int64_t cuda_step_model::kv_block_tokens() const { return model_.slots().block_size(); }
 int64_t cuda_step_model::kv_blocks() const { return model_.slots().n_blocks(); }
+int64_t cuda_step_model::max_step_tokens() const { return model_.options().max_step_tokens; }
+int64_t cuda_step_model::max_step_entries() const {
+  return std::min(model_.options().max_step_entries, model_.options().max_logit_rows);
+}
 const decode_graphs::counters& cuda_step_model::graph_stats() const { return p_->graphs->stats(); }
 
 void cuda_step_model::begin_sequence(int32_t slot) {

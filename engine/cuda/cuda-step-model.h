@@ -50,6 +50,8 @@ class cuda_step_model final : public step_model_i {
   // Synchronous: returns when the outputs are on the host.
   void step(const step_batch& batch, const step_output& out) override;
   bool supports_argmax() const override { return true; }
+  int64_t max_step_tokens() const override;
+  int64_t max_step_entries() const override;
 
   const decode_graphs::counters& graph_stats() const;
   cuda_model& model() { return model_; }

@@ -289,12 +289,19 @@ status gdn_gates(const gdn_gates_args& a, stream_t stream) {
 status gdn_recurrent_generic(const kernels::gdn_shape& sh, const kernels::gdn_args& a, stream_t stream) {
   OPS_REQUIRE(sh.n_seq >= 0 && sh.n_tokens >= 0 && sh.n_k_heads > 0 && sh.n_v_heads % sh.n_k_heads == 0,
               "gdn_recurrent_generic: bad shape (n_v_heads must be a multiple of n_k_heads)");
-  OPS_REQUIRE(sh.d_k > 0 && sh.d_v > 0 && sh.d_k <= 128 && sh.d_v <= 128 && sh.d_k * sh.d_v <= 8192,
-              "gdn_recurrent_generic: d_k = ", sh.d_k, ", d_v = ", sh.d_v, ": expected <= 128 each, product <= 8192");
+  OPS_REQUIRE(sh.d_k > 0 && sh.d_v > 0 && sh.d_k <= 128 && sh.d_v <= 128,
+              "gdn_recurrent_generic: d_k = ", sh.d_k, ", d_v = ", sh.d_v, ": expected <= 128 each");
   if (sh.n_seq == 0) return status::success();
   OPS_REQUIRE(a.cu_seqlens && a.q && a.k && a.v && a.g && a.beta && a.out, "gdn_recurrent_generic: null pointer");
   const int threads = ((std::max(sh.d_k, sh.d_v) + 31) / 32) * 32;
   const std::size_t smem = (std::size_t(sh.d_k) * sh.d_v + 2 * sh.d_k + 2) * sizeof(float);
+  if (smem > 48 * 1024) {  // 128 x 128 states: 65 KB, above the default limit
+    const cudaError_t e = cudaFuncSetAttribute(gdn_generic_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               int(smem));
+    if (e != cudaSuccess)
+      return status::make(kernels::status_code::cuda_error,
+                          concat("cudaFuncSetAttribute(gdn_generic_kernel) failed: ", cudaGetErrorString(e)));
+  }
   gdn_generic_kernel<<<dim3(sh.n_v_heads, sh.n_seq), threads, smem, stream>>>(sh, a);
   OPS_LAUNCHED("gdn_generic_kernel");
   return status::success();

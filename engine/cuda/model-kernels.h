@@ -53,8 +53,9 @@ struct gdn_gates_args {
 status gdn_gates(const gdn_gates_args& a, stream_t stream);
 
 // The gated delta rule token by token (kernels/gated-delta-rule.h semantics, L2-normalisation of q and k and the
-// 1/sqrt(d_k) scale included) for ANY head dims with d_k * d_v <= 8192 and d_k, d_v <= 128: one block per
-// (value head, sequence), the fp32 state in shared memory. Any sequence lengths (prompts too). Fallback only.
+// 1/sqrt(d_k) scale included) for ANY head dims d_k, d_v <= 128: one block per (value head, sequence), the fp32
+// state in shared memory (up to 65 KB: opts in to large dynamic shared memory). Any sequence lengths (prompts too).
+// Fallback only.
 status gdn_recurrent_generic(const kernels::gdn_shape& shape, const kernels::gdn_args& args, stream_t stream);
 
 // q_norm / k_norm (zero-centred RMSNorm, weight applied as 1 + w) and partial RoPE (rotate_half pairing) in one
