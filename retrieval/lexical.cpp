@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <unordered_map>
 
@@ -236,29 +237,55 @@ class lexical_retriever final : public retriever_i {
     sqlite3_clear_bindings(s.h);
     if (!matched || keep.empty()) return {};  // no term occurs in any chunk
 
-    // Score as evident_bm25 does: per chunk, the kept query terms' contributions summed in query order.
+    // Score as evident_bm25 does: per chunk, the kept query terms' contributions summed in query order. Each term's
+    // contributions are computed list by list first (the row-length table is read at scattered positions, so its
+    // cache misses are prefetched), then the rowid-ordered lists are merged: no hash table.
     const double k1 = opt_.k1, b = opt_.b;
-    std::unordered_map<int64_t, double> score;
-    size_t expect = 0;
-    for (size_t i = 0; i < terms.size(); ++i)
-      if (keep[i]) expect += post[phrase_of[i]].rowid.size();
-    score.reserve(expect);
+    struct cursor {
+      const std::vector<int64_t>* rowid;
+      std::vector<double> w;  // contribution of each posting; < 0: none (tf 0)
+      size_t j = 0;
+    };
+    std::vector<cursor> cur;
     for (size_t i = 0; i < terms.size(); ++i) {
       if (!keep[i]) continue;
       const auto& pp = post[phrase_of[i]];
       const double nn = static_cast<double>(n[phrase_of[i]]);
       const double idf = std::log(1.0 + (n_rows - nn + 0.5) / (nn + 0.5));
-      for (size_t j = 0; j < pp.rowid.size(); ++j) {
-        if (pp.tf[j] == 0) continue;
+      cursor c{&pp.rowid, std::vector<double>(pp.rowid.size()), 0};
+      const size_t m = pp.rowid.size();
+      for (size_t j = 0; j < m; ++j) {
+        if (lengths_ && j + 16 < m) {
+          const int64_t ahead = pp.rowid[j + 16];
+          if (ahead >= 0 && static_cast<size_t>(ahead) < dl_.size()) __builtin_prefetch(dl_.data() + ahead);
+        }
+        if (pp.tf[j] == 0) {
+          c.w[j] = -1;
+          continue;
+        }
         const double tf = pp.tf[j];
         const double dl = lengths_ ? length(pp.rowid[j]) : pp.dl[j];
         const double norm = k1 * (1.0 - b + b * dl / avgdl);
-        score[pp.rowid[j]] += idf * tf * (k1 + 1.0) / (tf + norm);
+        c.w[j] = idf * tf * (k1 + 1.0) / (tf + norm);
       }
+      cur.push_back(std::move(c));
     }
     std::vector<hit> out;
-    out.reserve(score.size());
-    for (auto& [id, sc] : score) out.push_back({id, sc, 0, 0});
+    for (;;) {
+      int64_t row = std::numeric_limits<int64_t>::max();
+      for (auto& c : cur)
+        if (c.j < c.rowid->size()) row = std::min(row, (*c.rowid)[c.j]);
+      if (row == std::numeric_limits<int64_t>::max()) break;
+      double sc = 0;
+      bool any = false;
+      for (auto& c : cur) {
+        if (c.j < c.rowid->size() && (*c.rowid)[c.j] == row) {
+          if (c.w[c.j] >= 0) sc += c.w[c.j], any = true;
+          ++c.j;
+        }
+      }
+      if (any) out.push_back({row, sc, 0, 0});
+    }
     auto better = [](const hit& a, const hit& b2) {
       return a.score != b2.score ? a.score > b2.score : a.chunk_id < b2.chunk_id;
     };
