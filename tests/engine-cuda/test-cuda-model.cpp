@@ -15,9 +15,12 @@
 //   max|gpu - ref| / max|ref| < 4e-2   per logit row (fixtures and CPU engine),
 // which a wrong convention breaks by far (a missing 1 + w, a swapped gate/up, a wrong head grouping, a stale state
 // all give O(1) differences), and greedy tokens equal to the reference's (teacher-forced: step t is fed the
-// reference's token t-1, so one near-tie cannot cascade). GPU-vs-GPU comparisons (chunked vs one-shot prefill) differ
-// only by kernel paths (chunked delta rule with bf16 tensor-core operands vs the fp32 recurrence: kernels/ allows
-// 1.5e-2 relative on the delta-rule output against fp64, and both paths carry their own error), so 3e-2.
+// reference's token t-1, so one near-tie cannot cascade). The fast kernels of kernels/ round more inside (the chunked
+// delta rule feeds bf16 tensor-core operands and is itself allowed 1.5e-2 against fp64; prefill attention rounds
+// the softmax probabilities to bf16, as flash-attention does), so with them the bound against the CPU engine is
+// 6e-2 (measured on H100: 0.0415 fast, 0.031 generic). GPU-vs-GPU comparisons (chunked vs one-shot prefill) differ
+// only by kernel paths (chunked vs recurrent delta rule, prefill vs decode attention): 5e-2 (measured 0.036 fast;
+// the generic kernels run token by token and give exactly 0).
 //
 // MoE routing flips. Top-k routing is discontinuous: where the k-th and (k+1)-th router probabilities of a token
 // are closer than the bf16 noise, the GPU and the fp32 reference route that token to different experts, and the
@@ -57,7 +60,8 @@ using evident::engine::step_entry;
 using evident::engine::tensor_view;
 
 constexpr double kTolRef = 4e-2;
-constexpr double kTolGpu = 3e-2;
+constexpr double kTolFast = 6e-2;  // fast kernels vs the CPU engine
+constexpr double kTolGpu = 5e-2;
 constexpr double kTolFlip = 0.3;        // a routing flip's spike (fixtures only)
 constexpr double kMaxFlipShare = 0.1;   // share of fixture positions allowed above kTolRef
 
@@ -327,7 +331,7 @@ TEST_P(real_heads, mixed_batch_of_8_matches_cpu_engine) {
       worst = std::max(worst, d);
       ++compared;
       agree += argmax(g, V) == argmax(cpu_logits.data(), V) ? 1 : 0;
-      EXPECT_LT(d, kTolRef) << "step " << step << " sequence " << who[j] << " piece of " << batch[j].n_tokens
+      EXPECT_LT(d, GetParam() ? kTolRef : kTolFast) << "step " << step << " sequence " << who[j] << " piece of " << batch[j].n_tokens
                             << " at " << batch[j].start;
       s.pos += batch[j].n_tokens;
       ++s.next;
