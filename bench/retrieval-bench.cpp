@@ -256,7 +256,7 @@ int bench_synth(const std::vector<std::string>&, const std::map<std::string, std
               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - o1).count());
   for (int i = 1; i < std::min(20, n_queries); ++i) r->search(queries[i], k);  // warm-up: page cache, df cache
   std::vector<double> ms, cpu;
-  // --dump FILE: each query's hits (chunk id and score), to compare two builds' rankings.
+  // --dump FILE: each query's wall ms and hits (chunk id and score), to compare two builds' rankings.
   FILE* dump = f.count("--dump") ? std::fopen(get(f, "--dump", "").c_str(), "w") : nullptr;
   for (const auto& q : queries) {
     const double c0 = cpu_ms();
@@ -265,7 +265,7 @@ int bench_synth(const std::vector<std::string>&, const std::map<std::string, std
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     cpu.push_back(cpu_ms() - c0);
     if (dump != nullptr) {
-      std::fprintf(dump, "%s\t", q.c_str());
+      std::fprintf(dump, "%.2f\t%s\t", ms.back(), q.c_str());
       for (auto& h : hits) std::fprintf(dump, " %lld:%.12g", static_cast<long long>(h.chunk_id), h.score);
       std::fprintf(dump, "\n");
     }

@@ -37,6 +37,19 @@ struct raw_stmt {
   }
 };
 
+// A kept statement is reset when a use starts and when it ends (also by an exception): a statement left stepping
+// would hold its read snapshot of the WAL store open between queries.
+struct use {
+  sqlite3_stmt* h;
+  explicit use(raw_stmt& s) : h(s.h) { sqlite3_reset(h); }
+  ~use() {
+    sqlite3_reset(h);
+    sqlite3_clear_bindings(h);
+  }
+  use(const use&) = delete;
+  use& operator=(const use&) = delete;
+};
+
 class lexical_retriever final : public retriever_i {
  public:
   lexical_retriever(const std::filesystem::path& dir, const lexical_options& opt)
@@ -76,13 +89,12 @@ class lexical_retriever final : public retriever_i {
             "ORDER BY s DESC, rowid ASC LIMIT ?4");
       }
       raw_stmt& s = *rank_;
-      sqlite3_reset(s.h);
+      use u(s);
       sqlite3_bind_text(s.h, 1, expr.data(), static_cast<int>(expr.size()), SQLITE_TRANSIENT);
       sqlite3_bind_double(s.h, 2, opt_.k1);
       sqlite3_bind_double(s.h, 3, opt_.b);
       sqlite3_bind_int(s.h, 4, k);
       while (s.step()) out.push_back({sqlite3_column_int64(s.h, 0), sqlite3_column_double(s.h, 1), 0, 0});
-      sqlite3_reset(s.h);
       return locate(std::move(out));
     }
     std::string q =
@@ -229,12 +241,10 @@ class lexical_retriever final : public retriever_i {
           store_.db().handle(), "SELECT evident_call(chunks_fts, ?2) FROM chunks_fts WHERE chunks_fts MATCH ?1 LIMIT 1");
     }
     raw_stmt& s = *call_;
-    sqlite3_reset(s.h);
+    use u(s);
     sqlite3_bind_text(s.h, 1, expr.data(), static_cast<int>(expr.size()), SQLITE_TRANSIENT);
     sqlite3_bind_pointer(s.h, 2, &fn, fts5_call_type, nullptr);
     const bool matched = s.step();
-    sqlite3_reset(s.h);
-    sqlite3_clear_bindings(s.h);
     if (!matched || keep.empty()) return {};  // no term occurs in any chunk
 
     // Score as evident_bm25 does: per chunk, the kept query terms' contributions summed in query order. Each term's
@@ -328,7 +338,7 @@ class lexical_retriever final : public retriever_i {
                                                  "SELECT id, sz FROM chunks_fts_docsize WHERE id > ?1 ORDER BY id");
     }
     raw_stmt& s = *lengths_read_;
-    sqlite3_reset(s.h);
+    use u(s);
     sqlite3_bind_int64(s.h, 1, lengths_to_);
     while (s.step()) {
       const int64_t id = sqlite3_column_int64(s.h, 0);
@@ -339,7 +349,6 @@ class lexical_retriever final : public retriever_i {
       dl_[id] = static_cast<uint16_t>(std::min<int64_t>(n, 65535));
       lengths_to_ = std::max(lengths_to_, id);
     }
-    sqlite3_reset(s.h);
   }
 
   // Length of row `id` in tokens: the loaded copy, else (a new chunk, or 65535+ tokens) %_docsize itself.
@@ -349,12 +358,11 @@ class lexical_retriever final : public retriever_i {
       length_one_ = std::make_unique<raw_stmt>(store_.db().handle(), "SELECT sz FROM chunks_fts_docsize WHERE id = ?1");
     }
     raw_stmt& s = *length_one_;
-    sqlite3_reset(s.h);
+    use u(s);
     sqlite3_bind_int64(s.h, 1, id);
     int64_t n = 0;
     if (s.step())
       n = docsize_tokens(static_cast<const unsigned char*>(sqlite3_column_blob(s.h, 0)), sqlite3_column_bytes(s.h, 0));
-    sqlite3_reset(s.h);
     return static_cast<double>(n);
   }
 
@@ -373,12 +381,11 @@ class lexical_retriever final : public retriever_i {
           "SELECT c.id, c.document_id, c.ordinal FROM chunks c WHERE c.id IN (SELECT value FROM json_each(?1))");
     }
     raw_stmt& d = *locate_;
-    sqlite3_reset(d.h);
+    use u(d);
     sqlite3_bind_text(d.h, 1, ids.data(), static_cast<int>(ids.size()), SQLITE_TRANSIENT);
     std::unordered_map<int64_t, std::pair<int64_t, int>> where;
     while (d.step())
       where[sqlite3_column_int64(d.h, 0)] = {sqlite3_column_int64(d.h, 1), sqlite3_column_int(d.h, 2)};
-    sqlite3_reset(d.h);
     std::vector<hit> kept;
     for (auto& h : out) {
       auto it = where.find(h.chunk_id);
