@@ -37,7 +37,7 @@ summary "test_engine_cuda_model rc=$rc in $(( $(date +%s) - t0 )) s $(grep -E '^
 if [ "$SAN" = 1 ] && command -v compute-sanitizer > /dev/null; then
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 3 --print-limit 20 \
     "$BUILD/tests/engine-cuda/test_engine_cuda_model" \
-    --gtest_filter='fixtures/cuda_fixture.logits_match_transformers/tiny_a:kernels/real_heads.chunked_prefill_equals_one_shot/fast' \
+    --gtest_filter='fixtures/cuda_fixture.logits_match_transformers/tiny_a_fast:kernels/real_heads.chunked_prefill_equals_one_shot/fast:kernels/real_heads.padded_decode_and_graph_replay_equal_eager/fast' \
     > "$OUT/sanitizer-memcheck.log" 2>&1
   rc=$?
   summary "compute-sanitizer memcheck rc=$rc $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer-memcheck.log" | tail -n1)"
