@@ -6,6 +6,7 @@
 
 namespace evident::cli {
 int cmd_ask(const std::vector<std::string>& args);
+int cmd_bench(const std::vector<std::string>& args);
 int cmd_eval(const std::vector<std::string>& args);
 int cmd_ingest(const std::vector<std::string>& args);
 int cmd_model(const std::vector<std::string>& args);

@@ -17,6 +17,7 @@ using evident::cli::command;
 const std::vector<command>& commands() {
   static const std::vector<command> table = {
       {"ask", "answer a question from the documents, with verified citations", evident::cli::cmd_ask},
+      {"bench", "benchmark the engine at Qwen3-Next's real widths (bench engine ...)", evident::cli::cmd_bench},
       {"eval", "evaluate retrieval on a BEIR dataset (eval retrieval --beir DIR)", evident::cli::cmd_eval},
       {"ingest", "ingest a folder of documents into the store (incremental)", evident::cli::cmd_ingest},
       {"model", "inspect or run a Qwen3-Next checkpoint on the CPU (model info|run|chat)", evident::cli::cmd_model},

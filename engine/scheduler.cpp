@@ -33,6 +33,10 @@ scheduler::scheduler(step_model_i& model, scheduler_config cfg) : model_(model),
   EV_THROW_IF_NOT_MSG(cfg_.token_budget > model_.max_sequences(), "scheduler: token_budget (", cfg_.token_budget,
                       ") must exceed the backend's max_sequences (", model_.max_sequences(),
                       ") so prefill advances beside a full batch of decodes");
+  EV_THROW_IF_NOT_MSG(cfg_.token_budget <= model_.max_step_tokens(), "scheduler: token_budget (", cfg_.token_budget,
+                      ") exceeds the backend's max_step_tokens (", model_.max_step_tokens(), ")");
+  EV_THROW_IF_NOT_MSG(model_.max_sequences() <= model_.max_step_entries(), "scheduler: the backend's max_sequences (",
+                      model_.max_sequences(), ") exceeds its max_step_entries (", model_.max_step_entries(), ")");
   EV_THROW_IF_NOT_MSG(model_.kv_block_tokens() >= 1 && model_.kv_blocks() >= 1,
                       "scheduler: the backend reports no KV capacity");
   // Slots are handed out lowest first (pop from the back).

@@ -33,6 +33,7 @@
 // accessors are called from one engine thread. Events are returned by step() (the caller dispatches them).
 #pragma once
 
+#include <climits>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -98,6 +99,9 @@ class step_model_i {
   virtual void step(const step_batch& batch, const step_output& out) = 0;
   // True when step() can fill out.argmax (greedy on the device, so logits need not be copied to the host).
   virtual bool supports_argmax() const { return false; }
+  // Most tokens / entries one step may carry (the scheduler checks token_budget and max_sequences against them).
+  virtual int64_t max_step_tokens() const { return INT64_MAX; }
+  virtual int64_t max_step_entries() const { return INT64_MAX; }
 };
 
 // ---------------------------------------------------------------------------------------------------------------------
