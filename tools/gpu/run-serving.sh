@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # One device call for the serving layer: the scheduler tests, the decode CUDA-graph test (graph replay vs eager on
-# tiny-a) and bench_engine at 12 layers (decode at batch 1, 8, 32, 64; batch 1 also without graphs; prefill 8K and
+# tiny-a) and bench_engine at 12 layers (decode at batch 1, 8, 32, 64 after 1024-token prompts; batch 1 also without graphs; prefill 8K and
 # 32K). Logs and the JSON lines go to $OUT (default ./gpu-out); the summary is printed last.
 # Usage (on the GPU machine, from the repository root): tools/gpu/run-serving.sh [--prebuilt DIR] [--no-bench]
 #   --prebuilt DIR: use bench_engine, test_engine_decode_graph, test_engine_scheduler from DIR (built elsewhere for
-#                   sm_90a) instead of building here; falls back to building when they do not start.
+#                   sm_90a) instead of building here; stops (with ldd's answer) when they do not start.
 set -u
 OUT="${OUT:-$PWD/gpu-out}"
 mkdir -p "$OUT"
@@ -23,7 +23,10 @@ summary "gpu: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format
 export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib"
 
 BIN_BENCH=""; BIN_GRAPH=""; BIN_SCHED=""
-if [ -n "$PRE" ] && "$PRE/test_engine_scheduler" --gtest_list_tests > /dev/null 2>&1; then
+if [ -n "$PRE" ]; then
+  if ! "$PRE/test_engine_scheduler" --gtest_list_tests > /dev/null 2>&1; then
+    summary "prebuilt binaries do not start"; ldd "$PRE/bench_engine" | grep -i "not found"; exit 1
+  fi
   BIN_BENCH="$PRE/bench_engine"; BIN_GRAPH="$PRE/test_engine_decode_graph"; BIN_SCHED="$PRE/test_engine_scheduler"
   summary "using prebuilt binaries from $PRE"
 else
@@ -50,8 +53,8 @@ grep -E "Failure|Expected|Which is|what\(\)|error" "$OUT/test-decode-graph.log" 
 
 if [ "$BENCH" = 1 ]; then
   t0=$(date +%s)
-  timeout 240 "$BIN_BENCH" --layers 12 \
-    --runs 1:1024:128,1:1024:128:nog,8:1024:128,32:1024:128,64:1024:128,1:8192:2,1:32768:2 \
+  timeout 180 "$BIN_BENCH" --layers 12 \
+    --runs 1:1024:64,1:1024:64:nog,8:1024:64,32:1024:64,64:1024:64,1:8192:2,1:32768:2 \
     > "$OUT/bench-engine.jsonl" 2> "$OUT/bench-engine.log"
   summary "bench_engine rc=$? in $(( $(date +%s) - t0 )) s"
   cat "$OUT/bench-engine.log" | cut -c1-400
