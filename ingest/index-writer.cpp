@@ -86,7 +86,7 @@ index_writer::index_writer(store& s, const ingest_options& opt) : s_(s), opt_(op
     }
     embedder_ = std::make_unique<hashed_tfidf_embedder>(dim);
     df_n_ = load_df(s, df_);
-    df_dirty_.assign(df_.size(), 0);
+    df_saved_ = df_;
     if (df_n_ != s.chunk_count()) rebuild_df();
     embedder_->set_df(df_, df_n_);
 
@@ -198,6 +198,11 @@ void index_writer::write_fts() {
       else
         stmt(12, "INSERT INTO chunks_fts(rowid, text) VALUES (?, ?)").bind(1, r.rowid).bind_static(2, r.text).run();
     }
+    // ingest.next_chunk_id once per batch, in the batch's transaction (chunk ids are never reused).
+    stmt(5, "INSERT INTO meta(key, value) VALUES ('ingest.next_chunk_id', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+        .bind(1, std::to_string(next_chunk_id_))
+        .run();
     stmt(13, "DELETE FROM meta WHERE key = 'ingest.fts_deferred'").run();
   } catch (const std::exception& e) {
     abort_batch();
@@ -237,7 +242,7 @@ void index_writer::rebuild_df() {
   }
   s_.set_meta("embedder.df_n", std::to_string(df_n_));
   tx.commit();
-  std::fill(df_dirty_.begin(), df_dirty_.end(), 0);
+  df_saved_ = df_;
 }
 
 void index_writer::drop_chunks(int64_t document_id) {
@@ -264,7 +269,6 @@ void index_writer::apply_pending() {
     embedder_->df_buckets_of(t, b);
     for (uint32_t x : b) {
       if (df_[x]) --df_[x];
-      df_dirty_[x] = 1;
     }
     --df_n_;
   }
@@ -332,10 +336,6 @@ int64_t index_writer::write_document(int64_t collection_id, const file_info& f, 
       ins.reset();
     }
     for (size_t i = 0; i < p.chunks.size(); ++i) fts_.push_back({first_id + static_cast<int64_t>(i), p.chunks[i].text, false});
-    stmt(5, "INSERT INTO meta(key, value) VALUES ('ingest.next_chunk_id', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-        .bind(1, std::to_string(id))
-        .run();
     batch_size_ += static_cast<int64_t>(d.text.size()) * 2;
     if (replace) end_doc(true);
     next_chunk_id_ = id;
@@ -353,10 +353,7 @@ int64_t index_writer::write_document(int64_t collection_id, const file_info& f, 
   std::vector<int64_t> ids(p.chunks.size());
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = first_id + static_cast<int64_t>(i);
   vectors_->add(static_cast<int64_t>(ids.size()), ids.data(), p.vectors.data());
-  for (uint32_t x : p.df_buckets) {
-    ++df_[x];
-    df_dirty_[x] = 1;
-  }
+  for (uint32_t x : p.df_buckets) ++df_[x];  // changed buckets are found at checkpoint (df_ vs df_saved_)
   df_n_ += static_cast<int64_t>(p.chunks.size());
   vectors_dirty_ = true;
   return doc_id;
@@ -394,7 +391,7 @@ void index_writer::checkpoint(bool final) {
         "INSERT INTO embedder_df(feature, df) VALUES (?, ?) ON CONFLICT(feature) DO UPDATE SET df = excluded.df");
     auto del = s_.db().prepare("DELETE FROM embedder_df WHERE feature = ?");
     for (size_t i = 0; i < df_.size(); ++i) {
-      if (!df_dirty_[i]) continue;
+      if (df_[i] == df_saved_[i]) continue;
       if (df_[i]) {
         up.bind(1, static_cast<int64_t>(i)).bind(2, static_cast<int64_t>(df_[i]));
         up.run();
@@ -410,7 +407,7 @@ void index_writer::checkpoint(bool final) {
     s_.set_meta("chunker.overlap", std::to_string(opt_.chunk_overlap));
     s_.set_meta("chunker.counter", counter_->name());
     tx.commit();
-    std::fill(df_dirty_.begin(), df_dirty_.end(), 0);
+    df_saved_ = df_;
   }
   if (vectors_dirty_ || !std::filesystem::exists(s_.vectors_path())) {
     vectors_->save(s_.vectors_path(), final ? opt_.hnsw_above : INT64_MAX);

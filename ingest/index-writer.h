@@ -118,7 +118,7 @@ class index_writer {
   std::unique_ptr<vector_index> vectors_;
   vector_repair repair_;
   std::vector<uint32_t> df_;
-  std::vector<uint8_t> df_dirty_;
+  std::vector<uint32_t> df_saved_;  // df_ as last persisted (checkpoint writes the buckets that differ)
   int64_t df_n_ = 0;
   int64_t next_chunk_id_ = 1;
   std::vector<int64_t> pending_removals_;
