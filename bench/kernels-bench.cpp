@@ -127,9 +127,10 @@ void bench_new_ops(bool quick) {
       std::int32_t *d_ids, *off, *rt, *tr;
       CHECK_CUDA(cudaMalloc(&d_ids, ids.size() * 4));
       CHECK_CUDA(cudaMemcpy(d_ids, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
-      CHECK_CUDA(cudaMalloc(&off, (E + 1) * 4));
-      CHECK_CUDA(cudaMalloc(&rt, std::size_t(R) * 4));
-      CHECK_CUDA(cudaMalloc(&tr, std::size_t(R) * 4));
+      // One permutation output per routing table, so the GEMMs can be timed alone with the tables rotated.
+      CHECK_CUDA(cudaMalloc(&off, std::size_t(n_tables) * (E + 1) * 4));
+      CHECK_CUDA(cudaMalloc(&rt, std::size_t(n_tables) * R * 4));
+      CHECK_CUDA(cudaMalloc(&tr, std::size_t(n_tables) * R * 4));
       bf16* x = random_buffer<bf16>(std::size_t(T) * H, -1, 1, 43);
       bf16* shared = random_buffer<bf16>(std::size_t(T) * H, -1, 1, 44);
       float* gl = random_buffer<float>(T, -2, 2, 45);
@@ -156,8 +157,14 @@ void bench_new_ops(bool quick) {
       ca.y_type = gemm_out::fp32, ca.shared = shared, ca.shared_stride = H, ca.shared_gate_logit = gl;
       ca.out = out, ca.out_stride = H;
       int it = 0;
+      auto use_table = [&](int tb) {
+        pa.ids = d_ids + std::size_t(tb) * R, pa.expert_offsets = off + std::size_t(tb) * (E + 1);
+        pa.row_token = rt + std::size_t(tb) * R, pa.token_row = tr + std::size_t(tb) * R;
+        ga.expert_offsets = da.expert_offsets = pa.expert_offsets, ga.row_token = pa.row_token;
+        ca.token_row = pa.token_row;
+      };
       auto layer = [&] {
-        pa.ids = d_ids + std::size_t(it++ % n_tables) * R;
+        use_table(it++ % n_tables);
         check(moe_permute(pa, ws, ws_bytes, nullptr), "moe_permute");
         check(moe_gate_up_swiglu(ga, nullptr), "moe_gate_up");
         check(moe_down(da, nullptr), "moe_down");
@@ -172,18 +179,23 @@ void bench_new_ops(bool quick) {
       row("moe routed experts layer (permute+gate_up+down+combine), " + tag, ms, wbytes + abytes, flops);
       it = 0;
       ms = time_ms([&] {
-        pa.ids = d_ids + std::size_t(it++ % n_tables) * R;
+        use_table(it++ % n_tables);
         check(moe_permute(pa, ws, ws_bytes, nullptr), "moe_permute");
       }, 3, reps);
       row("  of which moe_permute, " + tag, ms, double(R) * 4 * 4, 0);
-      if (n_tables == 1) {  // the same routing every run: the grouped GEMMs alone
-        ms = time_ms([&] { check(moe_gate_up_swiglu(ga, nullptr), "moe_gate_up"); }, 3, reps);
-        row("  of which moe_gate_up_swiglu, " + tag, ms, active * 2.0 * H * I * 2 + double(T) * H * 2 + R * I * 2.0,
-            4.0 * R * H * I);
-        ms = time_ms([&] { check(moe_down(da, nullptr), "moe_down"); }, 3, reps);
-        row("  of which moe_down (fp32 rows), " + tag, ms, active * 1.0 * H * I * 2 + R * (I * 2.0 + H * 4.0),
-            2.0 * R * H * I);
-      }
+      for (int tb = 0; tb < n_tables; ++tb) use_table(tb), check(moe_permute(pa, ws, ws_bytes, nullptr), "permute");
+      it = 0;
+      ms = time_ms([&] { use_table(it++ % n_tables), check(moe_gate_up_swiglu(ga, nullptr), "moe_gate_up"); }, 3, reps);
+      row("  of which moe_gate_up_swiglu, " + tag, ms, active * 2.0 * H * I * 2 + double(T) * H * 2 + R * I * 2.0,
+          4.0 * R * H * I);
+      it = 0;
+      ms = time_ms([&] { use_table(it++ % n_tables), check(moe_down(da, nullptr), "moe_down"); }, 3, reps);
+      row("  of which moe_down (fp32 rows), " + tag, ms, active * 1.0 * H * I * 2 + R * (I * 2.0 + H * 4.0),
+          2.0 * R * H * I);
+      it = 0;
+      ms = time_ms([&] { use_table(it++ % n_tables), check(moe_combine(ca, nullptr), "moe_combine"); }, 3, reps);
+      row("  of which moe_combine (fp32 rows, shared expert), " + tag, ms,
+          double(R) * H * 4 + double(T) * H * 2 * 2 + double(R) * 8, 0);
       cudaFree(d_ids), cudaFree(off), cudaFree(rt), cudaFree(tr), cudaFree(x), cudaFree(shared), cudaFree(gl);
       cudaFree(w), cudaFree(h), cudaFree(y), cudaFree(out), cudaFree(ws);
     }
@@ -212,10 +224,14 @@ void bench_new_ops(bool quick) {
     a.gate_head_stride = 2 * AD, a.out = out, a.out_stride = HQ * AD;
     a.kv.k_cache = kc, a.kv.v_cache = vc, a.kv.n_blocks = nb, a.kv.block_size = bs, a.kv.block_tables = d_tables;
     a.kv.max_blocks_per_seq = nb;
-    const double ms = time_ms([&] { check(attention_prefill(a, nullptr), "attention_prefill"); }, 2, T > 8192 ? 5 : 10);
-    // Causal: T (T + 1) / 2 query-key pairs per head, 2 products (QK^T, PV) of 256 multiply-adds each.
-    row("attention prefill (paged, causal, GQA 16/2 x 256, gate), " + std::to_string(T) + " tokens", ms,
-        double(T) * (HQ * 2 * AD * 2 + HQ * AD * 2) + 2.0 * cache_n * 2, 4.0 * HQ * AD * (double(T) * (T + 1) / 2));
+    for (int rows : {128, 64}) {
+      a.tile_rows = rows;
+      const double ms = time_ms([&] { check(attention_prefill(a, nullptr), "attention_prefill"); }, 2, T > 8192 ? 5 : 10);
+      // Causal: T (T + 1) / 2 query-key pairs per head, 2 products (QK^T, PV) of 256 multiply-adds each.
+      row("attention prefill (paged, causal, GQA 16/2 x 256, gate), " + std::to_string(T) + " tokens, " +
+              std::to_string(rows) + "-row tiles",
+          ms, double(T) * (HQ * 2 * AD * 2 + HQ * AD * 2) + 2.0 * cache_n * 2, 4.0 * HQ * AD * (double(T) * (T + 1) / 2));
+    }
     cudaFree(kc), cudaFree(vc), cudaFree(qg), cudaFree(out), cudaFree(d_tables), cudaFree(d_meta);
   }
   // Sampling: temperature 0.6, top-k 20 / top-p 0.95 (Qwen3 thinking defaults) and top-p 0.95 alone, 151936 vocab.
@@ -242,7 +258,14 @@ void bench_new_ops(bool quick) {
     row("sample top-k 20 + top-p 0.95, batch " + std::to_string(B) + " x 151936", ms, double(B) * V * 4, 0);
     a.top_k = nullptr;
     ms = time_ms([&] { check(sample(a, nullptr), "sample"); }, 3, 20);
-    row("sample top-p 0.95 alone, batch " + std::to_string(B) + " x 151936", ms, double(B) * V * 4, 0);
+    row("sample top-p 0.95 alone (nucleus of ~14K tokens: general path), batch " + std::to_string(B) + " x 151936", ms,
+        double(B) * V * 4, 0);
+    // Temperature 0.03 on the same logits: a nucleus of a few hundred tokens, as a peaked model distribution has.
+    std::vector<float> cold(B, 0.03f);
+    CHECK_CUDA(cudaMemcpy(d_t, cold.data(), B * 4, cudaMemcpyHostToDevice));
+    ms = time_ms([&] { check(sample(a, nullptr), "sample"); }, 3, 20);
+    row("sample top-p 0.95 alone (nucleus < 1024 tokens: fast path), batch " + std::to_string(B) + " x 151936", ms,
+        double(B) * V * 4, 0);
     cudaFree(logits), cudaFree(d_t), cudaFree(d_tp), cudaFree(d_u), cudaFree(d_tk), cudaFree(ids);
   }
 }

@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <cfloat>
 #include <cmath>
 
@@ -236,8 +237,8 @@ status kv_cache_write(const kv_write_args& a, stream_t stream) {
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Prefill: flash-attention-2 over the paged cache.
-// A block takes 64 rows = (query token, query head) pairs of one KV head (64 / group tokens x group heads, so each K/V
-// tile loaded serves all the heads of the group), 4 warps of 16 rows. It walks the K/V tiles of 64 positions up to
+// A block takes 128 rows = (query token, query head) pairs of one KV head (128 / group tokens x group heads, so each
+// K/V tile loaded serves all the heads of the group), 8 warps of 16 rows. It walks the K/V tiles of 64 positions up to
 // its last token's position, double-buffered through cp.async (positions gathered through the block table). Per
 // tile: S = Q K^T (mma.sync m16n8k16, Q and K fragments by ldmatrix from XOR-swizzled shared tiles), the causal mask,
 // the online softmax in fp32 (exp2 domain; running max and sum per row, the accumulator rescaled in registers), then
@@ -245,16 +246,20 @@ status kv_cache_write(const kv_write_args& a, stream_t stream) {
 namespace evident::kernels {
 namespace {
 
-constexpr int kPfRows = 64, kPfKeys = 64, kPfThreads = 128;
+constexpr int kPfKeys = 64;
 constexpr int kPfRowBytes = kD * 2;  // 512 bytes: 32 chunks of 16 bytes
-constexpr int kPfTileBytes = kPfRows * kPfRowBytes;
-constexpr int kPfSmem = 5 * kPfTileBytes;  // Q, 2 x K, 2 x V
+constexpr int kPfKvBytes = kPfKeys * kPfRowBytes;
+// ROWS (token, head) rows per block, 16 per warp; shared memory: Q, 2 x K, 2 x V (192 KiB for 128 rows).
+template <int ROWS>
+constexpr int pf_smem() { return ROWS * kPfRowBytes + 4 * kPfKvBytes; }
 
 // 32 chunks per row; the low 3 bits of the chunk index are XORed with the row so that ldmatrix over 8 rows at one
 // chunk touches 8 different 16-byte bank groups.
 __device__ __forceinline__ int swz256(int row, int chunk) { return row * kPfRowBytes + ((chunk ^ (row & 7)) << 4); }
 
-__global__ void __launch_bounds__(kPfThreads, 1) attention_prefill_kernel(attention_prefill_args a, float scale_log2) {
+template <int kPfRows>
+__global__ void __launch_bounds__(kPfRows * 2, 1) attention_prefill_kernel(attention_prefill_args a, float scale_log2) {
+  constexpr int kPfThreads = kPfRows * 2, kPfQBytes = kPfRows * kPfRowBytes;
   extern __shared__ __align__(128) unsigned char smem[];
   const int s = blockIdx.z, hk = blockIdx.y;
   const int tile = gridDim.x - 1 - blockIdx.x;  // heavier (later) tiles first
@@ -269,14 +274,15 @@ __global__ void __launch_bounds__(kPfThreads, 1) attention_prefill_kernel(attent
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 
   unsigned char* sq = smem;
-  auto sk = [&](int b) { return smem + (1 + b) * kPfTileBytes; };
-  auto sv = [&](int b) { return smem + (3 + b) * kPfTileBytes; };
+  auto sk = [&](int b) { return smem + kPfQBytes + b * kPfKvBytes; };
+  auto sv = [&](int b) { return smem + kPfQBytes + (2 + b) * kPfKvBytes; };
 
-  // Q tile: thread covers chunk tid % 32 of rows tid / 32 + 4 i.
+  // Q tile: thread covers chunk tid % 32 of rows tid / 32 + (threads / 32) i.
+  constexpr int kRowStep = kPfThreads / 32;
   const int cc = tid & 31;
 #pragma unroll 4
-  for (int i = 0; i < kPfRows / 4; ++i) {
-    const int rr = tid / 32 + 4 * i, pi = tile * kPfRows + rr, tok = pi / group;
+  for (int i = 0; i < kPfRows / kRowStep; ++i) {
+    const int rr = tid / 32 + kRowStep * i, pi = tile * kPfRows + rr, tok = pi / group;
     const bool ok = tok < n_new;
     const bf16* src = ok ? a.q + std::int64_t(q0 + tok) * a.q_stride +
                                std::int64_t(hk * group + pi % group) * a.q_head_stride + cc * 8
@@ -286,8 +292,8 @@ __global__ void __launch_bounds__(kPfThreads, 1) attention_prefill_kernel(attent
   const std::int32_t* table = a.kv.block_tables + std::int64_t(s) * a.kv.max_blocks_per_seq;
   auto load_kv = [&](int j, int b) {
 #pragma unroll 4
-    for (int i = 0; i < kPfKeys / 4; ++i) {
-      const int rr = tid / 32 + 4 * i, pos = j * kPfKeys + rr;
+    for (int i = 0; i < kPfKeys / kRowStep; ++i) {
+      const int rr = tid / 32 + kRowStep * i, pos = j * kPfKeys + rr;
       const bool ok = pos < kv_len;
       std::int64_t off = 0;
       if (ok) {
@@ -422,8 +428,10 @@ status attention_prefill(const attention_prefill_args& a, stream_t stream) {
   EV_KERNEL_REQUIRE(a.n_kv_heads > 0 && a.n_q_heads > 0 && a.n_q_heads % a.n_kv_heads == 0,
                     "attention_prefill: n_q_heads = ", a.n_q_heads, ", n_kv_heads = ", a.n_kv_heads,
                     ": expected a multiple");
+  EV_KERNEL_REQUIRE(a.tile_rows == 0 || a.tile_rows == 64 || a.tile_rows == 128, "attention_prefill: tile_rows = ",
+                    a.tile_rows, ": expected 0, 64 or 128");
   const int group = a.n_q_heads / a.n_kv_heads;
-  EV_KERNEL_SUPPORTED(a.head_dim == kD && kPfRows % group == 0, "attention_prefill: head_dim = ", a.head_dim,
+  EV_KERNEL_SUPPORTED(a.head_dim == kD && 64 % group == 0, "attention_prefill: head_dim = ", a.head_dim,
                       ", group = ", group, ": supported head_dim 256 and a group dividing 64");
   if (a.n_seq == 0 || a.n_tokens == 0 || a.max_n_new == 0) return status::success();
   EV_KERNEL_SUPPORTED(a.n_seq <= 65535 && a.n_kv_heads <= 65535, "attention_prefill: n_seq = ", a.n_seq,
@@ -441,10 +449,18 @@ status attention_prefill(const attention_prefill_args& a, stream_t stream) {
                         (reinterpret_cast<std::uintptr_t>(a.gate) & 3u) == 0 &&
                         (reinterpret_cast<std::uintptr_t>(a.out) & 3u) == 0,
                     "attention_prefill: q and the caches must be 16-byte aligned, gate and out 4-byte aligned");
-  EV_CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kPfSmem));
-  const long long tiles = (static_cast<long long>(a.max_n_new) * group + kPfRows - 1) / kPfRows;
   const float scale_log2 = a.scale * 1.4426950408889634f;
-  attention_prefill_kernel<<<dim3(unsigned(tiles), a.n_kv_heads, a.n_seq), kPfThreads, kPfSmem, stream>>>(a, scale_log2);
+  auto launch = [&](auto rows_tag) -> cudaError_t {
+    constexpr int rows = decltype(rows_tag)::value;
+    auto kernel = attention_prefill_kernel<rows>;
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, pf_smem<rows>());
+    if (err != cudaSuccess) return err;
+    const long long tiles = (static_cast<long long>(a.max_n_new) * group + rows - 1) / rows;
+    kernel<<<dim3(unsigned(tiles), a.n_kv_heads, a.n_seq), rows * 2, pf_smem<rows>(), stream>>>(a, scale_log2);
+    return cudaSuccess;
+  };
+  if (a.tile_rows == 64) EV_CUDA_CHECK(launch(std::integral_constant<int, 64>{}));
+  else EV_CUDA_CHECK(launch(std::integral_constant<int, 128>{}));
   EV_CUDA_CHECK_LAUNCH("attention_prefill_kernel");
   return status::success();
 }

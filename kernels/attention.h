@@ -85,7 +85,7 @@ status kv_cache_write(const kv_write_args& args, stream_t stream);
 //     gate  bf16 [n_tokens, n_q_heads, head_dim]  token stride gate_stride, head stride gate_head_stride
 //     out   bf16 [n_tokens, n_q_heads * head_dim] token stride out_stride
 //     out = softmax(q k^T * scale) v * sigmoid(gate)
-// Flash-attention-2 style: one block per (tile of 64 (token, head) rows of one KV head, sequence); fp32 online softmax
+// Flash-attention-2 style: one block per (tile of 128 (token, head) rows of one KV head, sequence); fp32 online softmax
 // (running max / sum, rescaled accumulator in registers); Q K^T and P V on tensor cores (mma.sync bf16, fp32
 // accumulate; P rounded to bf16 as in flash-attention). No workspace.
 // CUDA: head_dim == 256, n_q_heads / n_kv_heads a divisor of 64; q/gate/out and the caches 16-byte aligned with
@@ -107,6 +107,7 @@ struct attention_prefill_args {
   paged_kv_view kv;
   bf16* out = nullptr;
   std::int64_t out_stride = 0;
+  int tile_rows = 0;  // 0: the default (128 rows, 8 warps per block); 64 forces 64 rows / 4 warps (tests, bench)
 };
 status attention_prefill(const attention_prefill_args& args, stream_t stream);
 

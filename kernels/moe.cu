@@ -87,7 +87,8 @@ status moe_router(const moe_router_args& a, stream_t stream) {
 namespace evident::kernels {
 namespace {
 
-// ---- moe_permute: three launches, deterministic (no atomics on global memory).
+// ---- moe_permute: deterministic (no atomics on global memory). Up to kPermChunk entries (decode): one block does
+// it all (permute_small_kernel). Beyond, three launches:
 // 1. permute_count_kernel: one warp per chunk of kPermChunk (token, k) entries, walked in order 32 at a time; lanes
 //    with the same expert are grouped with __match_any_sync, so each entry gets its stable rank within the chunk
 //    (local_rank) and the chunk its per-expert counts (counts[chunk][e]).
@@ -104,11 +105,12 @@ struct permute_ws {
   std::int32_t* local_rank;  // [n]
 };
 
-__global__ void permute_count_kernel(moe_permute_args a, permute_ws ws, int n) {
-  extern __shared__ std::int32_t cnt[];  // [n_experts]
-  const int lane = threadIdx.x, chunk = blockIdx.x;
-  for (int e = lane; e < a.n_experts; e += 32) cnt[e] = 0;
-  __syncwarp();
+// Walks chunk `chunk` of the (token, k) entries in order, 32 at a time, with one warp: lanes that share an expert are
+// grouped by __match_any_sync, so each valid entry i gets its stable rank within the chunk (rank(i, r)) and cnt[e]
+// (shared, zeroed by the caller) ends as the chunk's count of expert e.
+template <typename RankFn>
+__device__ void rank_chunk(const moe_permute_args& a, int n, int chunk, std::int32_t* cnt, RankFn rank) {
+  const int lane = threadIdx.x & 31;
   const unsigned lt = (1u << lane) - 1u;
   for (int s = 0; s < kPermChunk / 32; ++s) {
     const int i = chunk * kPermChunk + s * 32 + lane;
@@ -119,10 +121,18 @@ __global__ void permute_count_kernel(moe_permute_args a, permute_ws ws, int n) {
     __syncwarp();
     if (e >= 0) {
       if ((same & lt) == 0) cnt[e] = base + __popc(same);  // the lowest lane of the group advances the counter
-      ws.local_rank[i] = base + __popc(same & lt);
+      rank(i, base + __popc(same & lt));
     }
     __syncwarp();
   }
+}
+
+__global__ void permute_count_kernel(moe_permute_args a, permute_ws ws, int n) {
+  extern __shared__ std::int32_t cnt[];  // [n_experts]
+  const int lane = threadIdx.x, chunk = blockIdx.x;
+  for (int e = lane; e < a.n_experts; e += 32) cnt[e] = 0;
+  __syncwarp();
+  rank_chunk(a, n, chunk, cnt, [&](int i, int r) { ws.local_rank[i] = r; });
   for (int e = lane; e < a.n_experts; e += 32) ws.counts[std::int64_t(chunk) * a.n_experts + e] = cnt[e];
 }
 
@@ -175,6 +185,45 @@ __global__ void __launch_bounds__(kScatterThreads) permute_scatter_kernel(moe_pe
     const int row = off[e] + ws.counts[std::int64_t(i / kPermChunk) * a.n_experts + e] + ws.local_rank[i];
     a.row_token[row] = i / a.top_k;
     a.token_row[i] = row;
+  }
+}
+
+// Decode sizes (n <= kPermChunk entries): everything in one block of kScatterThreads threads, one launch.
+__global__ void __launch_bounds__(kScatterThreads) permute_small_kernel(moe_permute_args a, int n) {
+  __shared__ std::int32_t cnt[kMaxPermExperts];
+  __shared__ std::int32_t rank[kPermChunk];
+  __shared__ std::int32_t scratch[33];
+  for (int e = threadIdx.x; e < a.n_experts; e += kScatterThreads) cnt[e] = 0;
+  __syncthreads();
+  if (threadIdx.x < 32) rank_chunk(a, n, 0, cnt, [&](int i, int r) { rank[i] = r; });
+  __syncthreads();
+  constexpr int per = kMaxPermExperts / kScatterThreads;
+  const int e0 = threadIdx.x * per;
+  int local[per], sum = 0;
+#pragma unroll
+  for (int j = 0; j < per; ++j) {
+    local[j] = e0 + j < a.n_experts ? cnt[e0 + j] : 0;
+    sum += local[j];
+  }
+  int total = 0;
+  int run = dev::block_exclusive_scan(sum, scratch, &total);
+#pragma unroll
+  for (int j = 0; j < per; ++j) {
+    if (e0 + j < a.n_experts) cnt[e0 + j] = run, a.expert_offsets[e0 + j] = run;  // cnt now holds the offsets
+    run += local[j];
+  }
+  if (threadIdx.x == 0) a.expert_offsets[a.n_experts] = total;
+  __syncthreads();
+  const int i = threadIdx.x;
+  if (i < n) {
+    const int e = a.ids[i];
+    if (e < 0 || e >= a.n_experts) {
+      a.token_row[i] = -1;
+    } else {
+      const int row = cnt[e] + rank[i];
+      a.row_token[row] = i / a.top_k;
+      a.token_row[i] = row;
+    }
   }
 }
 
@@ -261,7 +310,6 @@ __global__ void __launch_bounds__(WM* WN * 32) grouped_gemm_kernel(gg_params p) 
   if (!find_tile<BM>(p, s_info)) return;
   const int e = s_info[0], m0 = s_info[1], cnt = s_info[2];
   const int row0 = p.offsets[e] + m0;  // first permuted row of the tile
-  const int n0 = blockIdx.y * BN;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp / WN, wn = warp % WN;
   const bf16* w = p.w + std::int64_t(e) * p.w_expert_stride;
@@ -280,6 +328,12 @@ __global__ void __launch_bounds__(WM* WN * 32) grouped_gemm_kernel(gg_params p) 
     const int src_row = p.row_token ? p.row_token[r] : r;
     a_src[i] = p.a + std::int64_t(src_row) * p.lda + cc * 8;
   }
+  // Column tiles blockIdx.y, blockIdx.y + gridDim.y, ...: the prefill tiling walks several per block, so the tile
+  // lookup above and the A row pointers are amortised.
+  const int n_tiles = (p.N + BN - 1) / BN;
+  for (int nt = blockIdx.y; nt < n_tiles; nt += gridDim.y) {
+  const int n0 = nt * BN;
+  __syncthreads();  // the previous column tile's last reads of the stage buffers are done
   const bf16* b_src[kBL];
   bool b_ok[kBL];
 #pragma unroll
@@ -384,6 +438,7 @@ __global__ void __launch_bounds__(WM* WN * 32) grouped_gemm_kernel(gg_params p) 
         }
       }
     }
+  }  // column tiles
 }
 
 template <int BM, int BN, int WM, int WN, int STAGES, bool SWIGLU>
@@ -392,7 +447,9 @@ status launch_grouped(const gg_params& p, stream_t stream) {
   auto kernel = grouped_gemm_kernel<BM, BN, WM, WN, STAGES, SWIGLU>;
   EV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
   const long long tiles = p.n_rows / BM + std::min(p.n_experts, p.n_rows);
-  const dim3 grid(unsigned(tiles), unsigned((p.N + BN - 1) / BN));
+  const int n_tiles = (p.N + BN - 1) / BN;
+  const int per_block = BM >= 64 ? 4 : 1;  // prefill: 4 column tiles per block
+  const dim3 grid(unsigned(tiles), unsigned((n_tiles + per_block - 1) / per_block));
   kernel<<<grid, C::kThreads, C::kSmem, stream>>>(p);
   EV_CUDA_CHECK_LAUNCH("grouped_gemm_kernel");
   return status::success();
@@ -497,6 +554,11 @@ status moe_permute(const moe_permute_args& a, void* workspace, std::size_t works
   EV_KERNEL_REQUIRE(workspace && workspace_bytes >= moe_permute_workspace_bytes(a), "moe_permute: workspace of ",
                     workspace_bytes, " bytes, expected ", moe_permute_workspace_bytes(a));
   const int n = a.n_tokens * a.top_k, n_chunks = (n + kPermChunk - 1) / kPermChunk;
+  if (n <= kPermChunk) {
+    permute_small_kernel<<<1, kScatterThreads, 0, stream>>>(a, n);
+    EV_CUDA_CHECK_LAUNCH("permute_small_kernel");
+    return status::success();
+  }
   const permute_ws ws = carve_permute(a, workspace);
   permute_count_kernel<<<n_chunks, 32, a.n_experts * sizeof(std::int32_t), stream>>>(a, ws, n);
   EV_CUDA_CHECK_LAUNCH("permute_count_kernel");

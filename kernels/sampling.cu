@@ -65,6 +65,9 @@ status sample_greedy(const argmax_args& a, stream_t stream) {
 // 50-bit candidate key (ordered fp32 bits of x << 18 | (2^18 - 1 - id): descending key = the candidate order): five
 // passes of 10 bits, each a shared-memory histogram (uint64 count or fixed-point weight per digit) and a descending
 // block scan. Integer sums make the result independent of the summation order.
+// Fast path: the top-k cut (count passes only, no exp) or the first 1024 candidates; when the kept set lies inside
+// those (always with top_k <= 1024; with top-p when the nucleus has <= 1024 tokens), they are sorted in shared memory
+// and the filters and the draw run there, computing the exp of those candidates only.
 namespace evident::kernels {
 namespace {
 
@@ -143,10 +146,90 @@ __device__ unsigned long long radix_cut(const row_view& r, bool mass, unsigned l
   return prefix;
 }
 
+constexpr int kSmall = 1024;  // candidates the fast path sorts in shared memory (<= kSampleThreads)
+
+struct small_smem {
+  unsigned long long key[kSmall];
+  unsigned long long cum[kSmall];
+  int n, sel;
+};
+
+__device__ __forceinline__ float key_x(unsigned long long key) {
+  unsigned u = static_cast<unsigned>(key >> kIdBits);
+  u = (u & 0x80000000u) ? (u ^ 0x80000000u) : ~u;
+  return __uint_as_float(u);
+}
+__device__ __forceinline__ int key_id(unsigned long long key) {
+  return (1 << kIdBits) - 1 - static_cast<int>(key & ((1u << kIdBits) - 1));
+}
+
+// The candidates with key >= lo_c (exactly n_c <= kSmall of them) gathered, sorted by key (bitonic, descending), their
+// weights scanned; then top-p (against z1, or the sum over C when z1 == 0), min-p and the draw within C. Returns the
+// token, or -1 when the top-p prefix does not end inside C (the caller falls back to the general path).
+__device__ int small_select(const row_view& r, unsigned long long lo_c, int n_c, unsigned long long z1, bool use_p,
+                            float tp, bool use_m, unsigned long long m_w, float u, sample_smem& sm, small_smem& ss) {
+  const int tid = threadIdx.x;
+  if (tid == 0) ss.n = 0;
+  __syncthreads();
+  for (int j = tid; j < r.vocab; j += kSampleThreads) {
+    const unsigned long long key = cand_key(cand_x(r, j), j);
+    if (key >= lo_c) {
+      const int slot = atomicAdd(&ss.n, 1);
+      if (slot < kSmall) ss.key[slot] = key;
+    }
+  }
+  int p2 = 1;
+  while (p2 < n_c) p2 <<= 1;
+  __syncthreads();
+  if (tid >= n_c && tid < p2) ss.key[tid] = 0;  // below every real key
+  __syncthreads();
+  for (int size = 2; size <= p2; size <<= 1)
+    for (int stride = size >> 1; stride > 0; stride >>= 1) {
+      const int j = tid ^ stride;
+      if (tid < p2 && j > tid) {
+        const unsigned long long x = ss.key[tid], y = ss.key[j];
+        const bool desc = (tid & size) == 0;
+        if (desc ? x < y : x > y) ss.key[tid] = y, ss.key[j] = x;
+      }
+      __syncthreads();
+    }
+  const unsigned long long w = tid < n_c ? cand_w(r, key_x(ss.key[tid])) : 0;
+  unsigned long long total_c = 0;
+  const unsigned long long cum = dev::block_exclusive_scan(w, sm.scratch, &total_c) + w;
+  if (tid < n_c) ss.cum[tid] = cum;
+  if (tid == 0) ss.sel = n_c - 1;
+  __syncthreads();
+  int keep = n_c;
+  if (use_p) {
+    if (z1 == 0) z1 = total_c;
+    unsigned long long t = static_cast<unsigned long long>(ceil(static_cast<double>(tp) * static_cast<double>(z1)));
+    t = t < 1 ? 1 : (t > z1 ? z1 : t);
+    if (total_c < t) return -1;  // block-uniform
+    if (tid < n_c && cum >= t && (tid == 0 || ss.cum[tid - 1] < t)) ss.sel = tid;
+    __syncthreads();
+    keep = ss.sel + 1;
+    __syncthreads();
+  }
+  if (use_m) {
+    unsigned long long c = 0;
+    dev::block_exclusive_scan(static_cast<unsigned long long>(tid < keep && w >= m_w ? 1 : 0), sm.scratch, &c);
+    keep = c < 1 ? 1 : static_cast<int>(c);
+  }
+  const unsigned long long z = ss.cum[keep - 1];
+  unsigned long long t = static_cast<unsigned long long>(static_cast<double>(u) * static_cast<double>(z));
+  if (t > z - 1) t = z - 1;
+  if (tid == 0) ss.sel = keep - 1;
+  __syncthreads();
+  if (tid < keep && cum > t && (tid == 0 || ss.cum[tid - 1] <= t)) ss.sel = tid;
+  __syncthreads();
+  return key_id(ss.key[ss.sel]);
+}
+
 __device__ __forceinline__ bool better_x(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
 
 __global__ void __launch_bounds__(kSampleThreads) sample_kernel(sample_args a) {
   __shared__ sample_smem sm;
+  __shared__ small_smem ss;
   __shared__ float s_red[32];
   __shared__ int s_idx[32];
   const int row = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -179,25 +262,52 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(sample_args a) {
     return;
   }
   r.mx = bv;
-  unsigned long long lo = 0;
   const int k = a.top_k ? a.top_k[row] : 0;
-  if (k > 0 && k < a.vocab) lo = radix_cut(r, false, static_cast<unsigned long long>(k), 0, sm);
-  if (a.top_p && a.top_p[row] < 1.f) {
+  const bool use_k = k > 0 && k < a.vocab;
+  const float tp = a.top_p ? a.top_p[row] : 1.f, mp = a.min_p ? a.min_p[row] : 0.f;
+  const bool use_p = tp < 1.f, use_m = mp > 0.f;
+  unsigned long long m_w = use_m ? static_cast<unsigned long long>(ceil(static_cast<double>(mp) * kOneW)) : 0;
+  if (use_m && m_w < 1) m_w = 1;
+  const float u = a.uniforms[row];
+  unsigned long long lo = 0;  // the top-k set: keys >= lo
+  int n_lo = a.vocab;
+  if (use_k) lo = radix_cut(r, false, static_cast<unsigned long long>(k), 0, sm), n_lo = k;
+  // Fast path: when the kept set lies within the first kSmall candidates C, sort C in shared memory and finish there.
+  {
+    const int n_c = min(n_lo, kSmall);
+    const unsigned long long lo_c = n_c == n_lo ? lo : radix_cut(r, false, static_cast<unsigned long long>(n_c), 0, sm);
+    bool fits = n_c == n_lo;  // C is the whole top-k set (or vocabulary)
+    unsigned long long z1 = 0;
+    if (!fits) {
+      if (use_p) z1 = block_total(r, lo, true, 0, sm);  // small_select checks that the top-p prefix ends inside C
+      else if (use_m) fits = block_total(r, lo, false, m_w, sm) <= static_cast<unsigned long long>(n_c);
+    }
+    if (fits || use_p) {
+      const int id = small_select(r, lo_c, n_c, z1, use_p, tp, use_m, m_w, u, sm, ss);
+      if (id >= 0) {
+        if (threadIdx.x == 0) a.ids[row] = id;
+        return;
+      }
+    }
+  }
+  // General path: radix descents over the whole vocabulary.
+  if (use_p) {
     const unsigned long long z1 = block_total(r, lo, true, 0, sm);
-    unsigned long long t = static_cast<unsigned long long>(ceil(static_cast<double>(a.top_p[row]) * static_cast<double>(z1)));
+    unsigned long long t = static_cast<unsigned long long>(ceil(static_cast<double>(tp) * static_cast<double>(z1)));
     t = t < 1 ? 1 : (t > z1 ? z1 : t);
     lo = radix_cut(r, true, t, lo, sm);
   }
-  if (a.min_p && a.min_p[row] > 0.f) {
-    const unsigned long long m = static_cast<unsigned long long>(ceil(static_cast<double>(a.min_p[row]) * kOneW));
-    unsigned long long c = block_total(r, lo, false, m < 1 ? 1 : m, sm);
+  if (use_m) {
+    const unsigned long long c = block_total(r, lo, false, m_w, sm);
     lo = radix_cut(r, false, c < 1 ? 1 : c, lo, sm);
   }
   const unsigned long long z = block_total(r, lo, true, 0, sm);
-  unsigned long long t = static_cast<unsigned long long>(static_cast<double>(a.uniforms[row]) * static_cast<double>(z));
+  unsigned long long t = static_cast<unsigned long long>(static_cast<double>(u) * static_cast<double>(z));
   if (t > z - 1) t = z - 1;
   const unsigned long long key = radix_cut(r, true, t + 1, lo, sm);
-  if (threadIdx.x == 0) a.ids[row] = (1 << kIdBits) - 1 - static_cast<int>(key & ((1u << kIdBits) - 1));
+  int id = (1 << kIdBits) - 1 - static_cast<int>(key & ((1u << kIdBits) - 1));
+  if (id >= a.vocab) id = bi;  // unreachable when the sums are consistent; never write an out-of-range id
+  if (threadIdx.x == 0) a.ids[row] = id;
 }
 
 __device__ __forceinline__ std::uint64_t splitmix64(std::uint64_t z) {

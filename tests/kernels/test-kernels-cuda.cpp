@@ -682,6 +682,7 @@ INSTANTIATE_TEST_SUITE_P(
                       moe_case{"small_odd_tiles_128", 37, 8, 2, 72, 40, 128, false, true, true},
                       moe_case{"small_odd_tiles_16", 37, 8, 2, 72, 40, 16, false, true, true},
                       moe_case{"small_prefill_skewed", 300, 8, 2, 64, 32, 0, true, true, true},
+                      moe_case{"prefill_many_column_tiles", 150, 8, 2, 1032, 136, 128, false, true, true},
                       moe_case{"qwen_decode_b1", 1, 512, 10, 2048, 512, 0, false, false, false},
                       moe_case{"qwen_decode_b64", 64, 512, 10, 2048, 512, 0, false, true, false},
                       moe_case{"prefill_skewed_multi_chunk", 300, 16, 4, 512, 256, 0, true, true, false}),
@@ -691,7 +692,7 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(MoeCuda, PermuteManyChunksIsExact) {
   EV_REQUIRE_CUDA();
   std::mt19937 rng(43);
-  for (int T : {1, 103, 3277}) {
+  for (int T : {1, 102, 103, 3277}) {  // 10 / 1020 entries: one-block path; 1030+: chunked path
     const int E = 512, K = 10, R = T * K;
     auto ids = route(T, E, K, T > 1000, true, rng);
     std::vector<std::int32_t> off(E + 1), rt(R, -1), tr(R);
@@ -794,13 +795,16 @@ TEST_P(AttentionPrefillCuda, MatchesReference) {
   KERNEL_OK(kv_cache_write(w, nullptr));
   a.q = d_qg.p, a.gate = d_qg.p + D, a.cu_q = d_cu.p, a.seq_lens = d_lens.p, a.kv.k_cache = d_kc.p;
   a.kv.v_cache = d_vc.p, a.kv.block_tables = d_tables.p, a.out = d_out.p;
-  d_out.poison();
-  KERNEL_OK(attention_prefill(a, nullptr));
-  auto got = to_float(d_out.download()), want = to_float(out_ref);
-  got.resize(std::size_t(n_tok) * HQ * D), want.resize(got.size());
-  const double e = rel_l2(got, want);
-  std::printf("  [attention prefill %s, %d query tokens] rel-L2 %.3e\n", c.name, n_tok, e);
-  EXPECT_LT(e, 1e-2);
+  for (int rows : {0, 64}) {  // the default 128-row tiling and the 64-row one
+    a.tile_rows = rows;
+    d_out.poison();
+    KERNEL_OK(attention_prefill(a, nullptr));
+    auto got = to_float(d_out.download()), want = to_float(out_ref);
+    got.resize(std::size_t(n_tok) * HQ * D), want.resize(got.size());
+    const double e = rel_l2(got, want);
+    std::printf("  [attention prefill %s, %d query tokens, tile_rows %d] rel-L2 %.3e\n", c.name, n_tok, rows, e);
+    EXPECT_LT(e, 1e-2) << "tile_rows " << rows;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
