@@ -51,6 +51,7 @@ std::unique_ptr<rt::retriever_i> make(const std::string& mode, const std::filesy
   rt::lexical_options l;
   if (f.count("--prune-above")) l.prune_above_chunks = std::atoll(get(f, "--prune-above", "").c_str());
   if (f.count("--max-postings")) l.max_postings = std::atoll(get(f, "--max-postings", "").c_str());
+  if (f.count("--sql-rank")) l.direct_scoring = false;  // BM25 ranked by evident_bm25 inside SQL (for comparison)
   if (mode == "bm25") return rt::make_lexical(store, l);
   if (mode == "dense") return rt::make_dense(store, d);
   rt::hybrid_options h;

@@ -72,11 +72,11 @@ class lexical_retriever final : public retriever_i {
     if (k <= 0) return out;
     auto terms = query_terms(query, opt_.query);
     if (terms.empty()) return out;
-    if (chunk_count() > opt_.prune_above_chunks) {
-      if (detail::filter_empty(f)) return pruned_search(terms, k);
-      // Filtered: FTS5 ranks the rarest terms inside the SQL join below (it counts their frequencies itself).
-      terms = rarest_terms(terms);
-    }
+    const bool prune = chunk_count() > opt_.prune_above_chunks;
+    if (detail::filter_empty(f) && opt_.direct_scoring) return direct_search(terms, k, prune);
+    // Filtered (or direct scoring off): FTS5 ranks with evident_bm25 inside SQL; a pruned query keeps only the
+    // rarest terms (FTS5 counts their frequencies itself).
+    if (prune) terms = rarest_terms(terms);
     const std::string expr = fts5_expression(terms);
     if (expr.empty()) return out;
     if (detail::filter_empty(f)) {
@@ -120,7 +120,6 @@ class lexical_retriever final : public retriever_i {
       n_chunks_ = s.col_int(0);
       count_at_ = now;
       df_.clear();  // frequencies may have moved with the corpus
-      lengths_stale_ = true;
     }
     return n_chunks_;
   }
@@ -176,12 +175,13 @@ class lexical_retriever final : public retriever_i {
     return s;
   }
 
-  // Pruned BM25 without a filter: the same terms, IDFs and scores as ranking rarest_terms(terms) with evident_bm25,
-  // but the posting lists are read once through FTS5's extension API (one evident_call for the whole query) and
-  // scored here. A term whose frequency is not cached yet is read up to max_postings + 1 rows: that read both counts
-  // it and, when it is rare enough, gives its postings. Cost: the kept postings plus, once per frequent term, a
-  // capped read.
-  std::vector<hit> pruned_search(const std::vector<std::string>& terms, int k) {
+  // BM25 without a filter, scored here: the same terms, IDFs and scores as ranking (for a pruned query:
+  // rarest_terms(terms)) with evident_bm25 in SQL, but each posting list is read once through FTS5's extension API
+  // (one evident_call for the whole query), without an SQL row, a function call and a %_docsize statement per
+  // posting. Exact: every term's list is read. Pruned: a term whose frequency is not cached yet is read up to
+  // max_postings + 1 rows; that read both counts it and, when it is rare enough, gives its postings. Cost: the kept
+  // postings plus, once per frequent term, a capped read.
+  std::vector<hit> direct_search(const std::vector<std::string>& terms, int k, bool prune) {
     // Distinct terms (ASCII-lower-cased, as FTS5 folds case) become the phrases of one OR expression.
     std::vector<std::string> distinct;
     std::vector<size_t> phrase_of;  // query term -> phrase
@@ -193,7 +193,7 @@ class lexical_retriever final : public retriever_i {
     }
     const std::string expr = fts5_expression(distinct);
     const size_t n_phrase = distinct.size();
-    if (lengths_ && lengths_stale_) load_lengths();
+    const bool from_copy = lengths_ && refresh_lengths(prune);
     std::vector<phrase_postings> post(n_phrase);
     std::vector<char> have(n_phrase, 0);  // post[p] holds all of phrase p's postings
     std::vector<int64_t> n(n_phrase, -1);
@@ -210,11 +210,18 @@ class lexical_retriever final : public retriever_i {
       if (avgdl <= 0) avgdl = 1.0;
       if (api->xPhraseCount(fts) != static_cast<int>(n_phrase)) return SQLITE_INTERNAL;
       for (size_t p = 0; p < n_phrase; ++p) {
+        if (!prune) {  // exact: every list in full (no cache: the store may change between queries)
+          const int64_t got = read_phrase(api, fts, static_cast<int>(p), -1, !from_copy, post[p]);
+          if (got < 0) return static_cast<int>(-1 - got);
+          n[p] = got;
+          have[p] = 1;
+          continue;
+        }
         if (auto it = df_.find(distinct[p]); it != df_.end()) {
           n[p] = it->second;
           continue;
         }
-        const int64_t got = read_phrase(api, fts, static_cast<int>(p), cap + 1, !lengths_, post[p]);
+        const int64_t got = read_phrase(api, fts, static_cast<int>(p), cap + 1, !from_copy, post[p]);
         if (got < 0) return static_cast<int>(-1 - got);
         n[p] = got;
         have[p] = got <= cap;
@@ -224,12 +231,17 @@ class lexical_retriever final : public retriever_i {
       }
       std::vector<int64_t> per_term(terms.size());
       for (size_t i = 0; i < terms.size(); ++i) per_term[i] = n[phrase_of[i]];
-      keep = rarest(per_term);
+      if (prune) {
+        keep = rarest(per_term);
+      } else {
+        keep.assign(terms.size(), false);
+        for (size_t i = 0; i < terms.size(); ++i) keep[i] = per_term[i] > 0;
+      }
       for (size_t i = 0; i < terms.size(); ++i) {
         const size_t p = phrase_of[i];
         if (!keep[i] || have[p]) continue;
         post[p] = {};
-        const int64_t got = read_phrase(api, fts, static_cast<int>(p), -1, !lengths_, post[p]);
+        const int64_t got = read_phrase(api, fts, static_cast<int>(p), -1, !from_copy, post[p]);
         if (got < 0) return static_cast<int>(-1 - got);
         n[p] = got;  // exact (a capped count was only a lower bound)
         have[p] = 1;
@@ -265,7 +277,7 @@ class lexical_retriever final : public retriever_i {
       cursor c{&pp.rowid, std::vector<double>(pp.rowid.size()), 0};
       const size_t m = pp.rowid.size();
       for (size_t j = 0; j < m; ++j) {
-        if (lengths_ && j + 16 < m) {
+        if (from_copy && j + 16 < m) {
           const int64_t ahead = pp.rowid[j + 16];
           if (ahead >= 0 && static_cast<size_t>(ahead) < dl_.size()) __builtin_prefetch(dl_.data() + ahead);
         }
@@ -274,7 +286,7 @@ class lexical_retriever final : public retriever_i {
           continue;
         }
         const double tf = pp.tf[j];
-        const double dl = lengths_ ? length(pp.rowid[j]) : pp.dl[j];
+        const double dl = from_copy ? length(pp.rowid[j]) : pp.dl[j];
         const double norm = k1 * (1.0 - b + b * dl / avgdl);
         c.w[j] = idf * tf * (k1 + 1.0) / (tf + norm);
       }
@@ -309,10 +321,39 @@ class lexical_retriever final : public retriever_i {
   }
 
   // Row lengths for BM25's normalisation. FTS5 reads a row's length from its %_docsize table with one statement per
-  // row (xColumnSize), which costs more than reading the posting itself; pruned queries take them from this copy
-  // instead: 2 bytes per chunk, read once (about 0.1 s per 1M chunks) and extended with new chunk ids when the
-  // chunk count is re-read. Ids are never reused (ingest.next_chunk_id), so a loaded length stays valid. Without a
-  // %_docsize table (FTS5 columnsize=0) lengths come from xColumnSize.
+  // row (xColumnSize), which costs more than reading the posting itself; direct scoring takes them from this copy
+  // instead: 2 bytes per chunk, read from %_docsize (about 0.25 s per 1M chunks). Freshness (PRAGMA data_version
+  // tells whether another connection changed the store since the copy was made):
+  //   pruned (large stores): read at the first query; after a change, the new ids are added. Chunk ids are never
+  //     reused by ingest (ingest.next_chunk_id), so a loaded length stays valid.
+  //   exact (small stores): the copy is (re)read in full only when the store has not changed since the previous
+  //     query (so a retriever used once, or during an ingest, never pays for it); until then xColumnSize is used.
+  //     Exact results therefore never depend on the id-reuse assumption.
+  // Without a %_docsize table (FTS5 columnsize=0) lengths always come from xColumnSize.
+  // Returns whether this query may use the copy.
+  bool refresh_lengths(bool prune) {
+    if (!data_version_) data_version_ = std::make_unique<raw_stmt>(store_.db().handle(), "PRAGMA data_version");
+    int64_t v = 0;
+    {
+      use u(*data_version_);
+      if (data_version_->step()) v = sqlite3_column_int64(data_version_->h, 0);
+    }
+    const bool quiet = v == last_version_;
+    last_version_ = v;
+    if (loaded_ && v == lengths_version_) return true;
+    if (prune) {
+      load_lengths();  // from lengths_to_: the whole table the first time, new ids afterwards
+    } else {
+      if (!quiet) return false;
+      dl_.clear();
+      lengths_to_ = 0;
+      load_lengths();
+    }
+    loaded_ = true;
+    lengths_version_ = v;
+    return true;
+  }
+
   static int64_t docsize_tokens(const unsigned char* p, int n) {
     // The blob holds one SQLite varint per column (big-endian 7-bit groups, high bit = more; a 9th byte has 8 bits).
     int64_t sum = 0;
@@ -332,7 +373,6 @@ class lexical_retriever final : public retriever_i {
   }
 
   void load_lengths() {
-    lengths_stale_ = false;
     if (!lengths_read_) {
       lengths_read_ = std::make_unique<raw_stmt>(store_.db().handle(),
                                                  "SELECT id, sz FROM chunks_fts_docsize WHERE id > ?1 ORDER BY id");
@@ -403,8 +443,10 @@ class lexical_retriever final : public retriever_i {
   std::chrono::steady_clock::time_point count_at_{};
   std::unordered_map<std::string, int64_t> df_;  // lower-cased term -> capped chunk frequency
   std::unique_ptr<raw_stmt> rank_, call_, locate_, lengths_read_, length_one_;  // prepared once, reset after use
-  bool lengths_ = false;        // the store has chunks_fts_docsize: pruned queries use dl_
-  bool lengths_stale_ = true;   // dl_ may miss chunks added since it was read
+  bool lengths_ = false;        // the store has chunks_fts_docsize: direct scoring may use dl_
+  bool loaded_ = false;         // dl_ was read (at data_version lengths_version_)
+  int64_t lengths_version_ = -1, last_version_ = -1;  // PRAGMA data_version at the copy / at the previous query
+  std::unique_ptr<raw_stmt> data_version_;
   std::vector<uint16_t> dl_;    // chunk id -> tokens (0: not loaded; 65535: that many or more, looked up)
   int64_t lengths_to_ = 0;      // highest id loaded
 };

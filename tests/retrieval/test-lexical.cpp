@@ -20,6 +20,20 @@ double bm25_term(double N, double n, double tf, double dl, double avgdl, double 
 }
 }  // namespace
 
+namespace {
+// Same chunks, order and scores (same arithmetic; only the summation order of a chunk's terms may differ).
+void expect_same_hits(retriever_i& a, retriever_i& b, const char* q) {
+  auto x = a.search(q, 10), y = b.search(q, 10);
+  ASSERT_EQ(x.size(), y.size()) << q;
+  for (size_t i = 0; i < x.size(); ++i) {
+    EXPECT_EQ(x[i].chunk_id, y[i].chunk_id) << q << " rank " << i;
+    EXPECT_EQ(x[i].document_id, y[i].document_id) << q << " rank " << i;
+    EXPECT_EQ(x[i].ordinal, y[i].ordinal) << q << " rank " << i;
+    EXPECT_NEAR(x[i].score, y[i].score, 1e-12) << q << " rank " << i;
+  }
+}
+}  // namespace
+
 TEST(Lexical, ScoresMatchBm25Formula) {
   auto dir = test::scratch_dir("retrieval-bm25");
   // Words the Porter stemmer leaves unchanged, so token counts are obvious.
@@ -147,19 +161,51 @@ TEST(Lexical, PrunedQueriesScoreTheRarestTermsExactly) {
                   "repeated term");
   }
   {
-    // A budget that fits every term: the same ranking and scores as exact BM25.
+    // A budget that fits every term: the same ranking and scores as exact BM25 ranked by evident_bm25 in SQL.
     auto r = pruned(1000);
-    auto exact = make_lexical(dir);
-    for (const char* q : {"cat dog fish owl bird", "owl cat", "bird"}) {
-      auto a = r->search(q, 10), e = exact->search(q, 10);
-      ASSERT_EQ(a.size(), e.size()) << q;
-      for (size_t i = 0; i < a.size(); ++i) {
-        EXPECT_EQ(a[i].chunk_id, e[i].chunk_id) << q;
-        EXPECT_EQ(a[i].document_id, e[i].document_id) << q;
-        EXPECT_NEAR(a[i].score, e[i].score, 1e-12) << q;
-      }
-    }
+    lexical_options o;
+    o.direct_scoring = false;
+    auto exact = make_lexical(dir, o);
+    for (const char* q : {"cat dog fish owl bird", "owl cat", "bird"}) expect_same_hits(*r, *exact, q);
   }
+}
+
+// Unfiltered queries are scored outside SQL (direct_scoring) with row lengths from a copy of FTS5's %_docsize; the
+// SQL path (evident_bm25) is the reference, also after the store changes under an open retriever, including a
+// deleted last chunk whose id SQLite hands out again.
+TEST(Lexical, DirectScoringMatchesSqlRankingAcrossStoreChanges) {
+  auto dir = test::scratch_dir("retrieval-direct");
+  test::make_store(dir, {{"1.txt", "t", {"cat dog dog", "cat fish"}},
+                         {"2.txt", "t", {"bird bird bird fish", "owl", "cat cat owl"}}});
+  lexical_options sql_opt;
+  sql_opt.direct_scoring = false;
+  auto direct = make_lexical(dir);
+  auto sql = make_lexical(dir, sql_opt);
+  const std::vector<const char*> queries = {"cat dog fish", "owl", "bird fish cat", "fish fish"};
+  auto check_all = [&](const char* when) {
+    for (const char* q : queries) {
+      SCOPED_TRACE(when);
+      expect_same_hits(*direct, *sql, q);
+    }
+  };
+  check_all("first queries");
+  check_all("store unchanged");
+  {
+    // Another connection replaces the last chunk: the new row gets the same id with another length.
+    ingest::store w(dir);
+    auto last = w.db().prepare("SELECT id, document_id FROM chunks ORDER BY id DESC LIMIT 1");
+    ASSERT_TRUE(last.step());
+    const int64_t id = last.col_int(0), doc = last.col_int(1);
+    w.db().exec("DELETE FROM chunks WHERE id = " + std::to_string(id));
+    auto ins = w.db().prepare(
+        "INSERT INTO chunks(document_id, ordinal, char_start, char_end, byte_start, byte_end, page, token_count, text) "
+        "VALUES (?1, 7, 0, 0, 0, 0, 1, 1, 'cat owl owl fish fish fish dog')");
+    ins.bind(1, doc);
+    ins.run();
+    ASSERT_EQ(w.db().last_insert_rowid(), id);
+  }
+  check_all("after the change");
+  check_all("store quiet again");
 }
 
 TEST(Lexical, CapPerDocument) {
