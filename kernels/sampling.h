@@ -33,8 +33,10 @@ void sample_greedy_ref(const argmax_args& args);
 //   min_p[r] > 0: then keep the prefix of candidates with e_j >= ceil(min_p * 2^44) (at least one).
 //   draw: Z = the kept weight sum, t = min(floor(u[r] * Z), Z - 1); the token is the first kept candidate whose
 //        cumulative weight exceeds t.
-// All sums are exact integers, so the CUDA kernel and sample_ref pick the same token for the same u, bit for bit, and
-// repeated runs agree. top_k / top_p / min_p may be null (off for every row); temperature and uniforms may not.
+// All sums are exact integers, so the CUDA kernel and sample_ref pick the same token for the same u, and repeated runs
+// agree. (Caveat: the weights come from fp64 exp(), CUDA's on the device and the C library's on the host, which may
+// differ in the last bit; that changes an integer weight only when exp() * 2^44 lies within ~1e-3 of a rounding
+// boundary, and the pick only when u then falls on that weight's boundary.) top_k / top_p / min_p may be null (off for every row); temperature and uniforms may not.
 // CUDA: one block per row, radix selection over (x, id) keys (no sort of the vocabulary); vocab <= 262144.
 struct sample_args {
   int n_rows = 0;
