@@ -96,13 +96,14 @@ void cuda_step_model::step(const step_batch& batch, const step_output& out) {
   EV_ASSERT(static_cast<int>(plan.logit_row.size()) >= n, "prepare returned ", plan.logit_row.size(), " logit rows for ",
             n, " entries");
   const int64_t V = model_.vocab_size();
-  // Graph replays need the argmax over a row count fixed by the bucket (padding rows included).
+  // The argmax always runs (a graph captured for a bucket must serve steps that want ids and steps that want logits;
+  // it costs one read of the logit rows), over a row count fixed by the bucket in graph mode (padding rows included).
   const int argmax_rows = bucket > 0 ? std::max(bucket, plan.n_logit_rows) : plan.n_logit_rows;
   EV_ASSERT(argmax_rows <= model_.options().max_logit_rows);
   cudaStream_t st = p_->stream;
   auto enqueue = [&](kernels::stream_t s) {
     model_.launch(s);
-    if (!out.argmax) return;
+    if (argmax_rows == 0) return;
     kernels::argmax_args a;
     a.n_rows = argmax_rows;
     a.vocab = static_cast<int>(V);
@@ -119,12 +120,11 @@ void cuda_step_model::step(const step_batch& batch, const step_output& out) {
   } else {
     enqueue(reinterpret_cast<kernels::stream_t>(st));
   }
-  if (out.logits) {
-    p_->rows.resize(static_cast<size_t>(plan.n_logit_rows) * static_cast<size_t>(V));
-    model_.read_logits(p_->rows.data(), reinterpret_cast<kernels::stream_t>(st));  // waits for the stream
-  } else {
-    EV_STEP_CHECK(cudaStreamSynchronize(st));
-  }
+  // read_logits waits for the stream (with a null host pointer it only waits): cuda_model then knows the staging
+  // copy is done and does not wait on its event in the next prepare() (an event recorded inside a captured graph
+  // answers cudaEventSynchronize with cudaErrorInvalidValue).
+  if (out.logits) p_->rows.resize(static_cast<size_t>(plan.n_logit_rows) * static_cast<size_t>(V));
+  model_.read_logits(out.logits ? p_->rows.data() : nullptr, reinterpret_cast<kernels::stream_t>(st));
   int64_t r = 0;
   for (int i = 0; i < n; ++i) {
     if (!batch.entries[static_cast<size_t>(i)].want_logits) continue;
