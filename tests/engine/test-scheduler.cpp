@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "engine/base/error.h"
 #include "engine/generation.h"
@@ -489,4 +491,41 @@ TEST(scheduler, cpu_model_matches_sequential_generation) {
     EXPECT_GT(s.stats().steps, 0);
     EXPECT_LE(s.stats().max_step_tokens, std::max<int64_t>(budget, 4));
   }
+}
+
+// submit() and cancel() from another thread while the engine thread steps: every request finishes exactly once, the
+// uncancelled ones with their sequential tokens.
+TEST(scheduler, submit_and_cancel_from_another_thread) {
+  fake_model m(4, 4096, 16, 4096);
+  scheduler_config cfg;
+  cfg.token_budget = 32;
+  scheduler s(m, cfg);
+  std::vector<std::pair<request_id, request_params>> all;
+  std::atomic<bool> done{false};
+  std::thread client([&] {
+    for (int i = 0; i < 40; ++i) {
+      auto p = make_request(5 + i % 37, 2 + i % 9, static_cast<uint32_t>(i));
+      const auto r = s.submit(p);
+      all.emplace_back(r.id, p);
+      if (i % 5 == 4) s.cancel(all[static_cast<size_t>(i - 2)].first);
+      std::this_thread::yield();
+    }
+    done = true;
+  });
+  run_log log;
+  while (!done || s.has_work()) collect(s.step(), log);
+  client.join();
+  drain(s, log);
+  int cancelled = 0;
+  for (auto& [id, p] : all) {
+    ASSERT_EQ(log.finish.count(id), 1u) << id;
+    if (log.finish[id] == "cancelled") {
+      ++cancelled;
+      continue;
+    }
+    EXPECT_EQ(log.finish[id], "length");
+    EXPECT_EQ(log.tokens[id], sequential_fake(p)) << id;
+  }
+  EXPECT_EQ(m.begun, m.ended);
+  EXPECT_LE(cancelled, 8);
 }
