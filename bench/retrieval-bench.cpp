@@ -3,13 +3,13 @@
 //       builds/re-uses the BEIR store, prints nDCG@10 / Recall@100 / MRR@10 at --depth and latency of top-k search
 //   bench_retrieval synth --store PATH [--chunks 1000000] [--index ivf] [--queries 200] [--k 50]
 //       generates a store of N synthetic chunks (Zipf-distributed vocabulary), then times hybrid top-k queries
+#include <algorithm>
 #include <chrono>
-#include <ctime>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <algorithm>
+#include <ctime>
 #include <map>
 #include <random>
 #include <string>
@@ -73,10 +73,11 @@ double cpu_ms() {
 void report_latency(const char* what, const std::vector<double>& ms, const std::vector<double>& cpu) {
   double load[3] = {0, 0, 0};
   getloadavg(load, 3);
-  std::printf("%s: %zu queries, wall ms p50 %.2f  p95 %.2f  p99 %.2f  max %.2f | cpu ms p50 %.2f  p99 %.2f | "
-              "load %.1f\n",
-              what, ms.size(), rt::percentile(ms, 50), rt::percentile(ms, 95), rt::percentile(ms, 99),
-              rt::percentile(ms, 100), rt::percentile(cpu, 50), rt::percentile(cpu, 99), load[0]);
+  std::printf(
+      "%s: %zu queries, wall ms p50 %.2f  p95 %.2f  p99 %.2f  max %.2f | cpu ms p50 %.2f  p99 %.2f | "
+      "load %.1f\n",
+      what, ms.size(), rt::percentile(ms, 50), rt::percentile(ms, 95), rt::percentile(ms, 99), rt::percentile(ms, 100),
+      rt::percentile(cpu, 50), rt::percentile(cpu, 99), load[0]);
 }
 
 int bench_beir(const std::vector<std::string>& pos, const std::map<std::string, std::string>& f) {
@@ -137,7 +138,7 @@ int main(int argc, char** argv) {
 // that matches it well, and mixes frequent and rare terms as real questions do after stop-word removal).
 namespace {
 std::string pseudo_word(int i) {
-  static const char* syl[] = {"ka", "lo", "mi", "nu", "pe", "ra", "si", "to", "ve", "zu",
+  static const char* syl[] = {"ka",  "lo",  "mi",  "nu",  "pe",  "ra",  "si",  "to",  "ve",  "zu",
                               "bra", "cle", "dro", "fni", "gla", "ple", "sko", "tri", "vol", "xen"};
   std::string w;
   int x = i + 20;  // at least two syllables

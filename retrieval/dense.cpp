@@ -46,8 +46,7 @@ void ip_rows_scalar(const float* q, const float* x, size_t n, size_t d, float* o
 }
 
 #ifdef EVIDENT_DENSE_X86
-__attribute__((target("avx2,fma"))) void ip_rows_avx2(const float* q, const float* x, size_t n, size_t d,
-                                                      float* out) {
+__attribute__((target("avx2,fma"))) void ip_rows_avx2(const float* q, const float* x, size_t n, size_t d, float* out) {
   for (size_t i = 0; i < n; ++i) {
     const float* r = x + i * d;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
@@ -124,8 +123,10 @@ class dense_retriever final : public retriever_i {
                          index_->d, " but the store's embedder ", embedder_->name(), " makes ", embedder_->dim());
     // Find the searchable core below an id map, for its search-time knobs.
     faiss::Index* core = index_.get();
-    if (auto* m = dynamic_cast<faiss::IndexIDMap2*>(core)) core = m->index;
-    else if (auto* m1 = dynamic_cast<faiss::IndexIDMap*>(core)) core = m1->index;
+    if (auto* m = dynamic_cast<faiss::IndexIDMap2*>(core))
+      core = m->index;
+    else if (auto* m1 = dynamic_cast<faiss::IndexIDMap*>(core))
+      core = m1->index;
     ivf_ = dynamic_cast<faiss::IndexIVF*>(core);
     hnsw_ = dynamic_cast<faiss::IndexHNSW*>(core);
     // IVF-Flat with inner product, ids stored in the lists, a flat coarse quantizer: scanned here (see ip_rows_avx2).

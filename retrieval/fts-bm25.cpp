@@ -59,8 +59,10 @@ void bm25_function(const Fts5ExtensionApi* api, Fts5Context* fts, sqlite3_contex
     const auto* given =
         n_val >= 3 ? static_cast<const bm25_idf*>(sqlite3_value_pointer(val[2], bm25_idf_type)) : nullptr;
     int rc = compute_stats(api, fts, st, given);
-    if (rc == SQLITE_OK) rc = api->xSetAuxdata(fts, st, [](void* p) { delete static_cast<query_stats*>(p); });
-    else delete st;
+    if (rc == SQLITE_OK)
+      rc = api->xSetAuxdata(fts, st, [](void* p) { delete static_cast<query_stats*>(p); });
+    else
+      delete st;
     if (rc != SQLITE_OK) {
       sqlite3_result_error_code(ctx, rc);
       return;
@@ -161,8 +163,7 @@ void register_bm25(sqlite3* db) {
   sqlite3_finalize(s);
   EV_THROW_IF_NOT_KIND(api != nullptr, internal, "SQLite has no FTS5 (cannot register evident_bm25)");
   rc = api->xCreateFunction(api, "evident_bm25", nullptr, bm25_function, nullptr);
-  EV_THROW_IF_NOT_KIND(rc == SQLITE_OK, internal, "cannot register FTS5 function evident_bm25: ",
-                       sqlite3_errstr(rc));
+  EV_THROW_IF_NOT_KIND(rc == SQLITE_OK, internal, "cannot register FTS5 function evident_bm25: ", sqlite3_errstr(rc));
   rc = api->xCreateFunction(api, "evident_call", nullptr, call_function, nullptr);
   EV_THROW_IF_NOT_KIND(rc == SQLITE_OK, internal, "cannot register FTS5 function evident_call: ", sqlite3_errstr(rc));
 }

@@ -54,8 +54,8 @@ class lexical_retriever final : public retriever_i {
  public:
   lexical_retriever(const std::filesystem::path& dir, const lexical_options& opt)
       : store_(dir, ingest::open_mode::read_only), opt_(opt) {
-    EV_THROW_IF_NOT_MSG(opt.k1 >= 0 && opt.b >= 0 && opt.b <= 1, "bm25 parameters: expected k1 >= 0 and b in [0, 1], got k1=",
-                        opt.k1, " b=", opt.b);
+    EV_THROW_IF_NOT_MSG(opt.k1 >= 0 && opt.b >= 0 && opt.b <= 1,
+                        "bm25 parameters: expected k1 >= 0 and b in [0, 1], got k1=", opt.k1, " b=", opt.b);
     register_bm25(store_.db().handle());
     // Posting lists are read page by page (one %_data row each) and rows' lengths from %_docsize: map the file
     // instead of copying each page through read() into a 2 MB cache. Read-only connection, so this only changes how
@@ -131,8 +131,7 @@ class lexical_retriever final : public retriever_i {
       if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
     auto it = df_.find(key);
     if (it != df_.end()) return it->second;
-    auto s = store_.db().prepare(
-        "SELECT count(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ?1 LIMIT ?2)");
+    auto s = store_.db().prepare("SELECT count(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ?1 LIMIT ?2)");
     s.bind(1, fts5_expression({term})).bind(2, opt_.max_postings + 1);
     s.step();
     const int64_t n = s.col_int(0);
@@ -250,7 +249,8 @@ class lexical_retriever final : public retriever_i {
     };
     if (!call_) {
       call_ = std::make_unique<raw_stmt>(
-          store_.db().handle(), "SELECT evident_call(chunks_fts, ?2) FROM chunks_fts WHERE chunks_fts MATCH ?1 LIMIT 1");
+          store_.db().handle(),
+          "SELECT evident_call(chunks_fts, ?2) FROM chunks_fts WHERE chunks_fts MATCH ?1 LIMIT 1");
     }
     raw_stmt& s = *call_;
     use u(s);
@@ -424,8 +424,7 @@ class lexical_retriever final : public retriever_i {
     use u(d);
     sqlite3_bind_text(d.h, 1, ids.data(), static_cast<int>(ids.size()), SQLITE_TRANSIENT);
     std::unordered_map<int64_t, std::pair<int64_t, int>> where;
-    while (d.step())
-      where[sqlite3_column_int64(d.h, 0)] = {sqlite3_column_int64(d.h, 1), sqlite3_column_int(d.h, 2)};
+    while (d.step()) where[sqlite3_column_int64(d.h, 0)] = {sqlite3_column_int64(d.h, 1), sqlite3_column_int(d.h, 2)};
     std::vector<hit> kept;
     for (auto& h : out) {
       auto it = where.find(h.chunk_id);
@@ -443,12 +442,12 @@ class lexical_retriever final : public retriever_i {
   std::chrono::steady_clock::time_point count_at_{};
   std::unordered_map<std::string, int64_t> df_;  // lower-cased term -> capped chunk frequency
   std::unique_ptr<raw_stmt> rank_, call_, locate_, lengths_read_, length_one_;  // prepared once, reset after use
-  bool lengths_ = false;        // the store has chunks_fts_docsize: direct scoring may use dl_
-  bool loaded_ = false;         // dl_ was read (at data_version lengths_version_)
+  bool lengths_ = false;                              // the store has chunks_fts_docsize: direct scoring may use dl_
+  bool loaded_ = false;                               // dl_ was read (at data_version lengths_version_)
   int64_t lengths_version_ = -1, last_version_ = -1;  // PRAGMA data_version at the copy / at the previous query
   std::unique_ptr<raw_stmt> data_version_;
-  std::vector<uint16_t> dl_;    // chunk id -> tokens (0: not loaded; 65535: that many or more, looked up)
-  int64_t lengths_to_ = 0;      // highest id loaded
+  std::vector<uint16_t> dl_;  // chunk id -> tokens (0: not loaded; 65535: that many or more, looked up)
+  int64_t lengths_to_ = 0;    // highest id loaded
 };
 
 }  // namespace

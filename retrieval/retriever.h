@@ -22,9 +22,9 @@ struct filter {
 
 struct hit {
   int64_t chunk_id = 0;
-  double score = 0;     // higher is better; scale depends on the retriever (bm25: evident_bm25, dense: cosine, rrf)
+  double score = 0;  // higher is better; scale depends on the retriever (bm25: evident_bm25, dense: cosine, rrf)
   int64_t document_id = 0;
-  int ordinal = 0;      // chunk ordinal within its document
+  int ordinal = 0;  // chunk ordinal within its document
 };
 
 class retriever_i {
@@ -50,9 +50,9 @@ class retriever_i {
 // of the ranking mostly survives; it is an approximation, measured in bench/RESULTS.md. Below the threshold, BM25
 // is exact.
 struct lexical_options {
-  double k1 = 0.9;        // term-frequency saturation
-  double b = 0.4;         // length normalisation (0 = none, 1 = full)
-  query_options query;    // query -> terms (stop words, term cap)
+  double k1 = 0.9;                      // term-frequency saturation
+  double b = 0.4;                       // length normalisation (0 = none, 1 = full)
+  query_options query;                  // query -> terms (stop words, term cap)
   int64_t prune_above_chunks = 200000;  // exact BM25 up to this many chunks; 0 = always prune
   int64_t max_postings = 15000;         // posting budget of a pruned query
   // Unfiltered queries read the posting lists through FTS5's extension API and score them in C++ (same scores as
@@ -67,9 +67,9 @@ std::unique_ptr<retriever_i> make_lexical(const std::filesystem::path& store_dir
 // HNSW, wrapped in an IndexIDMap/IndexIDMap2); IVF and HNSW use the search-time knobs below.
 // Filters are applied by over-fetching and checking each hit's document in SQLite (x4, x16, ... up to the whole index).
 struct dense_options {
-  int ivf_nprobe = 32;        // IVF lists visited per query
-  int hnsw_ef_search = 128;   // HNSW candidate list size (>= k is enforced)
-  int omp_threads = 1;        // FAISS threads per query (1: the server runs queries concurrently instead)
+  int ivf_nprobe = 32;       // IVF lists visited per query
+  int hnsw_ef_search = 128;  // HNSW candidate list size (>= k is enforced)
+  int omp_threads = 1;       // FAISS threads per query (1: the server runs queries concurrently instead)
 };
 std::unique_ptr<retriever_i> make_dense(const std::filesystem::path& store_dir, const dense_options& opt = {});
 
@@ -89,9 +89,9 @@ struct hybrid_options {
   int rrf_k = 60;
   double lexical_weight = 1.0;
   double dense_weight = 0.1;
-  int candidates = 100;        // hits taken from each retriever before fusion (>= k is enforced)
-  double mmr_lambda = 1.0;     // 1 = no MMR; 0.7 is a common diversity setting
-  int per_document_cap = 0;    // at most this many hits per document (0 = no cap)
+  int candidates = 100;      // hits taken from each retriever before fusion (>= k is enforced)
+  double mmr_lambda = 1.0;   // 1 = no MMR; 0.7 is a common diversity setting
+  int per_document_cap = 0;  // at most this many hits per document (0 = no cap)
 };
 std::unique_ptr<retriever_i> make_hybrid(std::unique_ptr<retriever_i> lexical, std::unique_ptr<retriever_i> dense,
                                          const std::filesystem::path& store_dir, const hybrid_options& opt = {});

@@ -1,9 +1,8 @@
 // Dense retriever over an IVF-Flat index: its own list scan (retrieval/dense.cpp, SIMD inner products) must return
 // what FAISS's IndexIVFFlat::search returns for the same nprobe (FAISS is the independent reference here).
-#include <gtest/gtest.h>
-
 #include <faiss/IndexIVF.h>
 #include <faiss/index_io.h>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <memory>
@@ -22,11 +21,11 @@ namespace evident::retrieval {
 TEST(Dense, IvfFlatScanMatchesFaiss) {
   auto dir = test::scratch_dir("retrieval-dense-ivf");
   // 120 one-chunk documents of 12 words each from a 40-word vocabulary (a fixed LCG: distinct texts, shared words).
-  const char* vocab[] = {"alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
-                         "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango",
-                         "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "amber", "basalt", "cobalt",
-                         "dune", "ember", "fjord", "garnet", "harbor", "indigo", "jasper", "krypton", "lagoon",
-                         "magma", "nectar"};
+  const char* vocab[] = {"alpha",  "bravo",  "charlie", "delta",  "echo",    "foxtrot",  "golf",    "hotel",
+                         "india",  "juliet", "kilo",    "lima",   "mike",    "november", "oscar",   "papa",
+                         "quebec", "romeo",  "sierra",  "tango",  "uniform", "victor",   "whiskey", "xray",
+                         "yankee", "zulu",   "amber",   "basalt", "cobalt",  "dune",     "ember",   "fjord",
+                         "garnet", "harbor", "indigo",  "jasper", "krypton", "lagoon",   "magma",   "nectar"};
   uint32_t x = 12345;
   std::vector<test::fixture_doc> docs;
   for (int d = 0; d < 120; ++d) {
