@@ -137,6 +137,7 @@ struct cuda_model::impl {
     std::size_t w_qkv = 0, w_o = 0, q_norm = 0, k_norm = 0;               // attention
     std::size_t w_in = 0, w_out = 0, conv_w = 0, a_log = 0, dt_bias = 0, gnorm = 0;  // deltanet (a_log/dt fp32)
     bool moe = false;
+    int moe_index = -1;  // among sparse-MoE layers (routing records)
     std::size_t w_gu = 0, w_down = 0;                                    // dense MLP or shared expert
     std::size_t w_sgate = 0, w_router = 0, e_gu = 0, e_down = 0;          // MoE
     bool has_shared = false;
@@ -157,6 +158,8 @@ struct cuda_model::impl {
   std::size_t gdn_ws = 0, gdn_ws_bytes = 0, attn_ws = 0, attn_ws_bytes = 0;
   std::size_t moe_offsets = 0, moe_row_token = 0, moe_token_row = 0, moe_y = 0, moe_ws = 0, moe_ws_bytes = 0;
   std::size_t meta = 0, meta_bytes = 0;
+  std::size_t route_logits = 0, route_ids = 0;  // opt.record_routing: [n_moe, T, E] fp32, [n_moe, T, top_k] int32
+  int n_moe = 0;
   std::int64_t proj_cols = 0, core_cols = 0;
 
   // ---- host side ----
@@ -335,6 +338,7 @@ void cuda_model::impl::build(const tensor_lookup& lookup) {
     }
     L.moe = c.is_moe_layer(li);
     if (L.moe) {
+      L.moe_index = n_moe++;
       L.w_router = whole(p + "mlp.gate.weight", {E, H});
       if (S_sh > 0) {
         L.has_shared = true;
@@ -430,6 +434,10 @@ void cuda_model::impl::plan_buffers() {
       pa.top_k = topk;
       moe_ws_bytes = kernels::moe_permute_workspace_bytes(pa);
       moe_ws = b.take(moe_ws_bytes);
+    }
+    if (o.record_routing) {
+      route_logits = b.take(std::size_t(n_moe) * T * std::size_t(E) * 4);
+      route_ids = b.take(std::size_t(n_moe) * T * std::size_t(topk) * 4);
     }
   }
   xg = b.take(R * Hs * 2);
@@ -840,6 +848,13 @@ void cuda_model::impl::ffn_layer(cudaStream_t st, const layer& L) {
   ra.ids = bp<std::int32_t>(rids);
   ra.weights = bp<float>(rweights);
   ok(kernels::moe_router(ra, st), "moe_router");
+  if (opt.record_routing) {
+    const std::size_t T = std::size_t(opt.max_step_tokens), li = std::size_t(L.moe_index);
+    EV_CUDA_CALL(cudaMemcpyAsync(bp<float>(route_logits) + li * T * std::size_t(E), bp<float>(rlogits),
+                                 std::size_t(n) * std::size_t(E) * 4, cudaMemcpyDeviceToDevice, st));
+    EV_CUDA_CALL(cudaMemcpyAsync(bp<std::int32_t>(route_ids) + li * T * std::size_t(topk), bp<std::int32_t>(rids),
+                                 std::size_t(n) * std::size_t(topk) * 4, cudaMemcpyDeviceToDevice, st));
+  }
   if (L.has_shared) {
     gemm_call(st, x, H, wp<bf16>(L.w_gu), n, 2 * S_sh, int(H), bp<bf16>(proj), 2 * S_sh, kernels::gemm_out::bf16);
     ok(cuda_ops::swiglu_generic(n, S_sh, bp<bf16>(proj), 2 * S_sh, bp<bf16>(sh_h), S_sh, st), "swiglu (shared)");
@@ -1181,6 +1196,32 @@ void cuda_model::read_logits(float* host, kernels::stream_t stream) {
   if (host)
     EV_CUDA_CALL(cudaMemcpy(host, m.bp<float>(m.logits), std::size_t(m.cur.n_rows) * std::size_t(m.V) * 4,
                             cudaMemcpyDeviceToHost));
+}
+
+cuda_routing cuda_model::read_routing(kernels::stream_t stream) {
+  impl& m = *p_;
+  EV_THROW_IF_NOT_KIND(m.opt.record_routing, invalid_input,
+                       "cuda_model::read_routing: the model was loaded without options.record_routing");
+  cudaStream_t st = stream ? reinterpret_cast<cudaStream_t>(stream) : m.own_stream;
+  EV_CUDA_CALL(cudaStreamSynchronize(st));
+  cuda_routing r;
+  r.n_tokens = m.cur.n_tokens;
+  r.n_experts = m.E;
+  r.top_k = m.topk;
+  for (std::size_t l = 0; l < m.layers.size(); ++l)
+    if (m.layers[l].moe) r.layers.push_back(int(l));
+  const std::size_t T = std::size_t(m.opt.max_step_tokens), n = std::size_t(r.n_tokens);
+  r.logits.resize(r.layers.size() * n * std::size_t(m.E));
+  r.ids.resize(r.layers.size() * n * std::size_t(m.topk));
+  for (std::size_t l = 0; l < r.layers.size(); ++l) {
+    EV_CUDA_CALL(cudaMemcpy(r.logits.data() + l * n * std::size_t(m.E),
+                            m.bp<float>(m.route_logits) + l * T * std::size_t(m.E), n * std::size_t(m.E) * 4,
+                            cudaMemcpyDeviceToHost));
+    EV_CUDA_CALL(cudaMemcpy(r.ids.data() + l * n * std::size_t(m.topk),
+                            m.bp<std::int32_t>(m.route_ids) + l * T * std::size_t(m.topk), n * std::size_t(m.topk) * 4,
+                            cudaMemcpyDeviceToHost));
+  }
+  return r;
 }
 
 kernels::stream_t cuda_model::stream() const { return reinterpret_cast<kernels::stream_t>(p_->own_stream); }

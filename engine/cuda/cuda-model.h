@@ -74,6 +74,19 @@ struct cuda_model_options {
                                    // weights, states and step buffers
   double kv_memory_fraction = 0.9; // (kv_blocks == 0) share of the remaining free memory given to the KV cache
   bool use_generic_kernels = false;  // force engine/cuda's generic kernels even where kernels/ has a fast one (tests)
+  bool record_routing = false;     // keep each sparse-MoE layer's router logits and chosen ids of the last launch
+                                   // (read_routing(); tests). Costs one device buffer and two device copies a layer
+};
+
+// The routing of the last launch (cuda_model::read_routing), as the GPU computed it.
+struct cuda_routing {
+  int n_tokens = 0;                 // tokens of the launch (padding included), in the step's packed order:
+                                    // [decode entries | prefill entries], each entry's tokens in order
+  int n_experts = 0;
+  int top_k = 0;
+  std::vector<int> layers;          // model layer index of each sparse-MoE layer, in order
+  std::vector<float> logits;        // fp32 [layers.size(), n_tokens, n_experts]: router logits (bf16 x, bf16 W)
+  std::vector<std::int32_t> ids;    // [layers.size(), n_tokens, top_k]: chosen experts, as moe_router wrote them
 };
 
 // One entry of a step. ids are host memory, valid until prepare()/step() returns.
@@ -147,6 +160,9 @@ class cuda_model {
   // Waits for `stream` (null = own stream) and copies the last launch's logit rows to `host` (fp32 [rows, vocab]).
   void read_logits(float* host, kernels::stream_t stream = nullptr);
   kernels::stream_t stream() const;  // the model's own stream
+  // requires: options().record_routing (else throws invalid_input). Waits for `stream` (null = own stream) and copies
+  // the routing of the last launch.
+  cuda_routing read_routing(kernels::stream_t stream = nullptr);
 
   // ---- introspection ------------------------------------------------------------------------------------------
   std::size_t weight_bytes() const;   // device bytes of weights

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 
 #include "engine/base/error.h"
@@ -193,7 +194,7 @@ sequence_memory qwen3next_model::new_sequence() const {
 }
 
 void qwen3next_model::forward(sequence_memory& mem, const int32_t* ids, int64_t n, float* logits,
-                              bool all_logits) const {
+                              bool all_logits, routing_trace* trace) const {
   EV_ASSERT(n >= 1);
   EV_ASSERT(mem.k.size() == layers_.size(), "sequence_memory of another model");
   const int64_t H = cfg_.hidden_size;
@@ -213,7 +214,13 @@ void qwen3next_model::forward(sequence_memory& mem, const int32_t* ids, int64_t 
       deltanet(L, static_cast<int>(li), mem, xn.data(), n, out.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += out[i];
     for (int64_t t = 0; t < n; ++t) rmsnorm_1p(x.data() + t * H, L.post_norm.data(), eps, H, xn.data() + t * H);
-    ffn(L, xn.data(), n, out.data());
+    routing_trace::layer_routing* rec = nullptr;
+    if (trace != nullptr && L.moe) {
+      rec = &trace->records.emplace_back();
+      rec->layer = static_cast<int>(li);
+      rec->start = mem.n_past;
+    }
+    ffn(L, xn.data(), n, out.data(), rec);
     for (size_t i = 0; i < x.size(); ++i) x[i] += out[i];
   }
   mem.n_past += n;
@@ -502,7 +509,8 @@ void qwen3next_model::deltanet(const layer& L, int li, sequence_memory& mem, con
 // ---------------------------------------------------------------------------------------------------------------------
 // Feed-forward: dense SwiGLU or sparse MoE + shared expert.
 
-void qwen3next_model::ffn(const layer& L, const float* xn, int64_t n, float* out) const {
+void qwen3next_model::ffn(const layer& L, const float* xn, int64_t n, float* out,
+                          routing_trace::layer_routing* rec) const {
   const int64_t H = cfg_.hidden_size;
   auto swiglu = [&](const weight& gp, const weight& up, const weight& dp, const float* x, int64_t nt, float* y,
                     bool serial) {
@@ -528,6 +536,13 @@ void qwen3next_model::ffn(const layer& L, const float* xn, int64_t n, float* out
   const int64_t E = cfg_.num_experts, topk = cfg_.num_experts_per_tok;
   std::vector<float> probs(static_cast<size_t>(n * E));
   matmul(*pool_, xn, n, L.router, probs.data());
+  if (rec != nullptr) {
+    rec->n_tokens = n;
+    rec->n_experts = E;
+    rec->top_k = topk;
+    rec->logits = probs;
+    rec->ids.resize(static_cast<size_t>(n * topk));
+  }
   // Routing: softmax in fp32, top-k (ties to the lower index, as a stable sort), optional renormalisation.
   std::vector<std::vector<std::pair<int64_t, float>>> per_expert(static_cast<size_t>(E));  // (token, weight)
   std::vector<int64_t> idx(static_cast<size_t>(E));
@@ -540,6 +555,9 @@ void qwen3next_model::ffn(const layer& L, const float* xn, int64_t n, float* out
     std::iota(idx.begin(), idx.end(), 0);
     std::partial_sort(idx.begin(), idx.begin() + topk, idx.end(),
                       [&](int64_t a, int64_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+    if (rec != nullptr)
+      for (int64_t j = 0; j < topk; ++j)
+        rec->ids[static_cast<size_t>(t * topk + j)] = static_cast<int32_t>(idx[static_cast<size_t>(j)]);
     float s = 0;
     for (int64_t j = 0; j < topk; ++j) s += p[idx[static_cast<size_t>(j)]];
     for (int64_t j = 0; j < topk; ++j) {
@@ -547,6 +565,7 @@ void qwen3next_model::ffn(const layer& L, const float* xn, int64_t n, float* out
       per_expert[static_cast<size_t>(e)].push_back({t, cfg_.norm_topk_prob ? p[e] / s : p[e]});
     }
   }
+  if (rec != nullptr) rec->probs = probs;
   std::vector<int64_t> active;
   for (int64_t e = 0; e < E; ++e)
     if (!per_expert[static_cast<size_t>(e)].empty()) active.push_back(e);
@@ -588,6 +607,34 @@ void qwen3next_model::ffn(const layer& L, const float* xn, int64_t n, float* out
     for (size_t j = 0; j < toks.size(); ++j)
       axpy_f32(toks[j].second, eout[ai].data() + static_cast<int64_t>(j) * H, out + toks[j].first * H, H);
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// routing_trace
+
+namespace {
+
+// v_(k) - v_(k+1) of one token's row v [n_experts], the chosen set being ids [top_k]: the smallest chosen value
+// minus the largest unchosen one.
+float routing_margin(const float* v, const int32_t* ids, int64_t n_experts, int64_t top_k) {
+  if (top_k >= n_experts) return std::numeric_limits<float>::infinity();
+  float kth = std::numeric_limits<float>::infinity(), next = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < top_k; ++j) kth = std::min(kth, v[ids[j]]);
+  for (int64_t e = 0; e < n_experts; ++e)
+    if (std::find(ids, ids + top_k, static_cast<int32_t>(e)) == ids + top_k) next = std::max(next, v[e]);
+  return kth - next;
+}
+
+}  // namespace
+
+float routing_trace::layer_routing::prob_margin(int64_t t) const {
+  EV_ASSERT(t >= 0 && t < n_tokens);
+  return routing_margin(probs.data() + t * n_experts, ids.data() + t * top_k, n_experts, top_k);
+}
+
+float routing_trace::layer_routing::logit_margin(int64_t t) const {
+  EV_ASSERT(t >= 0 && t < n_tokens);
+  return routing_margin(logits.data() + t * n_experts, ids.data() + t * top_k, n_experts, top_k);
 }
 
 }  // namespace evident::engine

@@ -39,6 +39,27 @@
 
 namespace evident::engine {
 
+// Optional observer of the sparse-MoE routing of forward() calls (tests, diagnostics). forward() appends one record
+// per sparse-MoE layer per call when given a trace; without one (the default) nothing is recorded and nothing costs.
+// Not thread-safe: one trace per forward() call at a time.
+struct routing_trace {
+  struct layer_routing {
+    int layer = 0;             // model layer index
+    int64_t start = 0;         // position of the call's first token (the sequence's n_past before the call)
+    int64_t n_tokens = 0;
+    int64_t n_experts = 0;
+    int64_t top_k = 0;
+    std::vector<float> logits;  // fp32 [n_tokens, n_experts]: router logits (before the softmax)
+    std::vector<float> probs;   // fp32 [n_tokens, n_experts]: router softmax
+    std::vector<int32_t> ids;   // [n_tokens, top_k]: the chosen experts, most probable first (ties to the lower id)
+    // p_(k) - p_(k+1) for token t (k-th and (k+1)-th largest probability); +inf when top_k == n_experts.
+    float prob_margin(int64_t t) const;
+    // l_(k) - l_(k+1) = log(p_(k) / p_(k+1)) for token t, from the logits; +inf when top_k == n_experts.
+    float logit_margin(int64_t t) const;
+  };
+  std::vector<layer_routing> records;  // appended in call order, within a call in layer order
+};
+
 // Looks a tensor up by its checkpoint name; returns null when absent.
 using tensor_lookup = std::function<const tensor_view*(const std::string& name)>;
 
@@ -62,8 +83,10 @@ class qwen3next_model {
 
   // Runs ids[0..n) at positions mem.n_past.. and appends them to `mem`.
   //   logits: fp32 [n, vocab] when all_logits, else fp32 [vocab] for the last token only; may be null (no lm_head).
+  //   trace: when not null, one routing record per sparse-MoE layer is appended to it (see routing_trace).
   // requires: n >= 1, every id in [0, vocab). Throws evident::error (invalid_input) for an id out of range.
-  void forward(sequence_memory& mem, const int32_t* ids, int64_t n, float* logits, bool all_logits = false) const;
+  void forward(sequence_memory& mem, const int32_t* ids, int64_t n, float* logits, bool all_logits = false,
+               routing_trace* trace = nullptr) const;
 
   // Bytes of weights the model reads (as stored), and per token generated (active parameters, as stored).
   size_t weight_bytes() const { return weight_bytes_; }
@@ -75,7 +98,7 @@ class qwen3next_model {
 
   void attention(const layer& L, int li, sequence_memory& mem, const float* xn, int64_t n, float* out) const;
   void deltanet(const layer& L, int li, sequence_memory& mem, const float* xn, int64_t n, float* out) const;
-  void ffn(const layer& L, const float* xn, int64_t n, float* out) const;
+  void ffn(const layer& L, const float* xn, int64_t n, float* out, routing_trace::layer_routing* rec) const;
 
   model_config cfg_;
   std::shared_ptr<void> keep_alive_;

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <memory>
 
@@ -185,6 +186,56 @@ TEST(qwen3next_layout, fused_experts_equal_per_expert) {
   plain->forward(ma, ref.prompt.data(), n, a.data(), true);
   fused->forward(mb, ref.prompt.data(), n, b.data(), true);
   EXPECT_EQ(a, b);
+}
+
+// The routing observer records every sparse-MoE layer of every call, its ids are the top-k of its probabilities,
+// its margins are the k-th minus the (k+1)-th value, and observing changes no logit (bit for bit).
+TEST_P(qwen3next_fixture, routing_trace_records_the_routing_and_changes_nothing) {
+  const auto ids = full_ids();
+  const int64_t V = model_->vocab_size(), n = static_cast<int64_t>(ids.size()), split = n / 2;
+  std::vector<float> plain(static_cast<size_t>(n * V)), traced(plain.size());
+  sequence_memory a = model_->new_sequence(), b = model_->new_sequence();
+  model_->forward(a, ids.data(), n, plain.data(), true);
+  evident::engine::routing_trace trace;
+  model_->forward(b, ids.data(), split, traced.data(), true, &trace);
+  model_->forward(b, ids.data() + split, n - split, traced.data() + split * V, true, &trace);
+  // Split prefill vs whole differ by summation order only (see split_prefill_equals_whole_prefill); compare the
+  // traced second half with an untraced split run instead, bit for bit.
+  std::vector<float> split_plain(plain.size());
+  sequence_memory c = model_->new_sequence();
+  model_->forward(c, ids.data(), split, split_plain.data(), true);
+  model_->forward(c, ids.data() + split, n - split, split_plain.data() + split * V, true);
+  EXPECT_EQ(traced, split_plain);
+  const auto& cfg = model_->config();
+  int n_moe = 0;
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) n_moe += cfg.is_moe_layer(l) ? 1 : 0;
+  ASSERT_EQ(trace.records.size(), static_cast<size_t>(2 * n_moe));
+  for (size_t r = 0; r < trace.records.size(); ++r) {
+    const auto& rec = trace.records[r];
+    EXPECT_TRUE(cfg.is_moe_layer(rec.layer));
+    EXPECT_EQ(rec.start, r < static_cast<size_t>(n_moe) ? 0 : split);
+    EXPECT_EQ(rec.n_tokens, r < static_cast<size_t>(n_moe) ? split : n - split);
+    ASSERT_EQ(rec.top_k, cfg.num_experts_per_tok);
+    const int64_t E = rec.n_experts, k = rec.top_k;
+    for (int64_t t = 0; t < rec.n_tokens; ++t) {
+      const float* p = rec.probs.data() + t * E;
+      std::vector<float> sorted(p, p + E);
+      std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+      float sum = 0;
+      for (float v : sorted) sum += v;
+      EXPECT_NEAR(sum, 1.0f, 1e-5f);
+      for (int64_t j = 0; j < k; ++j)
+        EXPECT_EQ(p[rec.ids[static_cast<size_t>(t * k + j)]], sorted[static_cast<size_t>(j)]);
+      if (k < E) {
+        EXPECT_EQ(rec.prob_margin(t), sorted[static_cast<size_t>(k - 1)] - sorted[static_cast<size_t>(k)]);
+        EXPECT_GE(rec.logit_margin(t), 0.0f);
+        EXPECT_NEAR(rec.logit_margin(t),
+                    std::log(sorted[static_cast<size_t>(k - 1)] / sorted[static_cast<size_t>(k)]), 1e-4f);
+      } else {
+        EXPECT_TRUE(std::isinf(rec.prob_margin(t)));
+      }
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(fixtures, qwen3next_fixture, ::testing::Values("tiny-a", "tiny-b", "tiny-vocab"),
