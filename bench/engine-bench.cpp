@@ -6,8 +6,8 @@
 //   bench_engine --layers N --runs B:P:G[:nog],B:P:G,...   several runs over one model (built once); ":nog" = no
 //                                                          CUDA graphs for that run
 //
-// Per run, B requests of P random prompt tokens each generate G tokens (greedy, no stop ids) through one scheduler. Reports
-// (one JSON line, plus a readable summary on stderr):
+// Per run, B requests of P random prompt tokens each generate G tokens (greedy, no stop ids) through one scheduler.
+// Reports (one JSON line, plus a readable summary on stderr):
 //   prefill      prompt tokens/s over the prefill phase (submit until every request has its first token),
 //                time to first token (first request, and the mean over requests)
 //   decode       tokens/s per sequence and aggregate over the decode phase (every request decoding), and the median
@@ -21,6 +21,8 @@
 //                GEMM rate measured in the same run (cuBLAS 8192^3, fp32 accumulation).
 // Weights: bf16 uniform random. Big matrices are views into a few shared random buffers (one per scale), so the host
 // side stays ~1.5 GB at any depth; on the device every tensor is its own copy (real memory traffic).
+#include "bench/engine-bench.h"
+
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -35,7 +37,6 @@
 #include <thread>
 #include <vector>
 
-#include "bench/engine-bench.h"
 #include "engine/base/error.h"
 #include "engine/model-config.h"
 #include "engine/models/qwen3next.h"
@@ -54,7 +55,9 @@ using namespace evident::engine;
 namespace {
 
 using clock_type = std::chrono::steady_clock;
-double secs(clock_type::time_point a, clock_type::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+double secs(clock_type::time_point a, clock_type::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
 
 const char* arg_str(int argc, char** argv, const char* name, const char* def) {
   for (int i = 1; i + 1 < argc; ++i)
@@ -89,7 +92,8 @@ void fill_random(uint16_t* dst, int64_t n, float scale, float offset, uint64_t s
         s ^= s >> 12;
         s ^= s << 25;
         s ^= s >> 27;
-        const float u = static_cast<float>((s * 2685821657736338717ull) >> 40) / static_cast<float>(1 << 24) * 2.0f - 1.0f;
+        const float u =
+            static_cast<float>((s * 2685821657736338717ull) >> 40) / static_cast<float>(1 << 24) * 2.0f - 1.0f;
         dst[i] = to_bf16(u * scale + offset);
       }
     });
@@ -224,14 +228,14 @@ double decode_bytes(const model_config& c, int64_t B, double ctx) {
   // Active weights of one token include k experts per layer; at batch B the layer reads the distinct experts the B
   // tokens pick: E * (1 - (1 - k/E)^B) on average for uniform routing (random router weights route about uniformly).
   const double distinct = E * (1.0 - std::pow(1.0 - k / E, static_cast<double>(B)));
-  const double weights = static_cast<double>(pc.active_per_token) +
-                         static_cast<double>(c.num_hidden_layers) * (distinct - k) * expert;
+  const double weights =
+      static_cast<double>(pc.active_per_token) + static_cast<double>(c.num_hidden_layers) * (distinct - k) * expert;
   const double kv = static_cast<double>(B) * ctx * static_cast<double>(n.attn) * 2.0 *
                     static_cast<double>(c.num_key_value_heads * c.head_dim) * 2.0;
-  const double state = static_cast<double>(B) * static_cast<double>(n.linear) *
-                       (static_cast<double>(c.linear_num_value_heads * c.linear_key_head_dim * c.linear_value_head_dim) *
-                            4.0 * 2.0 +
-                        static_cast<double>((c.linear_conv_kernel_dim - 1) * c.linear_conv_dim()) * 2.0 * 2.0);
+  const double state =
+      static_cast<double>(B) * static_cast<double>(n.linear) *
+      (static_cast<double>(c.linear_num_value_heads * c.linear_key_head_dim * c.linear_value_head_dim) * 4.0 * 2.0 +
+       static_cast<double>((c.linear_conv_kernel_dim - 1) * c.linear_conv_dim()) * 2.0 * 2.0);
   return weights * 2.0 + kv + state;
 }
 
@@ -242,10 +246,12 @@ double prefill_flops(const model_config& c, int64_t B, int64_t P) {
   const double lm_head = static_cast<double>(c.vocab_size * c.hidden_size);
   const double per_token = 2.0 * (static_cast<double>(pc.active_per_token) - lm_head);
   const double Pd = static_cast<double>(P);
-  const double attn = static_cast<double>(n.attn) * 2.0 * static_cast<double>(c.num_attention_heads * c.head_dim) * Pd * Pd;
+  const double attn =
+      static_cast<double>(n.attn) * 2.0 * static_cast<double>(c.num_attention_heads * c.head_dim) * Pd * Pd;
   // Chunked gated delta rule (chunk C = 64) per token and value head: state read-out, delta and update
   // 6 dk dv; intra-chunk products 8 C d; the triangular solve (2/3) C^2.
-  const double C = 64, dk = static_cast<double>(c.linear_key_head_dim), dv = static_cast<double>(c.linear_value_head_dim);
+  const double C = 64, dk = static_cast<double>(c.linear_key_head_dim),
+               dv = static_cast<double>(c.linear_value_head_dim);
   const double gdr = static_cast<double>(n.linear) * static_cast<double>(c.linear_num_value_heads) * Pd *
                      (6.0 * dk * dv + 8.0 * C * dv + 2.0 / 3.0 * C * C);
   return static_cast<double>(B) * (per_token * Pd + attn + gdr + 2.0 * lm_head);
@@ -260,9 +266,9 @@ double host_max_rss_gb() {
 // ---- hardware rates (measured in the same run) ------------------------------------------------------------------
 
 #ifdef EVIDENT_HAVE_CUDA
-#define BENCH_CUDA(call)                                                                                      \
-  do {                                                                                                        \
-    cudaError_t e_ = (call);                                                                                  \
+#define BENCH_CUDA(call)                                                                                       \
+  do {                                                                                                         \
+    cudaError_t e_ = (call);                                                                                   \
     if (e_ != cudaSuccess) EV_THROW(internal, #call, " failed: ", cudaGetErrorString(e_), " line ", __LINE__); \
   } while (0)
 
@@ -363,8 +369,8 @@ std::vector<run_spec> parse_runs(const std::string& text) {
     long long b = 0, p = 0, g = 0;
     char tail[8] = {0};
     const int n = std::sscanf(item.c_str(), "%lld:%lld:%lld:%7s", &b, &p, &g, tail);
-    EV_THROW_IF_NOT_MSG(n >= 3 && (n == 3 || std::strcmp(tail, "nog") == 0),
-                        "bench_engine: --runs item '", item, "': expected B:P:G or B:P:G:nog");
+    EV_THROW_IF_NOT_MSG(n >= 3 && (n == 3 || std::strcmp(tail, "nog") == 0), "bench_engine: --runs item '", item,
+                        "': expected B:P:G or B:P:G:nog");
     r.B = b, r.P = p, r.G = g, r.graphs = n == 3;
     EV_THROW_IF_NOT_MSG(r.B >= 1 && r.P >= 1 && r.G >= 2, "bench_engine: --runs item '", item,
                         "': need B >= 1, P >= 1, G >= 2");
@@ -431,8 +437,8 @@ run_result run_requests(step_model_i& backend, const run_spec& r, int64_t budget
 namespace evident::bench {
 
 int run_engine_bench(int argc, char** argv) try {
-  static const char* known[] = {"--layers", "--device", "--runs", "--batch", "--prompt", "--gen", "--budget",
-                                "--no-graphs", "--threads"};
+  static const char* known[] = {"--layers", "--device", "--runs",      "--batch",  "--prompt",
+                                "--gen",    "--budget", "--no-graphs", "--threads"};
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], "--", 2) != 0) continue;
     bool ok = false;
@@ -499,7 +505,8 @@ int run_engine_bench(int argc, char** argv) try {
     o.max_logit_rows = o.max_step_entries;
     // KV blocks for the largest run (every request at its full length), not a share of the free memory.
     int64_t kv_blocks = 0;
-    for (const auto& r : runs) kv_blocks = std::max(kv_blocks, r.B * ((r.P + r.G + o.block_size - 1) / o.block_size + 1));
+    for (const auto& r : runs)
+      kv_blocks = std::max(kv_blocks, r.B * ((r.P + r.G + o.block_size - 1) / o.block_size + 1));
     o.kv_blocks = kv_blocks + 64;
     gpu_model = cuda_model::from_tensors(c, lookup, o, "<random Qwen3-Next>");
     store.reset();  // the device has its copies
@@ -577,8 +584,8 @@ int run_engine_bench(int argc, char** argv) try {
                  device.c_str(), card.c_str(), static_cast<long long>(layers), static_cast<long long>(r.B),
                  static_cast<long long>(r.P), static_cast<long long>(r.G), prefill_tps,
                  bound_prefill_s > 0 ? static_cast<double>(r.B * r.P) / bound_prefill_s : 0.0, m.ttft_first_s * 1e3,
-                 decode_per_seq, decode_per_seq * static_cast<double>(r.B), m.step_median_s * 1e3,
-                 bound_step_s * 1e3, bytes / 1e9, copy_bw / 1e9, graph_note.c_str());
+                 decode_per_seq, decode_per_seq * static_cast<double>(r.B), m.step_median_s * 1e3, bound_step_s * 1e3,
+                 bytes / 1e9, copy_bw / 1e9, graph_note.c_str());
   }
   return 0;
 } catch (const evident::error& e) {

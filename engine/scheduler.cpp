@@ -20,9 +20,9 @@ struct scheduler::request {
   std::unique_ptr<sampler> smp;
   bool simple_greedy = false;  // temperature 0 and no penalties: the backend's argmax is the sampler's answer
   int32_t slot = -1;
-  int64_t prefilled = 0;       // prompt tokens already run
+  int64_t prefilled = 0;  // prompt tokens already run
   std::vector<int32_t> generated;
-  int64_t blocks = 0;          // KV blocks reserved
+  int64_t blocks = 0;  // KV blocks reserved
   bool cancelled = false;
 };
 
@@ -234,8 +234,7 @@ std::vector<scheduler_event> scheduler::step() {
   std::lock_guard<std::mutex> lock(mu_);
   for (int64_t i = 0; i < n_rows; ++i) {
     request& r = *rows[static_cast<size_t>(i)];
-    const int32_t tok = all_simple ? argmax_[static_cast<size_t>(i)]
-                                   : r.smp->sample(logits_.data() + i * V, V);
+    const int32_t tok = all_simple ? argmax_[static_cast<size_t>(i)] : r.smp->sample(logits_.data() + i * V, V);
     EV_ASSERT(tok >= 0 && tok < V, "backend returned token ", tok, " outside [0, ", V, ")");
     r.smp->accept(tok);
     r.generated.push_back(tok);
@@ -298,7 +297,9 @@ cpu_step_model::cpu_step_model(const qwen3next_model& model, int max_sequences, 
 
 cpu_step_model::~cpu_step_model() = default;
 
-int64_t cpu_step_model::vocab_size() const { return model_.vocab_size(); }
+int64_t cpu_step_model::vocab_size() const {
+  return model_.vocab_size();
+}
 
 void cpu_step_model::begin_sequence(int32_t slot) {
   EV_ASSERT(slot >= 0 && slot < max_sequences());

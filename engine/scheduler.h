@@ -7,13 +7,15 @@
 //
 // Request lifecycle (one request id):
 //
-//   submit ──(can never fit)──────────────────────────────────────────────────────────► finished "rejected"
+// clang-format off
+//   submit ──(can never fit)─────────────────────────────────────────────────────► finished "rejected"
 //     │
 //     ▼
-//   queued ──admit (slot free, KV blocks reserved)──► prefilling ──last chunk──► decoding ──stop id──► finished "stop"
-//     │                                                  │  ▲ chunk per step         │  ▲ 1 token   ──max_tokens──► "length"
-//     │                                                  └──┘                        └──┘ per step
-//     └──────────────── cancel (any state before finished) ───────────────────────────────────────► finished "cancelled"
+//   queued ──admit (slot free, KV blocks reserved)──► prefilling ──last chunk──► decoding ──stop id──► "stop"
+//     │                                                 │  ▲ a chunk per step       │  ▲ 1 token ──max_tokens──► "length"
+//     │                                                 └──┘                        └──┘ per step
+//     └────────── cancel (any state before finished) ──────────────────────────────────────────► "cancelled"
+// clang-format on
 //
 // Invariants:
 //   - Every decoding request gets exactly one token in every step (decodes are never starved, whatever the prompts).
@@ -55,26 +57,26 @@ struct sequence_memory;
 
 // One sequence's share of a step: n_tokens consecutive tokens of the sequence in `slot`, at positions pos..pos+n-1.
 struct batch_entry {
-  int32_t slot = 0;       // backend sequence slot, in [0, max_sequences)
-  int64_t pos = 0;        // position of the first token = tokens the slot already holds
-  int32_t n_tokens = 0;   // >= 1
-  int64_t offset = 0;     // index of the first token in step_batch::tokens
+  int32_t slot = 0;          // backend sequence slot, in [0, max_sequences)
+  int64_t pos = 0;           // position of the first token = tokens the slot already holds
+  int32_t n_tokens = 0;      // >= 1
+  int64_t offset = 0;        // index of the first token in step_batch::tokens
   bool want_logits = false;  // logits (or the argmax) of the entry's last token are needed
 };
 
 // A mixed batch: decode entries (n_tokens == 1) first, then prefill chunks. A slot appears at most once.
 struct step_batch {
-  std::vector<int32_t> tokens;      // int32 [n_tokens total]: every entry's tokens, concatenated in entry order
+  std::vector<int32_t> tokens;       // int32 [n_tokens total]: every entry's tokens, concatenated in entry order
   std::vector<batch_entry> entries;  // in order; entries with want_logits produce output rows in this order
-  int64_t n_decode = 0;             // entries[0, n_decode) are decodes (n_tokens == 1, want_logits)
+  int64_t n_decode = 0;              // entries[0, n_decode) are decodes (n_tokens == 1, want_logits)
   int64_t n_logits() const;
 };
 
 // Where a step writes its outputs. Row r belongs to the r-th entry with want_logits.
 struct step_output {
-  float* logits = nullptr;   // fp32 [n_logits, vocab] on the host, or null
-  int32_t* argmax = nullptr; // int32 [n_logits] greedy ids (lowest id on ties), or null; only when
-                             // supports_argmax()
+  float* logits = nullptr;    // fp32 [n_logits, vocab] on the host, or null
+  int32_t* argmax = nullptr;  // int32 [n_logits] greedy ids (lowest id on ties), or null; only when
+                              // supports_argmax()
 };
 
 // A model that runs batched steps over per-slot sequence memory.
@@ -108,17 +110,17 @@ class step_model_i {
 // The scheduler.
 
 struct scheduler_config {
-  int64_t token_budget = 2048;      // tokens per step (decodes + prefill chunks); must exceed the backend's
-                                    // max_sequences so a full batch of decodes leaves room for prefill
-  int64_t max_prefill_chunk = 0;    // most tokens of one prompt per step; 0 = token_budget
-  int64_t max_queue = 4096;         // queued requests beyond this are rejected ("queue full")
+  int64_t token_budget = 2048;    // tokens per step (decodes + prefill chunks); must exceed the backend's
+                                  // max_sequences so a full batch of decodes leaves room for prefill
+  int64_t max_prefill_chunk = 0;  // most tokens of one prompt per step; 0 = token_budget
+  int64_t max_queue = 4096;       // queued requests beyond this are rejected ("queue full")
 };
 
 // What a request asks for.
 struct request_params {
-  std::vector<int32_t> prompt;      // token ids, non-empty, each in [0, vocab)
-  sampling_params sampling;         // temperature 0 = greedy; max_tokens bounds generated tokens (stop id included)
-  std::vector<int32_t> stop_ids;    // generation ends after one of these is sampled (it is reported, then not fed)
+  std::vector<int32_t> prompt;    // token ids, non-empty, each in [0, vocab)
+  sampling_params sampling;       // temperature 0 = greedy; max_tokens bounds generated tokens (stop id included)
+  std::vector<int32_t> stop_ids;  // generation ends after one of these is sampled (it is reported, then not fed)
 };
 
 using request_id = uint64_t;
@@ -129,9 +131,9 @@ enum class request_state { queued, prefilling, decoding, finished };
 struct scheduler_event {
   enum kind_t { token, finish } kind = token;
   request_id id = 0;
-  int32_t token_id = -1;        // for token
-  std::string finish_reason;    // for finish: "stop" | "length" | "cancelled" | "rejected"
-  std::string message;          // for "rejected": why
+  int32_t token_id = -1;      // for token
+  std::string finish_reason;  // for finish: "stop" | "length" | "cancelled" | "rejected"
+  std::string message;        // for "rejected": why
 };
 
 struct submit_result {
@@ -188,8 +190,8 @@ class scheduler {
   scheduler_config cfg_;
   mutable std::mutex mu_;  // guards queue_, pending_, cancelled_, next_id_ (the submit/cancel side)
   std::deque<std::unique_ptr<request>> queue_;
-  std::vector<scheduler_event> pending_;     // rejections / cancellations of queued requests, for the next step
-  std::vector<request_id> cancel_running_;   // cancels of running requests, applied by the next step
+  std::vector<scheduler_event> pending_;    // rejections / cancellations of queued requests, for the next step
+  std::vector<request_id> cancel_running_;  // cancels of running requests, applied by the next step
   std::unordered_map<request_id, request_state> states_;
   request_id next_id_ = 1;
   std::vector<std::unique_ptr<request>> running_;  // admission order

@@ -8,12 +8,12 @@
 #include "engine/base/error.h"
 #include "kernels/sampling.h"
 
-#define EV_STEP_CHECK(call)                                                                               \
-  do {                                                                                                    \
-    cudaError_t ev_err_ = (call);                                                                         \
-    if (ev_err_ != cudaSuccess)                                                                           \
-      EV_THROW(internal, "cuda_step_model: ", #call, " failed: ", cudaGetErrorName(ev_err_), " (",        \
-               cudaGetErrorString(ev_err_), ") at ", __FILE__, ":", __LINE__);                            \
+#define EV_STEP_CHECK(call)                                                                        \
+  do {                                                                                             \
+    cudaError_t ev_err_ = (call);                                                                  \
+    if (ev_err_ != cudaSuccess)                                                                    \
+      EV_THROW(internal, "cuda_step_model: ", #call, " failed: ", cudaGetErrorName(ev_err_), " (", \
+               cudaGetErrorString(ev_err_), ") at ", __FILE__, ":", __LINE__);                     \
   } while (0)
 
 namespace evident::engine {
@@ -22,11 +22,11 @@ struct cuda_step_model::impl {
   explicit impl(std::vector<int> buckets) : graphs(std::make_unique<decode_graphs>(std::move(buckets))) {}
   std::unique_ptr<decode_graphs> graphs;
   cudaStream_t stream = nullptr;
-  int32_t* d_ids = nullptr;  // int32 [max_logit_rows] argmax of every logit row
-  int32_t* h_ids = nullptr;  // pinned copy
+  int32_t* d_ids = nullptr;    // int32 [max_logit_rows] argmax of every logit row
+  int32_t* h_ids = nullptr;    // pinned copy
   std::vector<int> cuda_slot;  // scheduler slot -> cuda_model slot (-1 when closed)
   std::vector<step_entry> entries;
-  std::vector<float> rows;   // host logits of every row of a step (when out.logits and rows are skipped)
+  std::vector<float> rows;  // host logits of every row of a step (when out.logits and rows are skipped)
 };
 
 cuda_step_model::cuda_step_model(cuda_model& model, cuda_step_options options)
@@ -53,16 +53,30 @@ cuda_step_model::~cuda_step_model() {
   if (p_->stream) cudaStreamDestroy(p_->stream);
 }
 
-int64_t cuda_step_model::vocab_size() const { return model_.vocab_size(); }
-int cuda_step_model::max_sequences() const { return model_.options().max_sequences; }
-int64_t cuda_step_model::max_context() const { return std::min(model_.options().max_context, model_.slots().max_length()); }
-int64_t cuda_step_model::kv_block_tokens() const { return model_.slots().block_size(); }
-int64_t cuda_step_model::kv_blocks() const { return model_.slots().n_blocks(); }
-int64_t cuda_step_model::max_step_tokens() const { return model_.options().max_step_tokens; }
+int64_t cuda_step_model::vocab_size() const {
+  return model_.vocab_size();
+}
+int cuda_step_model::max_sequences() const {
+  return model_.options().max_sequences;
+}
+int64_t cuda_step_model::max_context() const {
+  return std::min(model_.options().max_context, model_.slots().max_length());
+}
+int64_t cuda_step_model::kv_block_tokens() const {
+  return model_.slots().block_size();
+}
+int64_t cuda_step_model::kv_blocks() const {
+  return model_.slots().n_blocks();
+}
+int64_t cuda_step_model::max_step_tokens() const {
+  return model_.options().max_step_tokens;
+}
 int64_t cuda_step_model::max_step_entries() const {
   return std::min(model_.options().max_step_entries, model_.options().max_logit_rows);
 }
-const decode_graphs::counters& cuda_step_model::graph_stats() const { return p_->graphs->stats(); }
+const decode_graphs::counters& cuda_step_model::graph_stats() const {
+  return p_->graphs->stats();
+}
 
 void cuda_step_model::begin_sequence(int32_t slot) {
   EV_ASSERT(slot >= 0 && slot < max_sequences() && p_->cuda_slot[static_cast<size_t>(slot)] < 0, "slot ", slot);
@@ -93,8 +107,8 @@ void cuda_step_model::step(const step_batch& batch, const step_output& out) {
   const bool decode_only = batch.n_decode == n;
   const int bucket = opt_.use_graphs && decode_only ? p_->graphs->bucket_for(n) : 0;
   const step_plan plan = model_.prepare(es, bucket);
-  EV_ASSERT(static_cast<int>(plan.logit_row.size()) >= n, "prepare returned ", plan.logit_row.size(), " logit rows for ",
-            n, " entries");
+  EV_ASSERT(static_cast<int>(plan.logit_row.size()) >= n, "prepare returned ", plan.logit_row.size(),
+            " logit rows for ", n, " entries");
   const int64_t V = model_.vocab_size();
   // The argmax always runs (a graph captured for a bucket must serve steps that want ids and steps that want logits;
   // it costs one read of the logit rows), over a row count fixed by the bucket in graph mode (padding rows included).
@@ -130,7 +144,8 @@ void cuda_step_model::step(const step_batch& batch, const step_output& out) {
     if (!batch.entries[static_cast<size_t>(i)].want_logits) continue;
     const int row = plan.logit_row[static_cast<size_t>(i)];
     if (out.logits)
-      std::memcpy(out.logits + r * V, p_->rows.data() + static_cast<int64_t>(row) * V, sizeof(float) * static_cast<size_t>(V));
+      std::memcpy(out.logits + r * V, p_->rows.data() + static_cast<int64_t>(row) * V,
+                  sizeof(float) * static_cast<size_t>(V));
     if (out.argmax) out.argmax[r] = p_->h_ids[row];
     ++r;
   }

@@ -28,7 +28,7 @@
 namespace evident::engine {
 
 struct cuda_step_options {
-  bool use_graphs = true;                             // CUDA graphs for decode-only steps
+  bool use_graphs = true;                               // CUDA graphs for decode-only steps
   std::vector<int> buckets = {1, 2, 4, 8, 16, 32, 64};  // graph batch sizes (each <= the model's max_step_entries)
 };
 

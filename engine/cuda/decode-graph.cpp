@@ -6,12 +6,12 @@
 
 #include "engine/base/error.h"
 
-#define EV_GRAPH_CHECK(call)                                                                              \
-  do {                                                                                                    \
-    cudaError_t ev_err_ = (call);                                                                         \
-    if (ev_err_ != cudaSuccess)                                                                           \
-      EV_THROW(internal, "decode_graphs: ", #call, " failed: ", cudaGetErrorName(ev_err_), " (",          \
-               cudaGetErrorString(ev_err_), ") at ", __FILE__, ":", __LINE__);                            \
+#define EV_GRAPH_CHECK(call)                                                                     \
+  do {                                                                                           \
+    cudaError_t ev_err_ = (call);                                                                \
+    if (ev_err_ != cudaSuccess)                                                                  \
+      EV_THROW(internal, "decode_graphs: ", #call, " failed: ", cudaGetErrorName(ev_err_), " (", \
+               cudaGetErrorString(ev_err_), ") at ", __FILE__, ":", __LINE__);                   \
   } while (0)
 
 namespace evident::engine {

@@ -40,8 +40,12 @@ void fake_logits(const std::vector<int32_t>& hist, int64_t V, float* out) {
 class fake_model final : public step_model_i {
  public:
   fake_model(int slots, int64_t max_ctx, int64_t block, int64_t blocks, bool argmax = false)
-      : hist_(static_cast<size_t>(slots)), live_(static_cast<size_t>(slots), false), max_ctx_(max_ctx),
-        block_(block), blocks_(blocks), argmax_(argmax) {}
+      : hist_(static_cast<size_t>(slots)),
+        live_(static_cast<size_t>(slots), false),
+        max_ctx_(max_ctx),
+        block_(block),
+        blocks_(blocks),
+        argmax_(argmax) {}
   int64_t vocab_size() const override { return V; }
   int max_sequences() const override { return static_cast<int>(hist_.size()); }
   int64_t max_context() const override { return max_ctx_; }
@@ -486,8 +490,8 @@ TEST(scheduler, cpu_model_matches_sequential_generation) {
     }
     drain(s, log);
     for (size_t i = 0; i < prompts.size(); ++i)
-      EXPECT_EQ(log.tokens[ids[i]], want[i]) << "prompt " << i << " (" << prompts[i].size() << " tokens), budget "
-                                             << budget;
+      EXPECT_EQ(log.tokens[ids[i]], want[i])
+          << "prompt " << i << " (" << prompts[i].size() << " tokens), budget " << budget;
     EXPECT_GT(s.stats().steps, 0);
     EXPECT_LE(s.stats().max_step_tokens, std::max<int64_t>(budget, 4));
   }
