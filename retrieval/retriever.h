@@ -49,6 +49,9 @@ class retriever_i {
 // whose frequencies sum to at most `max_postings` (at least one term). Frequent terms carry little IDF, so the top
 // of the ranking mostly survives; it is an approximation, measured in bench/RESULTS.md. Below the threshold, BM25
 // is exact.
+// State: the retriever caches term frequencies (pruned mode) and a copy of every chunk's token count (2 bytes per
+// chunk, read at the first pruned query or the second exact one; kept fresh with PRAGMA data_version). Not
+// thread-safe: one retriever per thread.
 struct lexical_options {
   double k1 = 0.9;                      // term-frequency saturation
   double b = 0.4;                       // length normalisation (0 = none, 1 = full)
@@ -64,7 +67,9 @@ std::unique_ptr<retriever_i> make_lexical(const std::filesystem::path& store_dir
 
 // Dense: FAISS over DIR/vectors.faiss (ids = chunk ids), queries embedded by ingest::make_embedder(store).
 // Score = inner product of L2-normalised vectors (cosine). Works with any index type the file holds (flat, IVF,
-// HNSW, wrapped in an IndexIDMap/IndexIDMap2); IVF and HNSW use the search-time knobs below.
+// HNSW, wrapped in an IndexIDMap/IndexIDMap2); IVF and HNSW use the search-time knobs below. An IVF-Flat
+// inner-product index with chunk ids in its lists (what retrieval/vectors.h writes) is scanned by the retriever itself
+// (AVX2+FMA when the CPU has them; the same lists and top-k as FAISS's search), everything else by FAISS.
 // Filters are applied by over-fetching and checking each hit's document in SQLite (x4, x16, ... up to the whole index).
 struct dense_options {
   int ivf_nprobe = 32;       // IVF lists visited per query
