@@ -73,8 +73,10 @@ index_writer::index_writer(store& s, const ingest_options& opt) : s_(s), opt_(op
       s.set_meta("embedder.dim", std::to_string(dim));
       tx.commit();
     }
-    // Fewer, larger WAL checkpoints while writing (each one fsyncs): 32 MiB of WAL at 4 KiB pages.
+    // Fewer, larger WAL checkpoints while writing (each one fsyncs): 32 MiB of WAL at 4 KiB pages, the setting the
+    // connection keeps afterwards; while this writer lives, checkpoints run on a background thread.
     s.db().exec("PRAGMA wal_autocheckpoint=8192; PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY");
+    checkpointer_ = std::make_unique<wal_checkpointer>(s.db(), s.dir() / store::db_file, 8192);
     // The FTS deferral key only ever exists inside an open batch transaction (see write_fts); one that was committed
     // would mean chunks_fts missed rows: drop it and rebuild the index from chunks.
     if (s.meta("ingest.fts_deferred")) {
@@ -108,6 +110,7 @@ index_writer::index_writer(store& s, const ingest_options& opt) : s_(s), opt_(op
 }
 
 index_writer::~index_writer() {
+  checkpointer_.reset();
   stmts_.clear();
   chunk_stmts_.clear();
   if (batch_open_) {
@@ -143,6 +146,7 @@ sql::stmt& index_writer::chunk_insert(size_t rows) {
 
 void index_writer::begin_batch() {
   if (!batch_open_) {
+    if (checkpointer_) checkpointer_->settle();
     s_.db().exec("BEGIN IMMEDIATE");
     batch_open_ = true;
     batch_size_ = 0;

@@ -26,6 +26,7 @@
 #include "ingest/indexer.h"
 #include "ingest/token-count.h"
 #include "ingest/vectors.h"
+#include "ingest/wal-checkpointer.h"
 
 namespace evident::ingest {
 
@@ -128,6 +129,7 @@ class index_writer {
   int64_t batch_size_ = 0;
   std::vector<std::unique_ptr<sql::stmt>> stmts_;
   std::vector<std::unique_ptr<sql::stmt>> chunk_stmts_;  // by row count
+  std::unique_ptr<wal_checkpointer> checkpointer_;  // WAL checkpoints on a background thread while this writer lives
 };
 
 // documents.page_starts / documents.headings values of a parsed document (JSON text).

@@ -1,0 +1,64 @@
+// ingest::wal_checkpointer: moves SQLite's WAL checkpoints off the ingest writer thread.
+//
+// With the default auto-checkpoint, the connection that commits copies the WAL back into the database file itself,
+// on its own thread: for a 200 MB ingest that was about a fifth of the writer thread's CPU (write() of every page a
+// second time). While a wal_checkpointer is alive it replaces the writer connection's auto-checkpoint: after each
+// commit the connection's WAL hook wakes a background thread that runs a PASSIVE checkpoint through a second
+// connection, which SQLite lets run alongside the writer's next transaction. SQLite only rewinds the WAL file when a
+// write transaction BEGINs after a complete checkpoint, and the writer begins its next batch right after each commit,
+// so the WAL grows; once it holds `restart_frames`, settle() (called by the writer before BEGIN) waits for the
+// checkpoint of the latest commit (the older frames are already copied by then), and the next commit rewinds the WAL.
+// When the WAL still grows past `inline_frames` (a reader holding an old snapshot, or the background thread starved
+// of CPU), the committing thread checkpoints inline, as SQLite would.
+// Checkpoints are SQLite's own crash-safe operation; nothing here changes what a crash can leave.
+//
+// Thread-safety: construct and destroy on the thread that owns `writer`; the hook runs on that thread, the
+// checkpoints on the background thread (its own connection). The destructor restores `wal_autocheckpoint`.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "ingest/sqlite.h"
+
+namespace evident::ingest {
+
+class wal_checkpointer {
+ public:
+  // `file`: the database file of `writer`. When the second connection cannot be opened, the writer keeps its
+  // auto-checkpoint (`restore_pages`) and this object does nothing.
+  // `restart_frames` / `inline_frames`: see above (tests use small values).
+  wal_checkpointer(sql::db& writer, const std::filesystem::path& file, int restore_pages,
+                   int restart_frames = 16384, int inline_frames = 65536);
+  ~wal_checkpointer();
+  wal_checkpointer(const wal_checkpointer&) = delete;
+  wal_checkpointer& operator=(const wal_checkpointer&) = delete;
+
+  // Before BEGIN of a write transaction on `writer`: when the WAL holds restart_frames or more, waits until the
+  // background checkpoint of the latest commit has finished.
+  void settle();
+
+
+ private:
+  static int on_commit(void* self, sqlite3* db, const char* schema, int frames);
+  void run();
+  sql::db& writer_;
+  int restore_pages_;
+  int restart_frames_;  // default 16384: 64 MiB of WAL at 4 KiB pages
+  int inline_frames_;   // default 65536: 256 MiB
+  std::unique_ptr<sql::db> conn_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;       // wakes the background thread
+  std::condition_variable done_cv_;  // wakes settle()
+  uint64_t requested_ = 0;  // commits that asked for a checkpoint
+  uint64_t done_ = 0;       // the `requested_` value the last finished checkpoint covered
+  int frames_ = 0;          // WAL frames after the last commit (writer thread only)
+  bool stop_ = false;
+};
+
+}  // namespace evident::ingest
