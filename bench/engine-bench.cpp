@@ -3,8 +3,15 @@
 //
 //   bench_engine --layers N --batch B --prompt P --gen G [--device cuda|cpu] [--budget T] [--no-graphs]
 //                [--threads n (cpu)]
-//   bench_engine --layers N --runs B:P:G[:nog],B:P:G,...   several runs over one model (built once); ":nog" = no
-//                                                          CUDA graphs for that run
+//   bench_engine --layers N --runs B:P:G[:nog][:cublas],B:P:G,...   several runs over one model (built once);
+//                ":nog" = no CUDA graphs for that run, ":cublas" = every projection through cuBLAS (the model's
+//                gemv_small for <= 8 rows off) for that run
+//   --gemv-max-m M   cuda_model_options::gemv_max_m (default the model's, 1; 0 = cuBLAS always)
+//   --profile        (cuda) before the runs, per run B:P:G: B sequences prefilled with P tokens, then eager decode
+//                    steps padded to B (the graph shapes) timed end to end, then profiled (cuda_model::set_profiling:
+//                    GPU time per op, summed by op name, argmax included) with gemv_small and with cuBLAS; one JSON
+//                    line per (run, path) with "profile": [[name, ms per step, launches per step], ...] and a table
+//                    on stderr
 //
 // Per run, B requests of P random prompt tokens each generate G tokens (greedy, no stop ids) through one scheduler.
 // Reports (one JSON line, plus a readable summary on stderr):
@@ -48,6 +55,7 @@
 #include "engine/cuda/cuda-model.h"
 #include "engine/cuda/cuda-step-model.h"
 #include "kernels/gemm.h"
+#include "kernels/sampling.h"
 #endif
 
 using namespace evident::engine;
@@ -355,6 +363,7 @@ double measure_host_bw() {
 struct run_spec {
   int64_t B = 1, P = 512, G = 64;
   bool graphs = true;
+  bool cublas = false;
 };
 
 // "B:P:G[:nog],..." -> specs.
@@ -367,11 +376,24 @@ std::vector<run_spec> parse_runs(const std::string& text) {
     const std::string item = text.substr(start, end - start);
     run_spec r;
     long long b = 0, p = 0, g = 0;
-    char tail[8] = {0};
-    const int n = std::sscanf(item.c_str(), "%lld:%lld:%lld:%7s", &b, &p, &g, tail);
-    EV_THROW_IF_NOT_MSG(n >= 3 && (n == 3 || std::strcmp(tail, "nog") == 0), "bench_engine: --runs item '", item,
-                        "': expected B:P:G or B:P:G:nog");
-    r.B = b, r.P = p, r.G = g, r.graphs = n == 3;
+    int used = 0;
+    const int n = std::sscanf(item.c_str(), "%lld:%lld:%lld%n", &b, &p, &g, &used);
+    EV_THROW_IF_NOT_MSG(n == 3, "bench_engine: --runs item '", item, "': expected B:P:G[:nog][:cublas]");
+    std::string tail = item.substr(static_cast<size_t>(used));
+    while (!tail.empty()) {
+      EV_THROW_IF_NOT_MSG(tail[0] == ':', "bench_engine: --runs item '", item, "': expected B:P:G[:nog][:cublas]");
+      size_t next = tail.find(':', 1);
+      const std::string opt = tail.substr(1, next == std::string::npos ? std::string::npos : next - 1);
+      if (opt == "nog")
+        r.graphs = false;
+      else if (opt == "cublas")
+        r.cublas = true;
+      else
+        EV_THROW(invalid_input, "bench_engine: --runs item '", item, "': unknown option '", opt,
+                 "' (expected nog or cublas)");
+      tail = next == std::string::npos ? std::string() : tail.substr(next);
+    }
+    r.B = b, r.P = p, r.G = g;
     EV_THROW_IF_NOT_MSG(r.B >= 1 && r.P >= 1 && r.G >= 2, "bench_engine: --runs item '", item,
                         "': need B >= 1, P >= 1, G >= 2");
     out.push_back(r);
@@ -432,19 +454,129 @@ run_result run_requests(step_model_i& backend, const run_spec& r, int64_t budget
   return out;
 }
 
+
+#ifdef EVIDENT_HAVE_CUDA
+// --profile: one run's decode steps driven on the cuda_model directly (no scheduler, no graphs), padded to B like the
+// graph buckets, timed end to end and then per op.
+void profile_decode(cuda_model& m, const run_spec& r, int64_t budget, const std::string& card) {
+  std::vector<int> slots;
+  for (int64_t q = 0; q < r.B; ++q) {
+    const auto adm = m.open_sequence(r.P + r.G);
+    EV_THROW_IF_NOT_KIND(adm.slot >= 0, resource, "bench_engine --profile: open_sequence: ", adm.reason);
+    slots.push_back(adm.slot);
+  }
+  uint64_t x = 777;
+  std::vector<int32_t> prompt(static_cast<size_t>(r.P));
+  for (int s : slots) {
+    for (auto& t : prompt) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      t = static_cast<int32_t>((x >> 33) % 151643);
+    }
+    for (int64_t p0 = 0; p0 < r.P; p0 += budget) {
+      step_entry e;
+      e.slot = s;
+      e.ids = prompt.data() + p0;
+      e.n_tokens = static_cast<int>(std::min<int64_t>(budget, r.P - p0));
+      e.start = p0;
+      m.step({e}, nullptr);
+    }
+  }
+  int32_t* d_ids = nullptr;
+  BENCH_CUDA(cudaMalloc(&d_ids, sizeof(int32_t) * static_cast<size_t>(r.B)));
+  std::vector<int32_t> tok(static_cast<size_t>(r.B), 1000);
+  auto decode_step = [&](bool marks) {
+    std::vector<step_entry> batch;
+    for (size_t i = 0; i < slots.size(); ++i) {
+      step_entry e;
+      e.slot = slots[i];
+      e.ids = &tok[i];
+      e.n_tokens = 1;
+      e.start = m.sequence_length(slots[i]);
+      batch.push_back(e);
+    }
+    m.prepare(batch, static_cast<int>(r.B));
+    m.launch();
+    if (marks) m.profile_mark(nullptr, "step: argmax");
+    evident::kernels::argmax_args a;
+    a.n_rows = static_cast<int>(r.B);
+    a.vocab = static_cast<int>(m.vocab_size());
+    a.logits = m.logits();
+    a.stride = m.vocab_size();
+    a.ids = d_ids;
+    const auto st = evident::kernels::sample_greedy(a, m.stream());
+    EV_THROW_IF_NOT_KIND(st.ok(), internal, "bench_engine: sample_greedy: ", st.message);
+  };
+  const int n_steps = 8;
+  // Positions left after the prompt: warm-up 2 + (timed n_steps + profiled n_steps) per path.
+  EV_THROW_IF_NOT_MSG(r.G >= 2 + 4 * n_steps, "bench_engine --profile: run ", r.B, ":", r.P, ":", r.G,
+                      " needs G >= ", 2 + 4 * n_steps);
+  const int saved = m.options().gemv_max_m;
+  for (int path = 0; path < 2; ++path) {
+    const bool gemv = path == 0;
+    m.set_gemv_max_m(gemv ? std::max(saved, 1) : 0);
+    if (path == 0)
+      for (int i = 0; i < 2; ++i) decode_step(false), m.read_logits(nullptr);
+    decode_step(false);
+    m.read_logits(nullptr);
+    std::vector<double> wall;
+    for (int i = 0; i < n_steps; ++i) {
+      const auto t0 = clock_type::now();
+      decode_step(false);
+      m.read_logits(nullptr);
+      wall.push_back(secs(t0, clock_type::now()));
+    }
+    std::sort(wall.begin(), wall.end());
+    m.set_profiling(true);
+    std::map<std::string, std::pair<double, int>> acc;
+    std::vector<std::string> order;
+    for (int i = 0; i < n_steps - 1; ++i) {
+      decode_step(true);
+      for (const auto& e : m.read_profile()) {
+        if (!acc.count(e.name)) order.push_back(e.name);
+        acc[e.name].first += e.ms;
+        acc[e.name].second += e.count;
+      }
+    }
+    m.set_profiling(false);
+    const double steps = n_steps - 1;
+    double total = 0;
+    for (const auto& n : order) total += acc[n].first / steps;
+    std::fprintf(stderr, "profile %s batch %lld prompt %lld, %s: eager step median %.3f ms (wall), GPU sum of ops %.3f ms\n",
+                 card.c_str(), static_cast<long long>(r.B), static_cast<long long>(r.P),
+                 gemv ? "default (gemv_small where it wins)" : "cuBLAS only", wall[wall.size() / 2] * 1e3, total);
+    std::string json = "{\"profile_card\": \"" + card + "\", \"batch\": " + std::to_string(r.B) +
+                       ", \"prompt\": " + std::to_string(r.P) + ", \"path\": \"" + (gemv ? "gemv" : "cublas") +
+                       "\", \"eager_step_ms\": " + std::to_string(wall[wall.size() / 2] * 1e3) +
+                       ", \"gpu_ops_ms\": " + std::to_string(total) + ", \"profile\": [";
+    bool first = true;
+    for (const auto& n : order) {
+      const double ms = acc[n].first / steps;
+      const double cnt = acc[n].second / steps;
+      std::fprintf(stderr, "  %-42s %8.1f us  %5.1f%%  x%.0f\n", n.c_str(), ms * 1e3, 100.0 * ms / total, cnt);
+      json += std::string(first ? "" : ", ") + "[\"" + n + "\", " + std::to_string(ms) + ", " + std::to_string(cnt) + "]";
+      first = false;
+    }
+    std::printf("%s]}\n", json.c_str());
+    std::fflush(stdout);
+  }
+  m.set_gemv_max_m(saved);
+  BENCH_CUDA(cudaFree(d_ids));
+  for (int s : slots) m.close_sequence(s);
+}
+#endif
 }  // namespace
 
 namespace evident::bench {
 
 int run_engine_bench(int argc, char** argv) try {
-  static const char* known[] = {"--layers", "--device", "--runs",      "--batch",  "--prompt",
-                                "--gen",    "--budget", "--no-graphs", "--threads"};
+  static const char* known[] = {"--layers",  "--device",  "--runs",    "--batch",       "--prompt", "--gen",
+                                "--budget",  "--no-graphs", "--threads", "--gemv-max-m", "--profile"};
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], "--", 2) != 0) continue;
     bool ok = false;
     for (const char* k : known) ok = ok || std::strcmp(argv[i], k) == 0;
     EV_THROW_IF_NOT_MSG(ok, "bench_engine: unknown flag ", argv[i], " (flags: --layers --batch --prompt --gen --runs ",
-                        "--device --budget --no-graphs --threads)");
+                        "--device --budget --no-graphs --threads --gemv-max-m --profile)");
   }
   const int64_t layers = arg(argc, argv, "--layers", 12);
   const std::string device = arg_str(argc, argv, "--device", "cuda");
@@ -508,12 +640,16 @@ int run_engine_bench(int argc, char** argv) try {
     for (const auto& r : runs)
       kv_blocks = std::max(kv_blocks, r.B * ((r.P + r.G + o.block_size - 1) / o.block_size + 1));
     o.kv_blocks = kv_blocks + 64;
+    o.gemv_max_m = static_cast<int>(arg(argc, argv, "--gemv-max-m", o.gemv_max_m));
     gpu_model = cuda_model::from_tensors(c, lookup, o, "<random Qwen3-Next>");
     store.reset();  // the device has its copies
     dev_weights = gpu_model->weight_bytes();
     dev_states = gpu_model->state_bytes();
     dev_buffers = gpu_model->buffer_bytes();
     std::fprintf(stderr, "bench_engine: %s\n", gpu_model->kernel_report().c_str());
+    if (flag(argc, argv, "--profile"))
+      for (const auto& r : runs)
+        if (!r.cublas && r.graphs) profile_decode(*gpu_model, r, budget, card);  // each profile runs both paths
 #else
     EV_THROW(invalid_input, "bench_engine: built without CUDA; use --device cpu");
 #endif
@@ -530,6 +666,7 @@ int run_engine_bench(int argc, char** argv) try {
 #ifdef EVIDENT_HAVE_CUDA
     cuda_step_model* gpu_step = nullptr;
     if (device == "cuda") {
+      gpu_model->set_gemv_max_m(r.cublas ? 0 : static_cast<int>(arg(argc, argv, "--gemv-max-m", 1)));
       cuda_step_options so;
       so.use_graphs = r.graphs;
       auto st = std::make_unique<cuda_step_model>(*gpu_model, so);
@@ -560,7 +697,7 @@ int run_engine_bench(int argc, char** argv) try {
 #endif
     std::printf(
         "{\"device\": \"%s\", \"card\": \"%s\", \"layers\": %lld, \"batch\": %lld, \"prompt\": %lld, \"gen\": %lld, "
-        "\"budget\": %lld, \"graphs\": %s, \"params_total\": %lld, \"params_active\": %lld, "
+        "\"budget\": %lld, \"graphs\": %s, \"cublas_only\": %s, \"params_total\": %lld, \"params_active\": %lld, "
         "\"prefill_tok_per_s\": %.1f, \"ttft_first_ms\": %.2f, \"ttft_mean_ms\": %.2f, \"prefill_s\": %.4f, "
         "\"prefill_flops\": %.4g, \"gemm_flops_per_s\": %.4g, \"prefill_bound_s\": %.4f, \"prefill_of_bound\": %.3f, "
         "\"decode_tok_per_s_per_seq\": %.2f, \"decode_tok_per_s_aggregate\": %.1f, \"decode_step_median_ms\": %.3f, "
@@ -569,7 +706,7 @@ int run_engine_bench(int argc, char** argv) try {
         "\"device_buffers_gb\": %.2f, \"device_used_gb\": %.2f, \"host_max_rss_gb\": %.2f, \"build_s\": %.1f}\n",
         device.c_str(), card.c_str(), static_cast<long long>(layers), static_cast<long long>(r.B),
         static_cast<long long>(r.P), static_cast<long long>(r.G), static_cast<long long>(budget),
-        graphs ? "true" : "false", static_cast<long long>(pc.total), static_cast<long long>(pc.active_per_token),
+        graphs ? "true" : "false", r.cublas ? "true" : "false", static_cast<long long>(pc.total), static_cast<long long>(pc.active_per_token),
         prefill_tps, m.ttft_first_s * 1e3, m.ttft_mean_s * 1e3, m.prefill_s, flops, gemm_rate, bound_prefill_s,
         bound_prefill_s > 0 ? bound_prefill_s / m.prefill_s : 0.0, decode_per_seq,
         decode_per_seq * static_cast<double>(r.B), m.step_median_s * 1e3, bytes, copy_bw, bound_step_s * 1e3,
@@ -580,12 +717,12 @@ int run_engine_bench(int argc, char** argv) try {
     std::fprintf(stderr,
                  "%s %s: %lld layers, batch %lld, prompt %lld, gen %lld | prefill %.0f tok/s (bound %.0f), TTFT %.1f "
                  "ms | decode %.1f tok/s/seq, %.0f tok/s total, step %.2f ms (bound %.2f ms = %.2f GB / %.0f GB/s) "
-                 "| graphs: %s\n",
+                 "| graphs: %s%s\n",
                  device.c_str(), card.c_str(), static_cast<long long>(layers), static_cast<long long>(r.B),
                  static_cast<long long>(r.P), static_cast<long long>(r.G), prefill_tps,
                  bound_prefill_s > 0 ? static_cast<double>(r.B * r.P) / bound_prefill_s : 0.0, m.ttft_first_s * 1e3,
                  decode_per_seq, decode_per_seq * static_cast<double>(r.B), m.step_median_s * 1e3, bound_step_s * 1e3,
-                 bytes / 1e9, copy_bw / 1e9, graph_note.c_str());
+                 bytes / 1e9, copy_bw / 1e9, graph_note.c_str(), r.cublas ? " | cuBLAS only" : "");
   }
   return 0;
 } catch (const evident::error& e) {

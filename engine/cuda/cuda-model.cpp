@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstring>
 #include <sstream>
+#include <unordered_map>
 
 #include "engine/base/error.h"
 #include "engine/cuda/model-kernels.h"
@@ -53,6 +54,9 @@ std::string gib(std::size_t bytes) {
 }
 
 constexpr std::size_t kAlign = 256;
+// Steps of at most this many tokens run the sparse-MoE block through cuda_ops::moe_decode (two launches) instead of
+// the shared-expert GEMMs + permute + grouped GEMMs + combine (eight).
+constexpr int kDecodeMoeTokens = 8;
 std::size_t align_up(std::size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 
 // A bump layout of one device allocation: offsets first (planning), the base pointer later.
@@ -155,6 +159,7 @@ struct cuda_model::impl {
   // step buffers
   std::size_t res = 0, xn = 0, mo = 0, proj = 0, core = 0, zc = 0, gn = 0, conv_out = 0, gbuf = 0, betabuf = 0;
   std::size_t hbuf = 0, rlogits = 0, rids = 0, rweights = 0, eh = 0, sh_h = 0, sh_out = 0, sg = 0, xg = 0, logits = 0;
+  std::size_t dec_h = 0;  // moe_decode scratch: bf16 [kDecodeMoeTokens * (top_k + 1), max(moe_inter, shared_inter)]
   std::size_t gdn_ws = 0, gdn_ws_bytes = 0, attn_ws = 0, attn_ws_bytes = 0;
   std::size_t moe_offsets = 0, moe_row_token = 0, moe_token_row = 0, moe_y = 0, moe_ws = 0, moe_ws_bytes = 0;
   std::size_t meta = 0, meta_bytes = 0;
@@ -168,6 +173,26 @@ struct cuda_model::impl {
   cudaStream_t own_stream = nullptr;
   cudaEvent_t copied = nullptr;
   bool copy_pending = false;
+
+  // Profiling (set_profiling): events recorded before each op of eager launches, names beside them.
+  bool prof = false;
+  int prof_spin_us = 20000;
+  bool prof_active = false;  // this launch is profiled (profiling on and the stream not capturing)
+  std::vector<cudaEvent_t> prof_events;
+  std::vector<std::string> prof_names;
+  std::size_t prof_n = 0;    // marks recorded since the last read
+  void mark(cudaStream_t st, const char* a, const char* b = nullptr) {
+    if (!prof_active) return;
+    if (prof_n == prof_events.size()) {
+      cudaEvent_t e = nullptr;
+      EV_CUDA_CALL(cudaEventCreate(&e));
+      prof_events.push_back(e);
+      prof_names.emplace_back();
+    }
+    prof_names[prof_n] = b ? std::string(a) + b : std::string(a);
+    EV_CUDA_CALL(cudaEventRecord(prof_events[prof_n], st));
+    ++prof_n;
+  }
   std::int32_t* staging = nullptr;  // pinned, meta_bytes
 
   // The prepared step.
@@ -185,6 +210,7 @@ struct cuda_model::impl {
   ~impl() {
     if (staging) cudaFreeHost(staging);
     if (copied) cudaEventDestroy(copied);
+    for (cudaEvent_t e : prof_events) cudaEventDestroy(e);
     if (own_stream) cudaStreamDestroy(own_stream);
   }
 
@@ -229,6 +255,8 @@ struct cuda_model::impl {
   void gemm_call(cudaStream_t st, const bf16* x, std::int64_t ldx, const bf16* wt, int m, int n, int k, void* y,
                  std::int64_t ldy, kernels::gemm_out ot);
   void attention_layer(cudaStream_t st, const layer& L);
+  void add_norm(cudaStream_t st, const kernels::rmsnorm_args& na, const char* what);
+  int decode_splits(int n_seq, int max_seq_len) const;
   void deltanet_layer(cudaStream_t st, const layer& L);
   void ffn_layer(cudaStream_t st, const layer& L);
 };
@@ -423,6 +451,7 @@ void cuda_model::impl::plan_buffers() {
     eh = b.take(T * std::size_t(topk) * std::size_t(I_moe) * 2);
     sh_out = b.take(T * Hs * 2);
     sg = b.take(T * 4);
+    dec_h = b.take(std::size_t(kDecodeMoeTokens) * std::size_t(topk + 1) * std::size_t(std::max(I_moe, S_sh)) * 2);
     if (moe_grouped) {
       moe_offsets = b.take((std::size_t(E) + 1) * 4);
       moe_row_token = b.take(T * std::size_t(topk) * 4);
@@ -454,7 +483,12 @@ void cuda_model::impl::plan_buffers() {
     da.n_kv_heads = nkv;
     da.head_dim = hd;
     da.max_seq_len = int(std::min<std::int64_t>(o.max_context, std::int64_t(max_blocks) * o.block_size));
-    attn_ws_bytes = kernels::attention_decode_workspace_bytes(da);
+    // The workspace grows with n_seq * n_splits; decode_splits() keeps that near its largest at some n_seq <= NE.
+    for (int ns = 1; ns <= int(NE); ++ns) {
+      da.n_seq = ns;
+      da.n_splits = decode_splits(ns, da.max_seq_len);
+      attn_ws_bytes = std::max(attn_ws_bytes, kernels::attention_decode_workspace_bytes(da));
+    }
     attn_ws = b.take(attn_ws_bytes);
   }
   prepared full;
@@ -583,6 +617,25 @@ std::string cuda_model::impl::check_batch(const std::vector<step_entry>& batch, 
 
 void cuda_model::impl::gemm_call(cudaStream_t st, const bf16* x, std::int64_t ldx, const bf16* wt, int m, int n, int k,
                                  void* y, std::int64_t ldy, kernels::gemm_out ot) {
+  // gemv_small beats cuBLAS at one row on the smaller matrices only (H200: shared expert gate_up 7 vs 16 us, router
+  // 7 vs 9 us, o/out_proj 12 vs 12.5 us; but in_proj 23 vs 19 us, lm_head 187 vs 152 us; at 8 rows 5x slower).
+  if (m <= opt.gemv_max_m && std::int64_t(n) * k <= (std::int64_t(1) << 24)) {
+    cuda_ops::gemv_args v;
+    v.m = m;
+    v.n = n;
+    v.k = k;
+    v.x = x;
+    v.ldx = ldx;
+    v.w = wt;
+    v.ldw = k;
+    v.y = y;
+    v.ldy = ldy;
+    v.y_fp32 = ot == kernels::gemm_out::fp32;
+    if (cuda_ops::gemv_small_supported(v)) {
+      ok(cuda_ops::gemv_small(v, st), "gemv_small");
+      return;
+    }
+  }
   kernels::gemm_args g;
   g.m = m;
   g.n = n;
@@ -597,10 +650,40 @@ void cuda_model::impl::gemm_call(cudaStream_t st, const bf16* x, std::int64_t ld
   ok(kernels::gemm_bf16(*gemm, g, st), "gemm_bf16");
 }
 
+// Residual add + norm: few rows (decode) one block per row (engine/cuda), else kernels/ (a warp per row).
+void cuda_model::impl::add_norm(cudaStream_t st, const kernels::rmsnorm_args& na, const char* what) {
+  cuda_ops::add_rmsnorm_args a;
+  a.n_rows = na.n_rows;
+  a.dim = na.dim;
+  a.eps = na.eps;
+  a.x = na.x;
+  a.x_stride = na.x_stride;
+  a.residual = na.residual;
+  a.residual_stride = na.residual_stride;
+  a.w = na.w;
+  a.out = na.out;
+  a.out_stride = na.out_stride;
+  if (na.n_rows <= 256 && cuda_ops::add_rmsnorm_rows_supported(a)) {
+    ok(cuda_ops::add_rmsnorm_rows(a, st), what);
+    return;
+  }
+  ok(kernels::rmsnorm_residual(na, st), what);
+}
+
+// Split-KV count for decode attention: ~2 blocks per SM (132 SMs) over n_seq * n_kv_heads, no split shorter than 64
+// positions of max_seq_len (kernels/ defaults to 256, which leaves 8 blocks for one sequence of 1K: ~40 us a layer).
+int cuda_model::impl::decode_splits(int n_seq, int max_seq_len) const {
+  const int units = std::max(1, n_seq * nkv);
+  const int by_fill = (264 + units - 1) / units;
+  const int by_len = (std::max(max_seq_len, 1) + 63) / 64;
+  return std::max(1, std::min({by_fill, by_len, 64}));
+}
+
 void cuda_model::impl::attention_layer(cudaStream_t st, const layer& L) {
   const prepared& p = cur;
   const int n = p.n_tokens;
   bf16* pr = bp<bf16>(proj);
+  mark(st, "full: q|gate|k|v proj");
   gemm_call(st, bp<bf16>(xn), H, wp<bf16>(L.w_qkv), n, int(P_attn), int(H), pr, P_attn, kernels::gemm_out::bf16);
   const std::int64_t qcols = std::int64_t(nh) * hd * 2, kvcols = std::int64_t(nkv) * hd;
   bf16* q = pr;
@@ -622,6 +705,7 @@ void cuda_model::impl::attention_layer(cudaStream_t st, const layer& L) {
   nr.k_w = wp<bf16>(L.k_norm);
   nr.inv_freq = wp<float>(inv_freq);
   nr.positions = md(p.o_pos);
+  mark(st, "full: qk norm + rope");
   ok(cuda_ops::qk_norm_rope(nr, st), "qk_norm_rope");
 
   kernels::paged_kv_view kv;
@@ -641,6 +725,7 @@ void cuda_model::impl::attention_layer(cudaStream_t st, const layer& L) {
   kw.v_stride = P_attn;
   kw.slot_mapping = md(p.o_slotmap);
   kw.kv = kv;
+  mark(st, "full: kv cache write");
   ok(kernels::kv_cache_write(kw, st), "kv_cache_write");
 
   bf16* out = bp<bf16>(core);
@@ -655,6 +740,7 @@ void cuda_model::impl::attention_layer(cudaStream_t st, const layer& L) {
     da.head_dim = hd;
     da.scale = scale;
     da.max_seq_len = p.max_seq_len;
+    da.n_splits = decode_splits(nd, p.max_seq_len);
     da.q = q;
     da.q_stride = P_attn;
     da.q_head_stride = 2 * hd;
@@ -665,6 +751,7 @@ void cuda_model::impl::attention_layer(cudaStream_t st, const layer& L) {
     da.kv = kv;
     da.out = out;
     da.out_stride = out_stride;
+    mark(st, "full: attention decode");
     ok(kernels::attention_decode(da, bp<void>(attn_ws), attn_ws_bytes, st), "attention_decode");
   }
   const int first_generic = attn_fast ? nd : 0;
@@ -690,6 +777,7 @@ void cuda_model::impl::attention_layer(cudaStream_t st, const layer& L) {
     pa.kv.block_tables = md(p.o_tables) + std::size_t(nd) * std::size_t(max_blocks);
     pa.out = out + std::int64_t(nd) * out_stride;
     pa.out_stride = out_stride;
+    mark(st, "full: attention prefill");
     ok(kernels::attention_prefill(pa, st), "attention_prefill");
   }
   const int last_generic = attn_prefill_fast ? nd : n;  // generic covers tokens [first_generic, last_generic)
@@ -711,8 +799,10 @@ void cuda_model::impl::attention_layer(cudaStream_t st, const layer& L) {
     ga.kv = kv;
     ga.out = out + std::int64_t(first_generic) * out_stride;
     ga.out_stride = out_stride;
+    mark(st, "full: attention generic");
     ok(cuda_ops::attention_generic(ga, st), "attention_generic");
   }
+  mark(st, "full: o proj");
   gemm_call(st, out, out_stride, wp<bf16>(L.w_o), n, int(H), int(out_stride), bp<bf16>(mo), H,
             kernels::gemm_out::bf16);
 }
@@ -721,6 +811,7 @@ void cuda_model::impl::deltanet_layer(cudaStream_t st, const layer& L) {
   const prepared& p = cur;
   const int n = p.n_tokens, nd = p.n_decode;
   bf16* pr = bp<bf16>(proj);
+  mark(st, "deltanet: in_proj qkvz+ba");
   gemm_call(st, bp<bf16>(xn), H, wp<bf16>(L.w_in), n, int(P_gdn), int(H), pr, P_gdn, kernels::gemm_out::bf16);
   cuda_ops::gdn_gates_args ga;
   ga.n_tokens = n;
@@ -732,6 +823,7 @@ void cuda_model::impl::deltanet_layer(cudaStream_t st, const layer& L) {
   ga.dt_bias = wp<float>(L.dt_bias);
   ga.g = bp<float>(gbuf);
   ga.beta = bp<float>(betabuf);
+  mark(st, "deltanet: gates");
   ok(cuda_ops::gdn_gates(ga, st), "gdn_gates");
 
   bf16* conv_state = s.at<bf16>(conv0) + std::int64_t(L.state_index) * n_slots_state * conv_slot_elems;
@@ -752,6 +844,7 @@ void cuda_model::impl::deltanet_layer(cudaStream_t st, const layer& L) {
     u.x = pr;
     u.state_slots = md(cur.o_state);
     u.out = co;
+    mark(st, "deltanet: conv1d update");
     ok(kernels::conv1d_update(u, st), "conv1d_update");
   }
   const int n_pre_entries = p.n_entries - nd;
@@ -763,6 +856,7 @@ void cuda_model::impl::deltanet_layer(cudaStream_t st, const layer& L) {
     f.cu_seqlens = md(p.o_cu_pre);
     f.state_slots = md(p.o_state) + nd;
     f.out = co + std::int64_t(nd) * cd;
+    mark(st, "deltanet: conv1d prompt");
     ok(kernels::conv1d_forward(f, st), "conv1d_forward");
   }
 
@@ -785,6 +879,7 @@ void cuda_model::impl::deltanet_layer(cudaStream_t st, const layer& L) {
       kernels::gdn_args d = g;
       d.cu_seqlens = md(p.o_cu_all);  // 0, 1, ..., nd over the decode prefix
       d.state_slots = md(p.o_state);
+      mark(st, "deltanet: gated delta rule step");
       ok(kernels::gdn_recurrent_forward(sh, d, st), "gdn_recurrent_forward");
     }
     if (n_pre_entries > 0) {
@@ -799,6 +894,7 @@ void cuda_model::impl::deltanet_layer(cudaStream_t st, const layer& L) {
       c.out = g.out + off * vd;
       c.cu_seqlens = md(p.o_cu_pre);
       c.state_slots = md(p.o_state) + nd;
+      mark(st, "deltanet: gated delta rule chunked");
       ok(kernels::gdn_chunked_forward(sh, c, bp<void>(gdn_ws), gdn_ws_bytes, st), "gdn_chunked_forward");
     }
   } else {
@@ -806,23 +902,32 @@ void cuda_model::impl::deltanet_layer(cudaStream_t st, const layer& L) {
     kernels::gdn_args a = g;
     a.cu_seqlens = md(p.o_cu_all);
     a.state_slots = md(p.o_state);
+    mark(st, "deltanet: gated delta rule generic");
     ok(cuda_ops::gdn_recurrent_generic(sh, a, st), "gdn_recurrent_generic");
   }
-  // z (a column block of the projection) to contiguous rows for the gated norm, whose rows are (token, head).
-  EV_CUDA_CALL(cudaMemcpy2DAsync(bp<bf16>(zc), std::size_t(vd) * 2, pr + 2 * kd + vd, std::size_t(P_gdn) * 2,
-                                 std::size_t(vd) * 2, std::size_t(n), cudaMemcpyDeviceToDevice, st));
+  // z (a column block of the projection) to contiguous rows for the gated norm, whose rows are (token, head). One
+  // token's z is already contiguous (its heads back to back): read it in place.
+  const bf16* z = pr + 2 * kd + vd;
+  if (n > 1) {
+    mark(st, "deltanet: z copy");
+    EV_CUDA_CALL(cudaMemcpy2DAsync(bp<bf16>(zc), std::size_t(vd) * 2, z, std::size_t(P_gdn) * 2,
+                                   std::size_t(vd) * 2, std::size_t(n), cudaMemcpyDeviceToDevice, st));
+    z = bp<bf16>(zc);
+  }
   kernels::rmsnorm_args na;
   na.n_rows = n * nv;
   na.dim = dv;
   na.eps = float(cfg.rms_norm_eps);
   na.x = bp<bf16>(core);
   na.x_stride = dv;
-  na.z = bp<bf16>(zc);
+  na.z = z;
   na.z_stride = dv;
   na.w = wp<bf16>(L.gnorm);
   na.out = bp<bf16>(gn);
   na.out_stride = dv;
+  mark(st, "deltanet: gated norm");
   ok(kernels::rmsnorm_gated(na, st), "rmsnorm_gated");
+  mark(st, "deltanet: out_proj");
   gemm_call(st, bp<bf16>(gn), vd, wp<bf16>(L.w_out), n, int(H), int(vd), bp<bf16>(mo), H, kernels::gemm_out::bf16);
 }
 
@@ -830,6 +935,7 @@ void cuda_model::impl::ffn_layer(cudaStream_t st, const layer& L) {
   const int n = cur.n_tokens;
   bf16* x = bp<bf16>(xn);
   if (!L.moe) {
+    mark(st, "dense mlp: gate_up + swiglu + down");
     gemm_call(st, x, H, wp<bf16>(L.w_gu), n, 2 * I_dense, int(H), bp<bf16>(proj), 2 * I_dense, kernels::gemm_out::bf16);
     ok(cuda_ops::swiglu_generic(n, I_dense, bp<bf16>(proj), 2 * I_dense, bp<bf16>(hbuf), I_dense, st),
        "swiglu");
@@ -837,6 +943,7 @@ void cuda_model::impl::ffn_layer(cudaStream_t st, const layer& L) {
               kernels::gemm_out::bf16);
     return;
   }
+  mark(st, "moe: router proj");
   gemm_call(st, x, H, wp<bf16>(L.w_router), n, E, int(H), bp<float>(rlogits), E, kernels::gemm_out::fp32);
   kernels::moe_router_args ra;
   ra.n_tokens = n;
@@ -847,6 +954,7 @@ void cuda_model::impl::ffn_layer(cudaStream_t st, const layer& L) {
   ra.logits_stride = E;
   ra.ids = bp<std::int32_t>(rids);
   ra.weights = bp<float>(rweights);
+  mark(st, "moe: router softmax top-k");
   ok(kernels::moe_router(ra, st), "moe_router");
   if (opt.record_routing) {
     const std::size_t T = std::size_t(opt.max_step_tokens), li = std::size_t(L.moe_index);
@@ -855,11 +963,45 @@ void cuda_model::impl::ffn_layer(cudaStream_t st, const layer& L) {
     EV_CUDA_CALL(cudaMemcpyAsync(bp<std::int32_t>(route_ids) + li * T * std::size_t(topk), bp<std::int32_t>(rids),
                                  std::size_t(n) * std::size_t(topk) * 4, cudaMemcpyDeviceToDevice, st));
   }
+  if (n <= kDecodeMoeTokens && !opt.use_generic_kernels) {
+    cuda_ops::moe_decode_args d;
+    d.n_tokens = n;
+    d.n_experts = E;
+    d.top_k = topk;
+    d.hidden = int(H);
+    d.inter = I_moe;
+    d.x = x;
+    d.x_stride = H;
+    d.ids = bp<std::int32_t>(rids);
+    d.weights = bp<float>(rweights);
+    d.w_gate_up = wp<bf16>(L.e_gu);
+    d.w_down = wp<bf16>(L.e_down);
+    if (L.has_shared) {
+      d.shared_inter = S_sh;
+      d.w_shared_gate_up = wp<bf16>(L.w_gu);
+      d.w_shared_down = wp<bf16>(L.w_down);
+      d.w_shared_gate = wp<bf16>(L.w_sgate);
+      d.sg = bp<float>(sg);
+    }
+    d.h = bp<bf16>(dec_h);
+    d.h_stride = std::max(I_moe, S_sh);
+    d.out = bp<bf16>(mo);
+    d.out_stride = H;
+    if (cuda_ops::moe_decode_supported(d)) {
+      mark(st, "moe: decode experts + shared (2 kernels)");
+      ok(cuda_ops::moe_decode(d, st), "moe_decode");
+      return;
+    }
+  }
   if (L.has_shared) {
+    mark(st, "moe: shared gate_up proj");
     gemm_call(st, x, H, wp<bf16>(L.w_gu), n, 2 * S_sh, int(H), bp<bf16>(proj), 2 * S_sh, kernels::gemm_out::bf16);
+    mark(st, "moe: shared swiglu");
     ok(cuda_ops::swiglu_generic(n, S_sh, bp<bf16>(proj), 2 * S_sh, bp<bf16>(sh_h), S_sh, st), "swiglu (shared)");
+    mark(st, "moe: shared down proj");
     gemm_call(st, bp<bf16>(sh_h), S_sh, wp<bf16>(L.w_down), n, int(H), S_sh, bp<bf16>(sh_out), H,
               kernels::gemm_out::bf16);
+    mark(st, "moe: shared gate proj");
     gemm_call(st, x, H, wp<bf16>(L.w_sgate), n, 1, int(H), bp<float>(sg), 1, kernels::gemm_out::fp32);
   }
   if (moe_grouped) {
@@ -872,6 +1014,7 @@ void cuda_model::impl::ffn_layer(cudaStream_t st, const layer& L) {
     pa.expert_offsets = bp<std::int32_t>(moe_offsets);
     pa.row_token = bp<std::int32_t>(moe_row_token);
     pa.token_row = bp<std::int32_t>(moe_token_row);
+    mark(st, "moe: experts permute");
     ok(kernels::moe_permute(pa, bp<void>(moe_ws), moe_ws_bytes, st), "moe_permute");
     kernels::moe_gate_up_args gu;
     gu.n_rows = rows;
@@ -885,6 +1028,7 @@ void cuda_model::impl::ffn_layer(cudaStream_t st, const layer& L) {
     gu.w_gate_up = wp<bf16>(L.e_gu);
     gu.h = bp<bf16>(eh);
     gu.h_stride = I_moe;
+    mark(st, "moe: experts gate_up+swiglu");
     ok(kernels::moe_gate_up_swiglu(gu, st), "moe_gate_up_swiglu");
     kernels::moe_down_args da;
     da.n_rows = rows;
@@ -898,6 +1042,7 @@ void cuda_model::impl::ffn_layer(cudaStream_t st, const layer& L) {
     da.y = bp<void>(moe_y);
     da.y_stride = H;
     da.y_type = kernels::gemm_out::fp32;
+    mark(st, "moe: experts down");
     ok(kernels::moe_down(da, st), "moe_down");
     kernels::moe_combine_args cb;
     cb.n_tokens = n;
@@ -916,6 +1061,7 @@ void cuda_model::impl::ffn_layer(cudaStream_t st, const layer& L) {
     }
     cb.out = bp<bf16>(mo);
     cb.out_stride = H;
+    mark(st, "moe: experts combine + shared");
     ok(kernels::moe_combine(cb, st), "moe_combine");
     return;
   }
@@ -939,15 +1085,31 @@ void cuda_model::impl::ffn_layer(cudaStream_t st, const layer& L) {
   }
   ma.out = bp<bf16>(mo);
   ma.out_stride = H;
+  mark(st, "moe: experts generic");
   ok(cuda_ops::moe_generic(ma, st), "moe_generic");
 }
 
 void cuda_model::impl::run(cudaStream_t st) {
   const prepared& p = cur;
   EV_THROW_IF_NOT_KIND(p.valid, invalid_input, "cuda_model::launch: no prepared step");
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  EV_CUDA_CALL(cudaStreamIsCapturing(st, &capture));
+  const bool capturing = capture != cudaStreamCaptureStatusNone;
+  prof_active = prof && !capturing;
+  if (prof_active) {
+    if (prof_n > 0) mark(st, "(end)");  // closes the previous launch's last op (the gap after it is not counted)
+    ok(cuda_ops::spin(std::int64_t(prof_spin_us) * 1000, st), "spin");
+  }
+  mark(st, "step: metadata copy");
   EV_CUDA_CALL(cudaMemcpyAsync(b.base + meta, staging, p.used_bytes, cudaMemcpyHostToDevice, st));
-  EV_CUDA_CALL(cudaEventRecord(copied, st));
-  copy_pending = true;
+  if (capturing) {
+    // An event recorded inside a capture cannot be waited on from the host (cudaErrorInvalidValue): the caller
+    // marks each replay with replayed(), which records the event after the graph.
+    copy_pending = false;
+  } else {
+    EV_CUDA_CALL(cudaEventRecord(copied, st));
+    copy_pending = true;
+  }
   const int n = p.n_tokens;
   if (n_linear > 0) {
     cuda_ops::reset_states_args ra;
@@ -961,6 +1123,7 @@ void cuda_model::impl::run(cudaStream_t st) {
     ra.rec = s.at<float>(rec0);
     ra.rec_layer_stride = std::int64_t(n_slots_state) * rec_slot_elems;
     ra.rec_slot_elems = rec_slot_elems;
+    mark(st, "step: reset states");
     ok(cuda_ops::reset_states(ra, st), "reset_states");
   }
   kernels::embedding_args ea;
@@ -971,6 +1134,7 @@ void cuda_model::impl::run(cudaStream_t st) {
   ea.ids = md(p.o_ids);
   ea.out = bp<bf16>(res);
   ea.out_stride = H;
+  mark(st, "step: embedding");
   ok(kernels::embedding_gather(ea, st), "embedding_gather");
 
   kernels::rmsnorm_args na;
@@ -987,7 +1151,8 @@ void cuda_model::impl::run(cudaStream_t st) {
     na.x = li == 0 ? bp<bf16>(res) : bp<bf16>(mo);
     na.residual = li == 0 ? nullptr : bp<bf16>(res);
     na.w = wp<bf16>(L.in_norm);
-    ok(kernels::rmsnorm_residual(na, st), "rmsnorm_residual (input)");
+    mark(st, L.kind == layer_kind::full_attention ? "full: " : "deltanet: ", "input add + norm");
+    add_norm(st, na, "rmsnorm_residual (input)");
     if (L.kind == layer_kind::full_attention)
       attention_layer(st, L);
     else
@@ -995,13 +1160,15 @@ void cuda_model::impl::run(cudaStream_t st) {
     na.x = bp<bf16>(mo);
     na.residual = bp<bf16>(res);
     na.w = wp<bf16>(L.post_norm);
-    ok(kernels::rmsnorm_residual(na, st), "rmsnorm_residual (post-attention)");
+    mark(st, L.moe ? "moe: " : "dense mlp: ", "post-attention add + norm");
+    add_norm(st, na, "rmsnorm_residual (post-attention)");
     ffn_layer(st, L);
   }
   na.x = bp<bf16>(mo);
   na.residual = bp<bf16>(res);
   na.w = wp<bf16>(final_norm);
-  ok(kernels::rmsnorm_residual(na, st), "rmsnorm_residual (final)");
+  mark(st, "step: final add + norm");
+  add_norm(st, na, "rmsnorm_residual (final)");
   // The logit rows: gather the requested tokens' normed states, then lm_head in fp32.
   kernels::embedding_args ga;
   ga.n_tokens = p.n_rows;
@@ -1011,7 +1178,9 @@ void cuda_model::impl::run(cudaStream_t st) {
   ga.ids = md(p.o_rows);
   ga.out = bp<bf16>(xg);
   ga.out_stride = H;
+  mark(st, "step: logit row gather");
   ok(kernels::embedding_gather(ga, st), "row gather");
+  mark(st, "step: lm_head");
   gemm_call(st, bp<bf16>(xg), H, wp<bf16>(lm_head), p.n_rows, int(V), int(H), bp<float>(logits), V,
             kernels::gemm_out::fp32);
 }
@@ -1076,6 +1245,7 @@ step_plan cuda_model::prepare(const std::vector<step_entry>& batch, int pad_entr
     EV_CUDA_CALL(cudaEventSynchronize(m.copied));
     m.copy_pending = false;
   }
+
   // Internal order: decode entries (one token) first, then prefill entries; caller order within each group.
   std::vector<int> order;
   for (int i = 0; i < int(batch.size()); ++i)
@@ -1222,6 +1392,51 @@ cuda_routing cuda_model::read_routing(kernels::stream_t stream) {
                             cudaMemcpyDeviceToHost));
   }
   return r;
+}
+
+void cuda_model::replayed(kernels::stream_t stream) {
+  impl& m = *p_;
+  cudaStream_t st = stream ? reinterpret_cast<cudaStream_t>(stream) : m.own_stream;
+  EV_CUDA_CALL(cudaEventRecord(m.copied, st));
+  m.copy_pending = true;
+}
+
+void cuda_model::set_gemv_max_m(int max_m) { p_->opt.gemv_max_m = std::max(max_m, 0); }
+
+void cuda_model::set_profiling(bool on, int spin_us) {
+  p_->prof = on;
+  p_->prof_spin_us = std::max(spin_us, 0);
+}
+
+void cuda_model::profile_mark(kernels::stream_t stream, const std::string& name) {
+  impl& m = *p_;
+  cudaStream_t st = stream ? reinterpret_cast<cudaStream_t>(stream) : m.own_stream;
+  m.mark(st, name.c_str());
+}
+
+std::vector<cuda_profile_entry> cuda_model::read_profile(kernels::stream_t stream) {
+  impl& m = *p_;
+  cudaStream_t st = stream ? reinterpret_cast<cudaStream_t>(stream) : m.own_stream;
+  std::vector<cuda_profile_entry> out;
+  if (m.prof_n == 0) return out;
+  const bool was = m.prof_active;
+  m.prof_active = true;
+  m.mark(st, "(end)");
+  m.prof_active = was;
+  EV_CUDA_CALL(cudaStreamSynchronize(st));
+  std::unordered_map<std::string, std::size_t> at;
+  for (std::size_t i = 0; i + 1 < m.prof_n; ++i) {
+    const std::string& name = m.prof_names[i];
+    if (name == "(end)") continue;  // the end of one read's launches to the next launch's spin: not an op
+    float ms = 0;
+    EV_CUDA_CALL(cudaEventElapsedTime(&ms, m.prof_events[i], m.prof_events[i + 1]));
+    auto [it, fresh] = at.try_emplace(name, out.size());
+    if (fresh) out.push_back({name, 0.0, 0});
+    out[it->second].ms += ms;
+    out[it->second].count += 1;
+  }
+  m.prof_n = 0;
+  return out;
 }
 
 kernels::stream_t cuda_model::stream() const { return reinterpret_cast<kernels::stream_t>(p_->own_stream); }

@@ -43,6 +43,9 @@
 //                   set so cuBLAS does not allocate during capture; capture after one warm-up launch per bucket.
 //       logits()    device fp32 [n_logit_rows, vocab] of the last launch, rows in the order of prepare's answer.
 //       read_logits(host) waits for the stream and copies them.
+//   Graphs: a captured launch records no event (an event recorded inside a capture cannot be waited on); each replay
+//   copies the staging when it runs, so the caller calls replayed(stream) after enqueuing a replay, and the next
+//   prepare() waits for that replay's copy before rewriting the staging.
 //
 // Thread-safety: one thread drives a cuda_model (prepare/launch/step/open/close are not re-entrant).
 #pragma once
@@ -76,6 +79,15 @@ struct cuda_model_options {
   bool use_generic_kernels = false;  // force engine/cuda's generic kernels even where kernels/ has a fast one (tests)
   bool record_routing = false;     // keep each sparse-MoE layer's router logits and chosen ids of the last launch
                                    // (read_routing(); tests). Costs one device buffer and two device copies a layer
+  int gemv_max_m = 1;              // projections of at most this many rows (decode) and at most 2^24 weights use
+                                   // engine/cuda's gemv_small instead of cuBLAS; 0 = cuBLAS always
+};
+
+// Per-op GPU time of profiled launches (cuda_model::set_profiling), summed by op name.
+struct cuda_profile_entry {
+  std::string name;   // "<layer kind>: <op>" ("deltanet: in_proj qkvz+ba", "moe: experts gate_up+swiglu", ...)
+  double ms = 0;      // total over the profiled launches
+  int count = 0;      // how many times the op ran
 };
 
 // The routing of the last launch (cuda_model::read_routing), as the GPU computed it.
@@ -155,6 +167,9 @@ class cuda_model {
   // Device half: enqueues the prepared step on `stream` (null = the model's own stream). Graph-safe as described
   // at the top. Throws evident::error (internal) if a launcher refuses (a bug) or a launch fails.
   void launch(kernels::stream_t stream = nullptr);
+  // After enqueuing a replay of a graph captured from launch() on `stream` (null = own stream): records there the
+  // event the next prepare() waits for (the replay's metadata copy reads the staging).
+  void replayed(kernels::stream_t stream = nullptr);
   // Device fp32 [max_logit_rows, vocab] buffer the last launch writes (rows [0, plan.n_logit_rows) valid).
   const float* logits() const;
   // Waits for `stream` (null = own stream) and copies the last launch's logit rows to `host` (fp32 [rows, vocab]).
@@ -163,6 +178,20 @@ class cuda_model {
   // requires: options().record_routing (else throws invalid_input). Waits for `stream` (null = own stream) and copies
   // the routing of the last launch.
   cuda_routing read_routing(kernels::stream_t stream = nullptr);
+
+  // ---- profiling (benchmarks) ---------------------------------------------------------------------------------
+  // While on, launch() first enqueues a busy kernel of ~spin_us (so the host enqueues the whole step before the GPU
+  // reaches it and the times below are GPU time, not the host's launch rate), then records a CUDA event before each
+  // op. Marks are skipped while the stream is being captured (profile eager launches only). read_profile() records
+  // a last mark, waits for `stream` (null = own stream) and returns the time between consecutive marks summed by op
+  // name, in first-seen order, over every profiled launch since the previous read_profile(); the spin itself is not
+  // counted. profile_mark() adds a mark for the caller's own ops enqueued after launch() (e.g. "argmax").
+  void set_profiling(bool on, int spin_us = 20000);
+  // Changes options().gemv_max_m for the launches that follow (benchmarks: cuBLAS vs gemv_small on one model;
+  // graphs captured earlier keep the path they captured).
+  void set_gemv_max_m(int max_m);
+  void profile_mark(kernels::stream_t stream, const std::string& name);
+  std::vector<cuda_profile_entry> read_profile(kernels::stream_t stream = nullptr);
 
   // ---- introspection ------------------------------------------------------------------------------------------
   std::size_t weight_bytes() const;   // device bytes of weights

@@ -131,6 +131,7 @@ void cuda_step_model::step(const step_batch& batch, const step_output& out) {
   };
   if (bucket > 0) {
     p_->graphs->run(bucket, reinterpret_cast<kernels::stream_t>(st), enqueue);
+    model_.replayed(reinterpret_cast<kernels::stream_t>(st));  // next prepare() waits for this replay's copy
   } else {
     enqueue(reinterpret_cast<kernels::stream_t>(st));
   }

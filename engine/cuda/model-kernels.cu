@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <sstream>
 #include <string>
 
@@ -265,6 +266,261 @@ __global__ void moe_down_combine_generic_kernel(moe_generic_args a) {
   if (lane == 0) st(a.out + std::int64_t(t) * a.out_stride + j, acc);
 }
 
+
+// ---- small-M projection -------------------------------------------------------------------------------------------
+constexpr int kGemvWarps = 8;
+constexpr int kGemvUnroll = 8;  // 16-byte weight loads in flight per lane
+
+__device__ __forceinline__ void bf16x8_to_f32(const uint4& u, float* f) {
+  const nvbf* h = reinterpret_cast<const nvbf*>(&u);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) f[i] = __bfloat162float(h[i]);
+}
+
+// x staged in shared memory ([M][k] contiguous); each warp walks output columns j = warp_global, += total warps.
+template <int M>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemv_small_kernel(gemv_args a) {
+  extern __shared__ uint4 xs_raw[];
+  const int k8 = a.k / 8;  // uint4 per row
+  for (int i = threadIdx.x; i < M * k8; i += blockDim.x) {
+    const int m = i / k8, c = i - m * k8;
+    xs_raw[i] = reinterpret_cast<const uint4*>(a.x + std::int64_t(m) * a.ldx)[c];
+  }
+  __syncthreads();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int n_warps = gridDim.x * kGemvWarps;
+  for (int j = blockIdx.x * kGemvWarps + warp; j < a.n; j += n_warps) {
+    const uint4* wr = reinterpret_cast<const uint4*>(a.w + std::int64_t(j) * a.ldw);
+    float acc[M];
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[m] = 0.f;
+    for (int c0 = lane; c0 < k8; c0 += 32 * kGemvUnroll) {
+      uint4 wv[kGemvUnroll];
+#pragma unroll
+      for (int u = 0; u < kGemvUnroll; ++u) {
+        const int c = c0 + u * 32;
+        wv[u] = c < k8 ? __ldg(wr + c) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < kGemvUnroll; ++u) {
+        const int c = c0 + u * 32;
+        if (c >= k8) break;
+        float wf[8];
+        bf16x8_to_f32(wv[u], wf);
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+          float xf[8];
+          bf16x8_to_f32(xs_raw[m * k8 + c], xf);
+#pragma unroll
+          for (int i = 0; i < 8; ++i) acc[m] = fmaf(wf[i], xf[i], acc[m]);
+        }
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const float v = warp_sum(acc[m]);
+      if (lane == m) {
+        if (a.y_fp32)
+          static_cast<float*>(a.y)[std::int64_t(m) * a.ldy + j] = v;
+        else
+          st(static_cast<bf16*>(a.y) + std::int64_t(m) * a.ldy + j, v);
+      }
+    }
+  }
+}
+
+
+// ---- residual add + RMSNorm, block per row --------------------------------------------------------------------------
+constexpr int kNormThreads = 256;
+constexpr int kNormIter = 4;  // dim <= 8 * 256 * 4
+
+__global__ void __launch_bounds__(kNormThreads) add_rmsnorm_rows_kernel(add_rmsnorm_args a) {
+  __shared__ float part[kNormThreads / 32];
+  const int row = blockIdx.x, tid = threadIdx.x;
+  const bf16* x = a.x + std::int64_t(row) * a.x_stride;
+  bf16* res = a.residual ? a.residual + std::int64_t(row) * a.residual_stride : nullptr;
+  float h[kNormIter][8];
+  float ss = 0.f;
+#pragma unroll
+  for (int it = 0; it < kNormIter; ++it) {
+    const int i = (it * kNormThreads + tid) * 8;
+    if (i >= a.dim) break;
+    bf16x8_to_f32(*reinterpret_cast<const uint4*>(x + i), h[it]);
+    if (res) {
+      float r[8];
+      bf16x8_to_f32(*reinterpret_cast<const uint4*>(res + i), r);
+      uint4 packed;
+      nvbf* pk = reinterpret_cast<nvbf*>(&packed);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        pk[j] = __float2bfloat16(h[it][j] + r[j]);
+        h[it][j] = __bfloat162float(pk[j]);
+      }
+      *reinterpret_cast<uint4*>(res + i) = packed;
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) ss += h[it][j] * h[it][j];
+  }
+  ss = warp_sum(ss);
+  if ((tid & 31) == 0) part[tid >> 5] = ss;
+  __syncthreads();
+  float tot = 0.f;
+#pragma unroll
+  for (int w = 0; w < kNormThreads / 32; ++w) tot += part[w];
+  const float inv = rsqrtf(tot / float(a.dim) + a.eps);
+  bf16* out = a.out + std::int64_t(row) * a.out_stride;
+#pragma unroll
+  for (int it = 0; it < kNormIter; ++it) {
+    const int i = (it * kNormThreads + tid) * 8;
+    if (i >= a.dim) break;
+    float wv[8];
+    bf16x8_to_f32(*reinterpret_cast<const uint4*>(a.w + i), wv);
+    uint4 packed;
+    nvbf* pk = reinterpret_cast<nvbf*>(&packed);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) pk[j] = __float2bfloat16(h[it][j] * inv * (1.f + wv[j]));
+    *reinterpret_cast<uint4*>(out + i) = packed;
+  }
+}
+
+
+// ---- decode MoE -----------------------------------------------------------------------------------------------------
+__device__ __forceinline__ float dot8(const uint4& a, const uint4& b) {
+  float fa[8], fb[8];
+  bf16x8_to_f32(a, fa);
+  bf16x8_to_f32(b, fb);
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) s = fmaf(fa[i], fb[i], s);
+  return s;
+}
+
+// grid (n_tokens * (top_k + 2), ceil(max(inter, shared_inter) / 8)); row kind k: < top_k routed, == top_k shared
+// expert, == top_k + 1 shared gate logit (one warp).
+__global__ void __launch_bounds__(kMoeWarps * 32) moe_decode_gate_up_kernel(moe_decode_args a) {
+  const int kinds = a.top_k + 2;
+  const int t = blockIdx.x / kinds, k = blockIdx.x % kinds;
+  const int i = blockIdx.y * kMoeWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
+  const uint4* x = reinterpret_cast<const uint4*>(a.x + std::int64_t(t) * a.x_stride);
+  const int h8 = a.hidden / 8;
+  if (k == a.top_k + 1) {  // shared gate logit
+    if (i != 0 || !a.w_shared_gate || !a.w_shared_gate_up) return;
+    const uint4* w = reinterpret_cast<const uint4*>(a.w_shared_gate);
+    float s = 0.f;
+    for (int c = lane; c < h8; c += 32) s += dot8(__ldg(w + c), x[c]);
+    s = warp_sum(s);
+    if (lane == 0) a.sg[t] = s;
+    return;
+  }
+  const bool shared = k == a.top_k;
+  if (shared && !a.w_shared_gate_up) return;
+  const int I = shared ? a.shared_inter : a.inter;
+  if (i >= I) return;
+  bf16* hp = a.h + std::int64_t(t * (a.top_k + 1) + k) * a.h_stride + i;
+  const bf16* wbase;
+  if (shared) {
+    wbase = a.w_shared_gate_up;
+  } else {
+    const int e = a.ids[t * a.top_k + k];
+    if (e < 0 || e >= a.n_experts) {
+      if (lane == 0) st(hp, 0.f);
+      return;
+    }
+    wbase = a.w_gate_up + std::int64_t(e) * 2 * I * a.hidden;
+  }
+  const uint4* wg = reinterpret_cast<const uint4*>(wbase + std::int64_t(i) * a.hidden);
+  const uint4* wu = reinterpret_cast<const uint4*>(wbase + std::int64_t(I + i) * a.hidden);
+  float g = 0.f, u = 0.f;
+  int c = lane;
+  for (; c + 96 < h8; c += 128) {
+    uint4 g4[4], u4[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) g4[q] = __ldg(wg + c + 32 * q), u4[q] = __ldg(wu + c + 32 * q);
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const uint4 xv = x[c + 32 * q];
+      g += dot8(g4[q], xv);
+      u += dot8(u4[q], xv);
+    }
+  }
+  for (; c < h8; c += 32) {
+    const uint4 xv = x[c];
+    g += dot8(__ldg(wg + c), xv);
+    u += dot8(__ldg(wu + c), xv);
+  }
+  g = warp_sum(g);
+  u = warp_sum(u);
+  if (lane == 0) {
+    if (shared) {
+      g = __bfloat162float(__float2bfloat16(g));
+      u = __bfloat162float(__float2bfloat16(u));
+    }
+    st(hp, silu(g) * u);
+  }
+}
+
+// grid (n_tokens, ceil(hidden / 8)): warp per output column j.
+__global__ void __launch_bounds__(kMoeWarps * 32) moe_decode_down_kernel(moe_decode_args a) {
+  const int t = blockIdx.x;
+  const int j = blockIdx.y * kMoeWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (j >= a.hidden) return;
+  const int i8 = a.inter / 8;
+  float acc = 0.f;
+  for (int k = 0; k < a.top_k; ++k) {
+    const int e = a.ids[t * a.top_k + k];
+    if (e < 0 || e >= a.n_experts) continue;
+    const uint4* w = reinterpret_cast<const uint4*>(a.w_down + (std::int64_t(e) * a.hidden + j) * a.inter);
+    const uint4* hp = reinterpret_cast<const uint4*>(a.h + std::int64_t(t * (a.top_k + 1) + k) * a.h_stride);
+    float s = 0.f;
+    for (int c = lane; c < i8; c += 32) s += dot8(__ldg(w + c), hp[c]);
+    acc += a.weights[t * a.top_k + k] * warp_sum(s);
+  }
+  if (a.w_shared_gate_up) {
+    const int s8 = a.shared_inter / 8;
+    const uint4* w = reinterpret_cast<const uint4*>(a.w_shared_down + std::int64_t(j) * a.shared_inter);
+    const uint4* hp = reinterpret_cast<const uint4*>(a.h + std::int64_t(t * (a.top_k + 1) + a.top_k) * a.h_stride);
+    float s = 0.f;
+    for (int c = lane; c < s8; c += 32) s += dot8(__ldg(w + c), hp[c]);
+    const float sh = __bfloat162float(__float2bfloat16(warp_sum(s)));
+    acc += (a.w_shared_gate ? sigmoid(a.sg[t]) : 1.f) * sh;
+  }
+  if (lane == 0) st(a.out + std::int64_t(t) * a.out_stride + j, acc);
+}
+
+__global__ void spin_kernel(long long ns) {
+  long long t0;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  for (;;) {
+    long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    if (t - t0 >= ns) break;
+  }
+}
+
+template <int M>
+status launch_gemv(const gemv_args& a, stream_t stream) {
+  static int sms = 0;
+  static bool attr_set = false;
+  if (sms == 0) {
+    int dev = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (sms <= 0) sms = 132;
+  }
+  if (!attr_set) {
+    cudaFuncSetAttribute(gemv_small_kernel<M>, cudaFuncAttributeMaxDynamicSharedMemorySize, 160 * 1024);
+    attr_set = true;
+  }
+  const std::size_t smem = std::size_t(M) * std::size_t(a.k) * 2;
+  // Enough warps to cover every column once, at most ~8 blocks (64 warps) per SM resident; fewer blocks when x is
+  // large so each block's staging of x is amortised over several columns.
+  const int want = (a.n + kGemvWarps - 1) / kGemvWarps;
+  const int per_sm = smem <= 24 * 1024 ? 8 : (smem <= 48 * 1024 ? 4 : 2);
+  const int grid = std::max(1, std::min(want, sms * per_sm));
+  gemv_small_kernel<M><<<grid, kGemvWarps * 32, smem, stream>>>(a);
+  OPS_LAUNCHED("gemv_small_kernel");
+  return status::success();
+}
 }  // namespace
 
 status reset_states(const reset_states_args& a, stream_t stream) {
@@ -356,6 +612,76 @@ status moe_generic(const moe_generic_args& a, stream_t stream) {
   moe_down_combine_generic_kernel<<<dim3(a.n_tokens, (a.hidden + kMoeWarps - 1) / kMoeWarps), kMoeWarps * 32, 0,
                                     stream>>>(a);
   OPS_LAUNCHED("moe_down_combine_generic_kernel");
+  return status::success();
+}
+
+bool gemv_small_supported(const gemv_args& a) {
+  auto aligned = [](const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; };
+  return a.m >= 1 && a.m <= 8 && a.n >= 1 && a.k >= 8 && a.k % 8 == 0 && a.ldx % 8 == 0 && a.ldw % 8 == 0 &&
+         a.ldx >= a.k && a.ldw >= a.k && a.ldy >= a.n && aligned(a.x) && aligned(a.w) &&
+         std::size_t(a.m) * std::size_t(a.k) * 2 <= 160 * 1024;
+}
+
+status gemv_small(const gemv_args& a, stream_t stream) {
+  OPS_REQUIRE(a.x && a.w && a.y, "gemv_small: null x, w or y");
+  OPS_REQUIRE(gemv_small_supported(a), "gemv_small: m ", a.m, " n ", a.n, " k ", a.k, " ldx ", a.ldx, " ldw ", a.ldw,
+              " ldy ", a.ldy, ": needs 1 <= m <= 8, k and strides multiples of 8, 16-byte aligned x and w, m*k*2 <= 160 KB");
+  switch (a.m) {
+    case 1: return launch_gemv<1>(a, stream);
+    case 2: return launch_gemv<2>(a, stream);
+    case 3: return launch_gemv<3>(a, stream);
+    case 4: return launch_gemv<4>(a, stream);
+    case 5: return launch_gemv<5>(a, stream);
+    case 6: return launch_gemv<6>(a, stream);
+    case 7: return launch_gemv<7>(a, stream);
+    default: return launch_gemv<8>(a, stream);
+  }
+}
+
+bool add_rmsnorm_rows_supported(const add_rmsnorm_args& a) {
+  auto aligned = [](const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; };
+  return a.n_rows >= 0 && a.dim >= 8 && a.dim % 8 == 0 && a.dim <= 8 * kNormThreads * kNormIter && a.x && a.w &&
+         a.out && aligned(a.x) && aligned(a.w) && aligned(a.out) && a.x_stride % 8 == 0 && a.out_stride % 8 == 0 &&
+         (!a.residual || (aligned(a.residual) && a.residual_stride % 8 == 0));
+}
+
+status add_rmsnorm_rows(const add_rmsnorm_args& a, stream_t stream) {
+  OPS_REQUIRE(add_rmsnorm_rows_supported(a), "add_rmsnorm_rows: dim ", a.dim,
+              ": needs a multiple of 8 <= 8192, non-null 16-byte aligned rows with strides multiples of 8");
+  if (a.n_rows == 0) return status::success();
+  add_rmsnorm_rows_kernel<<<a.n_rows, kNormThreads, 0, stream>>>(a);
+  OPS_LAUNCHED("add_rmsnorm_rows_kernel");
+  return status::success();
+}
+
+bool moe_decode_supported(const moe_decode_args& a) {
+  auto aligned = [](const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; };
+  const bool sh = a.w_shared_gate_up != nullptr;
+  return a.n_tokens >= 0 && a.n_experts > 0 && a.top_k > 0 && a.hidden > 0 && a.inter > 0 && a.hidden % 8 == 0 &&
+         a.inter % 8 == 0 && a.x_stride % 8 == 0 && a.h_stride % 8 == 0 && a.h_stride >= a.inter && a.x && a.ids &&
+         a.weights && a.w_gate_up && a.w_down && a.h && a.out && aligned(a.x) && aligned(a.w_gate_up) &&
+         aligned(a.w_down) && aligned(a.h) &&
+         (!sh || (a.shared_inter > 0 && a.shared_inter % 8 == 0 && a.h_stride >= a.shared_inter && a.w_shared_down &&
+                  aligned(a.w_shared_gate_up) && aligned(a.w_shared_down) &&
+                  (!a.w_shared_gate || (aligned(a.w_shared_gate) && a.sg))));
+}
+
+status moe_decode(const moe_decode_args& a, stream_t stream) {
+  OPS_REQUIRE(moe_decode_supported(a), "moe_decode: hidden ", a.hidden, " inter ", a.inter, " shared_inter ",
+              a.shared_inter, ": needs multiples of 8, non-null 16-byte aligned operands, h_stride >= both inters");
+  if (a.n_tokens == 0) return status::success();
+  const int I = std::max(a.inter, a.w_shared_gate_up ? a.shared_inter : 0);
+  moe_decode_gate_up_kernel<<<dim3(a.n_tokens * (a.top_k + 2), (I + kMoeWarps - 1) / kMoeWarps), kMoeWarps * 32, 0,
+                              stream>>>(a);
+  OPS_LAUNCHED("moe_decode_gate_up_kernel");
+  moe_decode_down_kernel<<<dim3(a.n_tokens, (a.hidden + kMoeWarps - 1) / kMoeWarps), kMoeWarps * 32, 0, stream>>>(a);
+  OPS_LAUNCHED("moe_decode_down_kernel");
+  return status::success();
+}
+
+status spin(long long ns, stream_t stream) {
+  spin_kernel<<<1, 1, 0, stream>>>(ns);
+  OPS_LAUNCHED("spin_kernel");
   return status::success();
 }
 

@@ -138,4 +138,82 @@ struct moe_generic_args {
 };
 status moe_generic(const moe_generic_args& a, stream_t stream);
 
+// Small-M projection (decode): y[m][j] = sum_k x[m][k] * w[j][k] for m <= 8 rows, fp32 accumulation, one rounding to
+// the output type. Reads each weight row once for all m rows with 16-byte loads (a warp per output column j), so it
+// runs near the copy bandwidth where cuBLAS at M = 1..8 may not. Same layout as kernels::gemm_args:
+//     x bf16 [m, k] (row stride ldx)   w bf16 [n, k] (row stride ldw)   y bf16 or fp32 [m, n] (row stride ldy)
+// requires: 1 <= m <= 8, k % 8 == 0, ldx % 8 == 0, ldw % 8 == 0, x and w 16-byte aligned, m * k * 2 bytes <= 160 KB
+// (x is staged in shared memory). gemv_small_supported() answers whether these hold.
+struct gemv_args {
+  int m = 0, n = 0, k = 0;
+  const bf16* x = nullptr;
+  std::int64_t ldx = 0;
+  const bf16* w = nullptr;
+  std::int64_t ldw = 0;
+  void* y = nullptr;
+  std::int64_t ldy = 0;
+  bool y_fp32 = false;
+};
+bool gemv_small_supported(const gemv_args& a);
+status gemv_small(const gemv_args& a, stream_t stream);
+
+// The whole sparse-MoE block for few tokens (decode) in two launches, weights read with 16-byte loads, a warp per
+// output element (replaces shared gate_up / swiglu / shared down / shared gate / permute / grouped gate_up / down /
+// combine: 8 launches of ~5-20 us at one token):
+//   1. per token t: for k < top_k (e = ids[t][k]; e outside [0, n_experts): h row = 0)
+//        h[t*(top_k+1) + k][i] = bf16(silu(x[t] . Wg[e][i]) * (x[t] . Wu[e][i]))          (as moe_gate_up_swiglu)
+//      the shared expert (if w_shared_gate_up), as gemm_bf16 (bf16 out) + swiglu do it:
+//        h[t*(top_k+1) + top_k][i] = bf16(silu(bf16(x[t] . Wsg[i])) * bf16(x[t] . Wsu[i]))
+//      and its gate logit (if w_shared_gate) sg[t] = x[t] . w_shared_gate (fp32)
+//   2. out[t][j] = bf16( sum_k weights[t][k] * (h[t*(top_k+1)+k] . Wd[e][j])                (k = 0..top_k-1)
+//                        + sigmoid(sg[t]) * bf16(h[t*(top_k+1)+top_k] . Wsd[j]) )           (as moe_down + combine)
+//   x bf16 [n_tokens, hidden] (x_stride); ids int32 / weights fp32 [n_tokens, top_k]; w_gate_up bf16 [n_experts,
+//   2*inter, hidden]; w_down bf16 [n_experts, hidden, inter]; w_shared_gate_up bf16 [2*shared_inter, hidden];
+//   w_shared_down bf16 [hidden, shared_inter]; w_shared_gate bf16 [hidden] (null: gate 1); h bf16 scratch
+//   [n_tokens*(top_k+1), h_stride >= max(inter, shared_inter)]; sg fp32 scratch [n_tokens]; out bf16 (out_stride).
+// requires: hidden, inter, shared_inter, strides multiples of 8, pointers 16-byte aligned (moe_decode_supported()).
+struct moe_decode_args {
+  int n_tokens = 0, n_experts = 0, top_k = 0, hidden = 0, inter = 0, shared_inter = 0;
+  const bf16* x = nullptr;
+  std::int64_t x_stride = 0;
+  const std::int32_t* ids = nullptr;
+  const float* weights = nullptr;
+  const bf16* w_gate_up = nullptr;
+  const bf16* w_down = nullptr;
+  const bf16* w_shared_gate_up = nullptr;
+  const bf16* w_shared_down = nullptr;
+  const bf16* w_shared_gate = nullptr;
+  bf16* h = nullptr;
+  std::int64_t h_stride = 0;
+  float* sg = nullptr;
+  bf16* out = nullptr;
+  std::int64_t out_stride = 0;
+};
+bool moe_decode_supported(const moe_decode_args& a);
+status moe_decode(const moe_decode_args& a, stream_t stream);
+
+// Residual add + zero-centred RMSNorm for few rows (decode), one block per row (kernels::rmsnorm_residual's warp per
+// row walks a 2048-wide row in 16 dependent steps: ~20 us at one row on H200). Same math as kernels::rmsnorm_residual:
+//     residual != null: h = bf16(x + residual), written back to residual; else h = x
+//     out = bf16(h * rsqrt(mean(h^2) + eps) * (1 + w))                    (fp32 inside; sum order differs)
+//     x, residual, out bf16 [n_rows, dim] (row strides x_stride, residual_stride, out_stride); w bf16 [dim]
+// requires: dim % 8 == 0, dim <= 8192, 16-byte aligned rows (add_rmsnorm_rows_supported()).
+struct add_rmsnorm_args {
+  int n_rows = 0, dim = 0;
+  float eps = 1e-6f;
+  const bf16* x = nullptr;
+  std::int64_t x_stride = 0;
+  bf16* residual = nullptr;
+  std::int64_t residual_stride = 0;
+  const bf16* w = nullptr;
+  bf16* out = nullptr;
+  std::int64_t out_stride = 0;
+};
+bool add_rmsnorm_rows_supported(const add_rmsnorm_args& a);
+status add_rmsnorm_rows(const add_rmsnorm_args& a, stream_t stream);
+
+// Keeps the stream busy for about `ns` nanoseconds (profiling: the host enqueues a whole step behind it, so the
+// per-op event times that follow measure the GPU, not the launch rate of the host).
+status spin(long long ns, stream_t stream);
+
 }  // namespace evident::engine::cuda_ops
