@@ -7,8 +7,12 @@
 namespace evident::ingest {
 
 wal_checkpointer::wal_checkpointer(sql::db& writer, const std::filesystem::path& file, int restore_pages,
-                                   int restart_frames, int inline_frames)
-    : writer_(writer), restore_pages_(restore_pages), restart_frames_(restart_frames), inline_frames_(inline_frames) {
+                                   int restart_frames, int inline_frames, int request_frames)
+    : writer_(writer),
+      restore_pages_(restore_pages),
+      restart_frames_(restart_frames),
+      inline_frames_(inline_frames),
+      request_frames_(request_frames) {
   try {
     conn_ = std::make_unique<sql::db>(file, false, false);
   } catch (const std::exception& e) {
@@ -37,24 +41,32 @@ wal_checkpointer::~wal_checkpointer() {
 
 int wal_checkpointer::on_commit(void* self, sqlite3* db, const char* schema, int frames) {
   auto* w = static_cast<wal_checkpointer*>(self);
+  if (frames < w->frames_) w->asked_at_ = 0;  // the WAL was rewound
   w->frames_ = frames;
   if (frames >= w->inline_frames_) {
     sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
     return SQLITE_OK;
   }
-  {
-    std::lock_guard<std::mutex> lk(w->mu_);
-    ++w->requested_;
-  }
-  w->cv_.notify_one();
+  // Not after every commit: each checkpoint fsyncs the WAL and the database file, and a loaded disk makes those
+  // slow (SQLite's own auto-checkpoint ran every 8192 frames here too).
+  if (frames - w->asked_at_ >= w->request_frames_) w->ask(frames);
   return SQLITE_OK;
+}
+
+void wal_checkpointer::ask(int frames) {
+  asked_at_ = frames;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    ++requested_;
+  }
+  cv_.notify_one();
 }
 
 void wal_checkpointer::settle() {
   if (!thread_.joinable() || frames_ < restart_frames_) return;
+  if (asked_at_ < frames_) ask(frames_);  // the latest commits too: the WAL can only be rewound when all is copied
   std::unique_lock<std::mutex> lk(mu_);
   done_cv_.wait(lk, [&] { return done_ >= requested_ || stop_; });
-  frames_ = 0;
 }
 
 void wal_checkpointer::run() {

@@ -2,12 +2,13 @@
 //
 // With the default auto-checkpoint, the connection that commits copies the WAL back into the database file itself,
 // on its own thread: for a 200 MB ingest that was about a fifth of the writer thread's CPU (write() of every page a
-// second time). While a wal_checkpointer is alive it replaces the writer connection's auto-checkpoint: after each
-// commit the connection's WAL hook wakes a background thread that runs a PASSIVE checkpoint through a second
-// connection, which SQLite lets run alongside the writer's next transaction. SQLite only rewinds the WAL file when a
-// write transaction BEGINs after a complete checkpoint, and the writer begins its next batch right after each commit,
-// so the WAL grows; once it holds `restart_frames`, settle() (called by the writer before BEGIN) waits for the
-// checkpoint of the latest commit (the older frames are already copied by then), and the next commit rewinds the WAL.
+// second time). While a wal_checkpointer is alive it replaces the writer connection's auto-checkpoint: after a commit
+// that leaves `request_frames` more WAL frames than the last request, the connection's WAL hook wakes a background
+// thread that runs a PASSIVE checkpoint through a second connection, which SQLite lets run alongside the writer's
+// next transaction. SQLite only rewinds the WAL file when a write transaction BEGINs after a complete checkpoint, and
+// the writer begins its next batch right after each commit, so the WAL grows; once it holds `restart_frames`, settle()
+// (called by the writer before BEGIN) asks for a checkpoint of the latest commits and waits for it (the older frames
+// are already copied by then), and the next commit rewinds the WAL.
 // When the WAL still grows past `inline_frames` (a reader holding an old snapshot, or the background thread starved
 // of CPU), the committing thread checkpoints inline, as SQLite would.
 // Checkpoints are SQLite's own crash-safe operation; nothing here changes what a crash can leave.
@@ -31,9 +32,9 @@ class wal_checkpointer {
  public:
   // `file`: the database file of `writer`. When the second connection cannot be opened, the writer keeps its
   // auto-checkpoint (`restore_pages`) and this object does nothing.
-  // `restart_frames` / `inline_frames`: see above (tests use small values).
+  // `restart_frames` / `inline_frames` / `request_frames`: see above (tests use small values).
   wal_checkpointer(sql::db& writer, const std::filesystem::path& file, int restore_pages,
-                   int restart_frames = 16384, int inline_frames = 65536);
+                   int restart_frames = 16384, int inline_frames = 65536, int request_frames = 8192);
   ~wal_checkpointer();
   wal_checkpointer(const wal_checkpointer&) = delete;
   wal_checkpointer& operator=(const wal_checkpointer&) = delete;
@@ -45,11 +46,14 @@ class wal_checkpointer {
 
  private:
   static int on_commit(void* self, sqlite3* db, const char* schema, int frames);
+  void ask(int frames);  // writer thread: wakes the background thread for a checkpoint
   void run();
   sql::db& writer_;
   int restore_pages_;
   int restart_frames_;  // default 16384: 64 MiB of WAL at 4 KiB pages
   int inline_frames_;   // default 65536: 256 MiB
+  int request_frames_;  // default 8192: 32 MiB (SQLite's auto-checkpoint setting of the writer)
+  int asked_at_ = 0;    // WAL frames at the last request (writer thread only)
   std::unique_ptr<sql::db> conn_;
   std::thread thread_;
   std::mutex mu_;

@@ -451,7 +451,7 @@ TEST(WalCheckpointer, KeepsTheWalBoundedAndLosesNothing) {
     w.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)");
     uintmax_t biggest = 0;
     {
-      wal_checkpointer ck(w, file, 1000, /*restart_frames=*/64, /*inline_frames=*/1 << 20);
+      wal_checkpointer ck(w, file, 1000, /*restart_frames=*/64, /*inline_frames=*/1 << 20, /*request_frames=*/32);
       auto ins = w.prepare("INSERT INTO t(b) VALUES (zeroblob(?))");
       for (int i = 0; i < txs; ++i) {
         ck.settle();
