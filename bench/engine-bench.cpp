@@ -3,15 +3,17 @@
 //
 //   bench_engine --layers N --batch B --prompt P --gen G [--device cuda|cpu] [--budget T] [--no-graphs]
 //                [--threads n (cpu)]
-//   bench_engine --layers N --runs B:P:G[:nog][:cublas],B:P:G,...   several runs over one model (built once);
-//                ":nog" = no CUDA graphs for that run, ":cublas" = every projection through cuBLAS (the model's
-//                gemv_small for <= 8 rows off) for that run
+//   bench_engine --layers N --runs B:P:G[:nog][:cublas][:legacy],B:P:G,...   several runs over one model (built
+//                once); ":nog" = no CUDA graphs for that run, ":cublas" = every projection through cuBLAS (the
+//                model's gemv_small off), ":legacy" = cuBLAS only and options().fast_decode off (the decode paths
+//                before the profile-driven fixes: kernels/ norms, attention splits and MoE stages)
 //   --gemv-max-m M   cuda_model_options::gemv_max_m (default the model's, 1; 0 = cuBLAS always)
 //   --profile        (cuda) before the runs, per run B:P:G: B sequences prefilled with P tokens, then eager decode
 //                    steps padded to B (the graph shapes) timed end to end, then profiled (cuda_model::set_profiling:
-//                    GPU time per op, summed by op name, argmax included) with gemv_small and with cuBLAS; one JSON
-//                    line per (run, path) with "profile": [[name, ms per step, launches per step], ...] and a table
-//                    on stderr
+//                    GPU time per op, summed by op name, argmax included) on three paths: default, cuBLAS only,
+//                    legacy (see :legacy); one JSON line per (run, path) with "profile": [[name, ms per step,
+//                    launches per step], ...] and a table on stderr. Runs with G < 50 or :cublas/:legacy/:nog are
+//                    not profiled
 //
 // Per run, B requests of P random prompt tokens each generate G tokens (greedy, no stop ids) through one scheduler.
 // Reports (one JSON line, plus a readable summary on stderr):
@@ -54,6 +56,7 @@
 
 #include "engine/cuda/cuda-model.h"
 #include "engine/cuda/cuda-step-model.h"
+#include "engine/cuda/model-kernels.h"
 #include "kernels/gemm.h"
 #include "kernels/sampling.h"
 #endif
@@ -364,6 +367,7 @@ struct run_spec {
   int64_t B = 1, P = 512, G = 64;
   bool graphs = true;
   bool cublas = false;
+  bool legacy = false;
 };
 
 // "B:P:G[:nog],..." -> specs.
@@ -388,9 +392,11 @@ std::vector<run_spec> parse_runs(const std::string& text) {
         r.graphs = false;
       else if (opt == "cublas")
         r.cublas = true;
+      else if (opt == "legacy")
+        r.cublas = r.legacy = true;
       else
         EV_THROW(invalid_input, "bench_engine: --runs item '", item, "': unknown option '", opt,
-                 "' (expected nog or cublas)");
+                 "' (expected nog, cublas or legacy)");
       tail = next == std::string::npos ? std::string() : tail.substr(next);
     }
     r.B = b, r.P = p, r.G = g;
@@ -482,7 +488,13 @@ void profile_decode(cuda_model& m, const run_spec& r, int64_t budget, const std:
     }
   }
   int32_t* d_ids = nullptr;
+  int32_t* d_ref = nullptr;
+  void* d_ws = nullptr;
+  const size_t ws_bytes = cuda_ops::argmax_rows_workspace_bytes(static_cast<int>(r.B));
   BENCH_CUDA(cudaMalloc(&d_ids, sizeof(int32_t) * static_cast<size_t>(r.B)));
+  BENCH_CUDA(cudaMalloc(&d_ref, sizeof(int32_t) * static_cast<size_t>(r.B)));
+  BENCH_CUDA(cudaMalloc(&d_ws, ws_bytes));
+  int64_t argmax_checked = 0, argmax_mismatch = 0;
   std::vector<int32_t> tok(static_cast<size_t>(r.B), 1000);
   auto decode_step = [&](bool marks) {
     std::vector<step_entry> batch;
@@ -497,23 +509,39 @@ void profile_decode(cuda_model& m, const run_spec& r, int64_t budget, const std:
     m.prepare(batch, static_cast<int>(r.B));
     m.launch();
     if (marks) m.profile_mark(nullptr, "step: argmax");
+    // cuda_step_model's argmax (cuda_ops::argmax_rows), checked against kernels::sample_greedy on every step.
+    const auto st = cuda_ops::argmax_rows(static_cast<int>(r.B), static_cast<int>(m.vocab_size()), m.logits(),
+                                          m.vocab_size(), d_ids, d_ws, ws_bytes, m.stream());
+    EV_THROW_IF_NOT_KIND(st.ok(), internal, "bench_engine: argmax_rows: ", st.message);
+    if (!marks) return;
     evident::kernels::argmax_args a;
     a.n_rows = static_cast<int>(r.B);
     a.vocab = static_cast<int>(m.vocab_size());
     a.logits = m.logits();
     a.stride = m.vocab_size();
-    a.ids = d_ids;
-    const auto st = evident::kernels::sample_greedy(a, m.stream());
-    EV_THROW_IF_NOT_KIND(st.ok(), internal, "bench_engine: sample_greedy: ", st.message);
+    a.ids = d_ref;
+    m.profile_mark(nullptr, "(check: kernels::sample_greedy, not part of a step)");
+    const auto st2 = evident::kernels::sample_greedy(a, m.stream());
+    EV_THROW_IF_NOT_KIND(st2.ok(), internal, "bench_engine: sample_greedy: ", st2.message);
+  };
+  auto check_argmax = [&]() {
+    std::vector<int32_t> got(static_cast<size_t>(r.B)), want(static_cast<size_t>(r.B));
+    BENCH_CUDA(cudaMemcpy(got.data(), d_ids, sizeof(int32_t) * got.size(), cudaMemcpyDeviceToHost));
+    BENCH_CUDA(cudaMemcpy(want.data(), d_ref, sizeof(int32_t) * want.size(), cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < got.size(); ++i) argmax_checked++, argmax_mismatch += got[i] != want[i];
   };
   const int n_steps = 8;
   // Positions left after the prompt: warm-up 2 + (timed n_steps + profiled n_steps) per path.
-  EV_THROW_IF_NOT_MSG(r.G >= 2 + 4 * n_steps, "bench_engine --profile: run ", r.B, ":", r.P, ":", r.G,
-                      " needs G >= ", 2 + 4 * n_steps);
+  EV_THROW_IF_NOT_MSG(r.G >= 2 + 6 * n_steps, "bench_engine --profile: run ", r.B, ":", r.P, ":", r.G,
+                      " needs G >= ", 2 + 6 * n_steps);
   const int saved = m.options().gemv_max_m;
-  for (int path = 0; path < 2; ++path) {
+  const char* path_names[3] = {"default", "cublas", "legacy"};
+  const char* path_notes[3] = {"default (gemv_small where it wins, fast_decode)", "cuBLAS only, fast_decode",
+                               "legacy (cuBLAS only, fast_decode off)"};
+  for (int path = 0; path < 3; ++path) {
     const bool gemv = path == 0;
     m.set_gemv_max_m(gemv ? std::max(saved, 1) : 0);
+    m.set_fast_decode(path != 2);
     if (path == 0)
       for (int i = 0; i < 2; ++i) decode_step(false), m.read_logits(nullptr);
     decode_step(false);
@@ -531,7 +559,10 @@ void profile_decode(cuda_model& m, const run_spec& r, int64_t budget, const std:
     std::vector<std::string> order;
     for (int i = 0; i < n_steps - 1; ++i) {
       decode_step(true);
-      for (const auto& e : m.read_profile()) {
+      const auto prof = m.read_profile();
+      check_argmax();
+      for (const auto& e : prof) {
+        if (e.name.rfind("(check", 0) == 0) continue;  // the reference argmax: not part of a step
         if (!acc.count(e.name)) order.push_back(e.name);
         acc[e.name].first += e.ms;
         acc[e.name].second += e.count;
@@ -543,9 +574,9 @@ void profile_decode(cuda_model& m, const run_spec& r, int64_t budget, const std:
     for (const auto& n : order) total += acc[n].first / steps;
     std::fprintf(stderr, "profile %s batch %lld prompt %lld, %s: eager step median %.3f ms (wall), GPU sum of ops %.3f ms\n",
                  card.c_str(), static_cast<long long>(r.B), static_cast<long long>(r.P),
-                 gemv ? "default (gemv_small where it wins)" : "cuBLAS only", wall[wall.size() / 2] * 1e3, total);
+                 path_notes[path], wall[wall.size() / 2] * 1e3, total);
     std::string json = "{\"profile_card\": \"" + card + "\", \"batch\": " + std::to_string(r.B) +
-                       ", \"prompt\": " + std::to_string(r.P) + ", \"path\": \"" + (gemv ? "gemv" : "cublas") +
+                       ", \"prompt\": " + std::to_string(r.P) + ", \"path\": \"" + path_names[path] +
                        "\", \"eager_step_ms\": " + std::to_string(wall[wall.size() / 2] * 1e3) +
                        ", \"gpu_ops_ms\": " + std::to_string(total) + ", \"profile\": [";
     bool first = true;
@@ -560,7 +591,12 @@ void profile_decode(cuda_model& m, const run_spec& r, int64_t budget, const std:
     std::fflush(stdout);
   }
   m.set_gemv_max_m(saved);
+  m.set_fast_decode(true);
+  std::fprintf(stderr, "profile: argmax_rows vs kernels::sample_greedy: %lld of %lld rows differ\n",
+               static_cast<long long>(argmax_mismatch), static_cast<long long>(argmax_checked));
   BENCH_CUDA(cudaFree(d_ids));
+  BENCH_CUDA(cudaFree(d_ref));
+  BENCH_CUDA(cudaFree(d_ws));
   for (int s : slots) m.close_sequence(s);
 }
 #endif
@@ -649,7 +685,7 @@ int run_engine_bench(int argc, char** argv) try {
     std::fprintf(stderr, "bench_engine: %s\n", gpu_model->kernel_report().c_str());
     if (flag(argc, argv, "--profile"))
       for (const auto& r : runs)
-        if (!r.cublas && r.graphs) profile_decode(*gpu_model, r, budget, card);  // each profile runs both paths
+        if (!r.cublas && r.graphs && r.G >= 2 + 6 * 8) profile_decode(*gpu_model, r, budget, card);
 #else
     EV_THROW(invalid_input, "bench_engine: built without CUDA; use --device cpu");
 #endif
@@ -667,6 +703,7 @@ int run_engine_bench(int argc, char** argv) try {
     cuda_step_model* gpu_step = nullptr;
     if (device == "cuda") {
       gpu_model->set_gemv_max_m(r.cublas ? 0 : static_cast<int>(arg(argc, argv, "--gemv-max-m", 1)));
+      gpu_model->set_fast_decode(!r.legacy);
       cuda_step_options so;
       so.use_graphs = r.graphs;
       auto st = std::make_unique<cuda_step_model>(*gpu_model, so);
@@ -706,7 +743,7 @@ int run_engine_bench(int argc, char** argv) try {
         "\"device_buffers_gb\": %.2f, \"device_used_gb\": %.2f, \"host_max_rss_gb\": %.2f, \"build_s\": %.1f}\n",
         device.c_str(), card.c_str(), static_cast<long long>(layers), static_cast<long long>(r.B),
         static_cast<long long>(r.P), static_cast<long long>(r.G), static_cast<long long>(budget),
-        graphs ? "true" : "false", r.cublas ? "true" : "false", static_cast<long long>(pc.total), static_cast<long long>(pc.active_per_token),
+        graphs ? "true" : "false", r.legacy ? "\"legacy\"" : (r.cublas ? "true" : "false"), static_cast<long long>(pc.total), static_cast<long long>(pc.active_per_token),
         prefill_tps, m.ttft_first_s * 1e3, m.ttft_mean_s * 1e3, m.prefill_s, flops, gemm_rate, bound_prefill_s,
         bound_prefill_s > 0 ? bound_prefill_s / m.prefill_s : 0.0, decode_per_seq,
         decode_per_seq * static_cast<double>(r.B), m.step_median_s * 1e3, bytes, copy_bw, bound_step_s * 1e3,
@@ -722,7 +759,7 @@ int run_engine_bench(int argc, char** argv) try {
                  static_cast<long long>(r.P), static_cast<long long>(r.G), prefill_tps,
                  bound_prefill_s > 0 ? static_cast<double>(r.B * r.P) / bound_prefill_s : 0.0, m.ttft_first_s * 1e3,
                  decode_per_seq, decode_per_seq * static_cast<double>(r.B), m.step_median_s * 1e3, bound_step_s * 1e3,
-                 bytes / 1e9, copy_bw / 1e9, graph_note.c_str(), r.cublas ? " | cuBLAS only" : "");
+                 bytes / 1e9, copy_bw / 1e9, graph_note.c_str(), r.legacy ? " | legacy paths (cuBLAS only, fast_decode off)" : (r.cublas ? " | cuBLAS only" : ""));
   }
   return 0;
 } catch (const evident::error& e) {

@@ -484,9 +484,11 @@ void cuda_model::impl::plan_buffers() {
     da.head_dim = hd;
     da.max_seq_len = int(std::min<std::int64_t>(o.max_context, std::int64_t(max_blocks) * o.block_size));
     // The workspace grows with n_seq * n_splits; decode_splits() keeps that near its largest at some n_seq <= NE.
+    // (A padded step passes max_blocks * block_size, which may exceed max_context.)
+    const int longest = int(std::max<std::int64_t>(da.max_seq_len, std::int64_t(max_blocks) * o.block_size));
     for (int ns = 1; ns <= int(NE); ++ns) {
       da.n_seq = ns;
-      da.n_splits = decode_splits(ns, da.max_seq_len);
+      da.n_splits = decode_splits(ns, longest);
       attn_ws_bytes = std::max(attn_ws_bytes, kernels::attention_decode_workspace_bytes(da));
     }
     attn_ws = b.take(attn_ws_bytes);
@@ -663,7 +665,7 @@ void cuda_model::impl::add_norm(cudaStream_t st, const kernels::rmsnorm_args& na
   a.w = na.w;
   a.out = na.out;
   a.out_stride = na.out_stride;
-  if (na.n_rows <= 256 && cuda_ops::add_rmsnorm_rows_supported(a)) {
+  if (opt.fast_decode && na.n_rows <= 256 && cuda_ops::add_rmsnorm_rows_supported(a)) {
     ok(cuda_ops::add_rmsnorm_rows(a, st), what);
     return;
   }
@@ -740,7 +742,7 @@ void cuda_model::impl::attention_layer(cudaStream_t st, const layer& L) {
     da.head_dim = hd;
     da.scale = scale;
     da.max_seq_len = p.max_seq_len;
-    da.n_splits = decode_splits(nd, p.max_seq_len);
+    da.n_splits = opt.fast_decode ? decode_splits(nd, p.max_seq_len) : 0;
     da.q = q;
     da.q_stride = P_attn;
     da.q_head_stride = 2 * hd;
@@ -963,7 +965,7 @@ void cuda_model::impl::ffn_layer(cudaStream_t st, const layer& L) {
     EV_CUDA_CALL(cudaMemcpyAsync(bp<std::int32_t>(route_ids) + li * T * std::size_t(topk), bp<std::int32_t>(rids),
                                  std::size_t(n) * std::size_t(topk) * 4, cudaMemcpyDeviceToDevice, st));
   }
-  if (n <= kDecodeMoeTokens && !opt.use_generic_kernels) {
+  if (opt.fast_decode && n <= kDecodeMoeTokens && !opt.use_generic_kernels) {
     cuda_ops::moe_decode_args d;
     d.n_tokens = n;
     d.n_experts = E;
@@ -1402,6 +1404,7 @@ void cuda_model::replayed(kernels::stream_t stream) {
 }
 
 void cuda_model::set_gemv_max_m(int max_m) { p_->opt.gemv_max_m = std::max(max_m, 0); }
+void cuda_model::set_fast_decode(bool on) { p_->opt.fast_decode = on; }
 
 void cuda_model::set_profiling(bool on, int spin_us) {
   p_->prof = on;

@@ -81,6 +81,9 @@ struct cuda_model_options {
                                    // (read_routing(); tests). Costs one device buffer and two device copies a layer
   int gemv_max_m = 1;              // projections of at most this many rows (decode) and at most 2^24 weights use
                                    // engine/cuda's gemv_small instead of cuBLAS; 0 = cuBLAS always
+  bool fast_decode = true;         // decode-sized steps use engine/cuda's block-per-row add+norm (<= 256 rows),
+                                   // moe_decode (<= 8 tokens) and decode attention splits of >= 64 positions; false =
+                                   // kernels/ paths only (benchmarks: the before/after of these paths on one card)
 };
 
 // Per-op GPU time of profiled launches (cuda_model::set_profiling), summed by op name.
@@ -190,6 +193,7 @@ class cuda_model {
   // Changes options().gemv_max_m for the launches that follow (benchmarks: cuBLAS vs gemv_small on one model;
   // graphs captured earlier keep the path they captured).
   void set_gemv_max_m(int max_m);
+  void set_fast_decode(bool on);  // same for options().fast_decode
   void profile_mark(kernels::stream_t stream, const std::string& name);
   std::vector<cuda_profile_entry> read_profile(kernels::stream_t stream = nullptr);
 

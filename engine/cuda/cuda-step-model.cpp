@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "engine/base/error.h"
-#include "kernels/sampling.h"
+#include "engine/cuda/model-kernels.h"
 
 #define EV_STEP_CHECK(call)                                                                        \
   do {                                                                                             \
@@ -24,6 +24,8 @@ struct cuda_step_model::impl {
   cudaStream_t stream = nullptr;
   int32_t* d_ids = nullptr;    // int32 [max_logit_rows] argmax of every logit row
   int32_t* h_ids = nullptr;    // pinned copy
+  void* d_argmax_ws = nullptr;  // cuda_ops::argmax_rows workspace for max_logit_rows rows
+  size_t argmax_ws_bytes = 0;
   std::vector<int> cuda_slot;  // scheduler slot -> cuda_model slot (-1 when closed)
   std::vector<step_entry> entries;
   std::vector<float> rows;  // host logits of every row of a step (when out.logits and rows are skipped)
@@ -40,6 +42,8 @@ cuda_step_model::cuda_step_model(cuda_model& model, cuda_step_options options)
   EV_STEP_CHECK(cudaStreamCreateWithFlags(&p_->stream, cudaStreamNonBlocking));
   EV_STEP_CHECK(cudaMalloc(&p_->d_ids, sizeof(int32_t) * static_cast<size_t>(mo.max_logit_rows)));
   EV_STEP_CHECK(cudaMallocHost(&p_->h_ids, sizeof(int32_t) * static_cast<size_t>(mo.max_logit_rows)));
+  p_->argmax_ws_bytes = cuda_ops::argmax_rows_workspace_bytes(mo.max_logit_rows);
+  EV_STEP_CHECK(cudaMalloc(&p_->d_argmax_ws, p_->argmax_ws_bytes));
   p_->cuda_slot.assign(static_cast<size_t>(mo.max_sequences), -1);
 }
 
@@ -50,6 +54,7 @@ cuda_step_model::~cuda_step_model() {
   p_->graphs.reset();  // graphs go before the stream
   if (p_->h_ids) cudaFreeHost(p_->h_ids);
   if (p_->d_ids) cudaFree(p_->d_ids);
+  if (p_->d_argmax_ws) cudaFree(p_->d_argmax_ws);
   if (p_->stream) cudaStreamDestroy(p_->stream);
 }
 
@@ -118,14 +123,10 @@ void cuda_step_model::step(const step_batch& batch, const step_output& out) {
   auto enqueue = [&](kernels::stream_t s) {
     model_.launch(s);
     if (argmax_rows == 0) return;
-    kernels::argmax_args a;
-    a.n_rows = argmax_rows;
-    a.vocab = static_cast<int>(V);
-    a.logits = model_.logits();
-    a.stride = V;
-    a.ids = p_->d_ids;
-    const auto stt = kernels::sample_greedy(a, s);
-    EV_THROW_IF_NOT_KIND(stt.ok(), internal, "cuda_step_model: sample_greedy: ", stt.message);
+    // Same result as kernels::sample_greedy (lowest index among maxima, NaN never wins), split over 64 blocks a row.
+    const auto stt = cuda_ops::argmax_rows(argmax_rows, static_cast<int>(V), model_.logits(), V, p_->d_ids,
+                                           p_->d_argmax_ws, p_->argmax_ws_bytes, s);
+    EV_THROW_IF_NOT_KIND(stt.ok(), internal, "cuda_step_model: argmax_rows: ", stt.message);
     EV_STEP_CHECK(cudaMemcpyAsync(p_->h_ids, p_->d_ids, sizeof(int32_t) * static_cast<size_t>(argmax_rows),
                                   cudaMemcpyDeviceToHost, reinterpret_cast<cudaStream_t>(s)));
   };

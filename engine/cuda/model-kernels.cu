@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cstdint>
 #include <sstream>
 #include <string>
@@ -466,14 +467,18 @@ __global__ void __launch_bounds__(kMoeWarps * 32) moe_decode_down_kernel(moe_dec
   if (j >= a.hidden) return;
   const int i8 = a.inter / 8;
   float acc = 0.f;
+  // Branch-free over k (an invalid id reads expert 0's row and adds 0) so the unrolled iterations' loads overlap.
+#pragma unroll 2
   for (int k = 0; k < a.top_k; ++k) {
     const int e = a.ids[t * a.top_k + k];
-    if (e < 0 || e >= a.n_experts) continue;
-    const uint4* w = reinterpret_cast<const uint4*>(a.w_down + (std::int64_t(e) * a.hidden + j) * a.inter);
+    const bool valid = e >= 0 && e < a.n_experts;
+    const uint4* w =
+        reinterpret_cast<const uint4*>(a.w_down + (std::int64_t(valid ? e : 0) * a.hidden + j) * a.inter);
     const uint4* hp = reinterpret_cast<const uint4*>(a.h + std::int64_t(t * (a.top_k + 1) + k) * a.h_stride);
     float s = 0.f;
     for (int c = lane; c < i8; c += 32) s += dot8(__ldg(w + c), hp[c]);
-    acc += a.weights[t * a.top_k + k] * warp_sum(s);
+    s = warp_sum(s);
+    acc += valid ? a.weights[t * a.top_k + k] * s : 0.f;
   }
   if (a.w_shared_gate_up) {
     const int s8 = a.shared_inter / 8;
@@ -485,6 +490,61 @@ __global__ void __launch_bounds__(kMoeWarps * 32) moe_decode_down_kernel(moe_dec
     acc += (a.w_shared_gate ? sigmoid(a.sg[t]) : 1.f) * sh;
   }
   if (lane == 0) st(a.out + std::int64_t(t) * a.out_stride + j, acc);
+}
+
+
+// ---- argmax of few rows -----------------------------------------------------------------------------------------
+constexpr int kArgChunks = 64;
+constexpr int kArgThreads = 256;
+__device__ __forceinline__ bool arg_better(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
+
+__global__ void __launch_bounds__(kArgThreads) argmax_partial_kernel(int vocab, const float* logits, std::int64_t stride,
+                                                                     float* pv, int* pi) {
+  __shared__ float sv[kArgThreads / 32];
+  __shared__ int si[kArgThreads / 32];
+  const int row = blockIdx.y, chunk = blockIdx.x;
+  const int len = (vocab + kArgChunks - 1) / kArgChunks;
+  const int j0 = chunk * len, j1 = min(vocab, j0 + len);
+  const float* l = logits + std::int64_t(row) * stride;
+  float bv = -FLT_MAX;
+  int bi = 0x7fffffff;
+  for (int j = j0 + threadIdx.x; j < j1; j += kArgThreads) {
+    float v = l[j];
+    if (v != v) v = -FLT_MAX;
+    if (arg_better(v, j, bv, bi)) bv = v, bi = j;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (arg_better(ov, oi, bv, bi)) bv = ov, bi = oi;
+  }
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (lane == 0) sv[warp] = bv, si[warp] = bi;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kArgThreads / 32; ++w)
+      if (arg_better(sv[w], si[w], bv, bi)) bv = sv[w], bi = si[w];
+    pv[row * kArgChunks + chunk] = bv;
+    pi[row * kArgChunks + chunk] = bi;
+  }
+}
+
+__global__ void argmax_final_kernel(int n_rows, const float* pv, const int* pi, std::int32_t* ids) {
+  const int row = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (row >= n_rows) return;
+  float bv = -FLT_MAX;
+  int bi = 0x7fffffff;
+  for (int c = lane; c < kArgChunks; c += 32)
+    if (arg_better(pv[row * kArgChunks + c], pi[row * kArgChunks + c], bv, bi))
+      bv = pv[row * kArgChunks + c], bi = pi[row * kArgChunks + c];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (arg_better(ov, oi, bv, bi)) bv = ov, bi = oi;
+  }
+  if (lane == 0) ids[row] = bi;
 }
 
 __global__ void spin_kernel(long long ns) {
@@ -676,6 +736,27 @@ status moe_decode(const moe_decode_args& a, stream_t stream) {
   OPS_LAUNCHED("moe_decode_gate_up_kernel");
   moe_decode_down_kernel<<<dim3(a.n_tokens, (a.hidden + kMoeWarps - 1) / kMoeWarps), kMoeWarps * 32, 0, stream>>>(a);
   OPS_LAUNCHED("moe_decode_down_kernel");
+  return status::success();
+}
+
+std::size_t argmax_rows_workspace_bytes(int n_rows) {
+  return std::size_t(std::max(n_rows, 0)) * kArgChunks * (sizeof(float) + sizeof(int)) + 256;
+}
+
+status argmax_rows(int n_rows, int vocab, const float* logits, std::int64_t stride, std::int32_t* ids, void* workspace,
+                   std::size_t workspace_bytes, stream_t stream) {
+  OPS_REQUIRE(n_rows >= 0 && vocab > 0 && stride >= vocab, "argmax_rows: n_rows ", n_rows, " vocab ", vocab,
+              " stride ", stride, ": expected stride >= vocab > 0");
+  if (n_rows == 0) return status::success();
+  OPS_REQUIRE(logits && ids && workspace && workspace_bytes >= argmax_rows_workspace_bytes(n_rows),
+              "argmax_rows: null logits / ids / workspace, or workspace of ", workspace_bytes, " bytes < ",
+              argmax_rows_workspace_bytes(n_rows));
+  float* pv = static_cast<float*>(workspace);
+  int* pi = reinterpret_cast<int*>(pv + std::size_t(n_rows) * kArgChunks);
+  argmax_partial_kernel<<<dim3(kArgChunks, n_rows), kArgThreads, 0, stream>>>(vocab, logits, stride, pv, pi);
+  OPS_LAUNCHED("argmax_partial_kernel");
+  argmax_final_kernel<<<(n_rows + 7) / 8, 256, 0, stream>>>(n_rows, pv, pi, ids);
+  OPS_LAUNCHED("argmax_final_kernel");
   return status::success();
 }
 

@@ -7,6 +7,7 @@
 // Numerics: fp32 inside every kernel, inputs/outputs bf16 where the model keeps bf16 activations, rounded once.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/attention.h"
@@ -211,6 +212,15 @@ struct add_rmsnorm_args {
 };
 bool add_rmsnorm_rows_supported(const add_rmsnorm_args& a);
 status add_rmsnorm_rows(const add_rmsnorm_args& a, stream_t stream);
+
+// Greedy argmax of few long rows in two launches (kernels::sample_greedy runs one block per row: ~23 us for one row of
+// 151936 on H200). Same contract: ids[r] = the lowest index among the maxima of row r, NaN never wins (counts as
+// -FLT_MAX); order-independent, so the result equals sample_greedy's.
+//     logits fp32 [n_rows, vocab] (row stride `stride`)   ids int32 [n_rows]
+//     workspace: argmax_rows_workspace_bytes(n_rows) bytes of device memory
+std::size_t argmax_rows_workspace_bytes(int n_rows);
+status argmax_rows(int n_rows, int vocab, const float* logits, std::int64_t stride, std::int32_t* ids, void* workspace,
+                   std::size_t workspace_bytes, stream_t stream);
 
 // Keeps the stream busy for about `ns` nanoseconds (profiling: the host enqueues a whole step behind it, so the
 // per-op event times that follow measure the GPU, not the launch rate of the host).
