@@ -13,24 +13,30 @@ searcher::searcher(const std::filesystem::path& store_dir, const engine::tokeniz
 
 searcher::~searcher() = default;
 
-bool searcher::has_vectors() const { return std::filesystem::exists(store_->vectors_path()); }
+bool searcher::has_vectors() const {
+  return std::filesystem::exists(store_->vectors_path());
+}
 
 retriever_i& searcher::retriever_for(const search_options& opt) {
-  EV_THROW_IF_NOT_MSG(opt.mode == "bm25" || opt.mode == "dense" || opt.mode == "hybrid", "retrieval mode '",
-                      opt.mode, "': expected bm25, dense or hybrid");
+  EV_THROW_IF_NOT_MSG(opt.mode == "bm25" || opt.mode == "dense" || opt.mode == "hybrid", "retrieval mode '", opt.mode,
+                      "': expected bm25, dense or hybrid");
   std::string mode = opt.mode;
   if (mode == "hybrid" && !has_vectors()) mode = "bm25";
   // Rebuild the retriever only when its options change (the dense side loads the whole vector index).
-  std::string key = evident::detail::concat(mode, '|', opt.lexical.k1, '|', opt.lexical.b, '|', opt.lexical.query.remove_stopwords,
-                                   '|', opt.lexical.query.max_terms, '|', opt.dense.ivf_nprobe, '|',
-                                   opt.dense.hnsw_ef_search, '|', opt.hybrid.fusion, '|', opt.hybrid.rrf_k, '|',
-                                   opt.hybrid.lexical_weight, '|', opt.hybrid.dense_weight, '|', opt.hybrid.candidates,
-                                   '|', opt.hybrid.mmr_lambda, '|', opt.hybrid.per_document_cap);
+  std::string key = evident::detail::concat(
+      mode, '|', opt.lexical.k1, '|', opt.lexical.b, '|', opt.lexical.query.remove_stopwords, '|',
+      opt.lexical.query.max_terms, '|', opt.lexical.prune_above_chunks, '|', opt.lexical.max_postings, '|',
+      opt.lexical.direct_scoring, '|', opt.dense.ivf_nprobe, '|', opt.dense.hnsw_ef_search, '|', opt.hybrid.fusion, '|',
+      opt.hybrid.rrf_k, '|', opt.hybrid.lexical_weight, '|', opt.hybrid.dense_weight, '|', opt.hybrid.candidates, '|',
+      opt.hybrid.mmr_lambda, '|', opt.hybrid.per_document_cap);
   if (!retriever_ || key != retriever_key_) {
     retriever_.reset();
-    if (mode == "bm25") retriever_ = make_lexical(dir_, opt.lexical);
-    else if (mode == "dense") retriever_ = make_dense(dir_, opt.dense);
-    else retriever_ = make_hybrid(make_lexical(dir_, opt.lexical), make_dense(dir_, opt.dense), dir_, opt.hybrid);
+    if (mode == "bm25")
+      retriever_ = make_lexical(dir_, opt.lexical);
+    else if (mode == "dense")
+      retriever_ = make_dense(dir_, opt.dense);
+    else
+      retriever_ = make_hybrid(make_lexical(dir_, opt.lexical), make_dense(dir_, opt.dense), dir_, opt.hybrid);
     retriever_key_ = key;
   }
   return *retriever_;
