@@ -136,9 +136,8 @@ void cuda_step_model::step(const step_batch& batch, const step_output& out) {
   } else {
     enqueue(reinterpret_cast<kernels::stream_t>(st));
   }
-  // read_logits waits for the stream (with a null host pointer it only waits): cuda_model then knows the staging
-  // copy is done and does not wait on its event in the next prepare() (an event recorded inside a captured graph
-  // answers cudaEventSynchronize with cudaErrorInvalidValue).
+  // read_logits waits for the stream (with a null host pointer it only waits) so the outputs are on the host; the
+  // staging copy of a replay is covered by replayed() above either way.
   if (out.logits) p_->rows.resize(static_cast<size_t>(plan.n_logit_rows) * static_cast<size_t>(V));
   model_.read_logits(out.logits ? p_->rows.data() : nullptr, reinterpret_cast<kernels::stream_t>(st));
   int64_t r = 0;
