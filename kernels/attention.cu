@@ -19,8 +19,14 @@ constexpr int kD = 256;
 constexpr int kThreads = 256;
 constexpr int kMaxSplits = 64;
 
-__device__ __forceinline__ void ld8(const bf16* p, float (&x)[8]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+// Decode splits hold at least this many positions (8 per warp): a short sequence under a large split count (graphs pad
+// max_seq_len) then uses few splits; splits past the sequence exit at once and the merge reads only the used ones.
+constexpr int kMinSplitLen = 64;
+__device__ __forceinline__ int decode_split_len(int len, int n_splits) {
+  return max(kMinSplitLen, (len + n_splits - 1) / n_splits);
+}
+
+__device__ __forceinline__ void cvt8(const uint4& raw, float (&x)[8]) {
   const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -29,6 +35,7 @@ __device__ __forceinline__ void ld8(const bf16* p, float (&x)[8]) {
     x[2 * i + 1] = __high2float(h);
   }
 }
+__device__ __forceinline__ void ld8(const bf16* p, float (&x)[8]) { cvt8(*reinterpret_cast<const uint4*>(p), x); }
 
 struct partial_view {
   float* ml;   // [n_seq, n_q_heads, n_splits, 2]  running max and sum
@@ -48,8 +55,9 @@ __global__ void __launch_bounds__(kThreads) attn_decode_split_kernel(attention_d
   const int hk = blockIdx.x, s = blockIdx.y, split = blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int len = a.seq_lens[s];
-  const int per = (len + n_splits - 1) / n_splits;
+  const int per = decode_split_len(len, n_splits);
   const int p0 = split * per, p1 = min(len, p0 + per);
+  if (p0 >= len) return;  // past the sequence: the merge does not read this split
   const std::int32_t* table = a.kv.block_tables + std::size_t(s) * a.kv.max_blocks_per_seq;
   float q[kGroup][8];
 #pragma unroll
@@ -65,13 +73,27 @@ __global__ void __launch_bounds__(kThreads) attn_decode_split_kernel(attention_d
 #pragma unroll
     for (int i = 0; i < 8; ++i) acc[h][i] = 0.f;
   }
+  // The next position's K/V row is loaded before this one is used (one row in flight per warp while it computes).
+  auto row_of = [&](int p) {
+    return ((std::size_t(table[p / a.kv.block_size]) * a.kv.block_size + p % a.kv.block_size) * a.n_kv_heads + hk) *
+               kD +
+           lane * 8;
+  };
+  uint4 k_next = make_uint4(0, 0, 0, 0), v_next = k_next;
+  if (p0 + warp < p1) {
+    const std::size_t row = row_of(p0 + warp);
+    k_next = *reinterpret_cast<const uint4*>(a.kv.k_cache + row);
+    v_next = *reinterpret_cast<const uint4*>(a.kv.v_cache + row);
+  }
   for (int p = p0 + warp; p < p1; p += kWarps) {
-    const std::size_t row =
-        ((std::size_t(table[p / a.kv.block_size]) * a.kv.block_size + p % a.kv.block_size) * a.n_kv_heads + hk) * kD +
-        lane * 8;
     float k[8], v[8];
-    ld8(a.kv.k_cache + row, k);
-    ld8(a.kv.v_cache + row, v);
+    cvt8(k_next, k);
+    cvt8(v_next, v);
+    if (p + kWarps < p1) {
+      const std::size_t row = row_of(p + kWarps);
+      k_next = *reinterpret_cast<const uint4*>(a.kv.k_cache + row);
+      v_next = *reinterpret_cast<const uint4*>(a.kv.v_cache + row);
+    }
     float d[kGroup];
 #pragma unroll
     for (int h = 0; h < kGroup; ++h) {
@@ -135,26 +157,52 @@ __global__ void __launch_bounds__(kThreads) attn_decode_split_kernel(attention_d
   }
 }
 
-// Merges the splits of one (sequence, query head); thread d owns dimension d; applies the sigmoid gate.
+// Merges the used splits of one (sequence, query head) (n_splits * kWarps sub-splits per head in the workspace;
+// only the first ceil(len / split_len) * kWarps were written); applies the sigmoid gate. Warp w folds sub-splits
+// w, w + 8, ... for all 256 dims (lane: 8 dims), then the 8 warps' sums are added in shared memory.
+constexpr int kMergeWarps = kD / 32;
 __global__ void __launch_bounds__(kD) attn_decode_merge_kernel(attention_decode_args a, int n_splits,
                                                                partial_view ws) {
-  const int h = blockIdx.x, s = blockIdx.y, d = threadIdx.x;
-  const std::size_t base = (std::size_t(s) * a.n_q_heads + h) * n_splits;
+  __shared__ float red[kMergeWarps];
+  __shared__ float sl[kMergeWarps];
+  __shared__ float sacc[kMergeWarps][kD];
+  const int h = blockIdx.x, s = blockIdx.y, d = threadIdx.x, warp = d >> 5, lane = d & 31;
+  const int len = a.seq_lens[s];
+  const int per = decode_split_len(len, n_splits);
+  const int used = min(n_splits, (len + per - 1) / per) * kWarps;
+  const std::size_t base = (std::size_t(s) * a.n_q_heads + h) * std::size_t(n_splits) * kWarps;
   float M = -FLT_MAX;
-  for (int i = 0; i < n_splits; ++i) M = fmaxf(M, ws.ml[(base + i) * 2]);
-  float L = 0.f, o = 0.f;
-  for (int i = 0; i < n_splits; ++i) {
+  for (int i = d; i < used; i += kD) M = fmaxf(M, ws.ml[(base + i) * 2]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+  if (lane == 0) red[warp] = M;
+  __syncthreads();
+  M = red[0];
+#pragma unroll
+  for (int w = 1; w < kMergeWarps; ++w) M = fmaxf(M, red[w]);
+  float L = 0.f, o[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  for (int i = warp; i < used; i += kMergeWarps) {
     const float l = ws.ml[(base + i) * 2 + 1];
-    if (l == 0.f) continue;  // an empty split
+    if (l == 0.f) continue;  // an empty sub-split (warp-uniform)
     const float w = __expf(ws.ml[(base + i) * 2] - M);
     L += l * w;
-    o += ws.acc[(base + i) * kD + d] * w;
+    const float4* src = reinterpret_cast<const float4*>(ws.acc + (base + i) * kD + lane * 8);
+    const float4 a0 = src[0], a1 = src[1];
+    o[0] += a0.x * w, o[1] += a0.y * w, o[2] += a0.z * w, o[3] += a0.w * w;
+    o[4] += a1.x * w, o[5] += a1.y * w, o[6] += a1.z * w, o[7] += a1.w * w;
   }
-  o = L > 0.f ? o / L : 0.f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) sacc[warp][lane * 8 + j] = o[j];
+  if (lane == 0) sl[warp] = L;
+  __syncthreads();
+  float Ls = 0.f, od = 0.f;
+#pragma unroll
+  for (int w = 0; w < kMergeWarps; ++w) Ls += sl[w], od += sacc[w][d];
+  od = Ls > 0.f ? od / Ls : 0.f;
   const float g = __bfloat162float(
       reinterpret_cast<const nvbf*>(a.gate)[std::int64_t(s) * a.gate_stride + std::int64_t(h) * a.gate_head_stride + d]);
   reinterpret_cast<nvbf*>(a.out)[std::int64_t(s) * a.out_stride + std::int64_t(h) * kD + d] =
-      __float2bfloat16(o / (1.f + __expf(-g)));
+      __float2bfloat16(od / (1.f + __expf(-g)));
 }
 
 __global__ void kv_write_kernel(kv_write_args a) {
@@ -214,7 +262,7 @@ status attention_decode(const attention_decode_args& a, void* workspace, std::si
   ws.acc = reinterpret_cast<float*>(static_cast<char*>(workspace) + (n * 2 * sizeof(float) + 255) / 256 * 256);
   attn_decode_split_kernel<<<dim3(a.n_kv_heads, a.n_seq, n_splits), kThreads, 0, stream>>>(a, n_splits, ws);
   EV_CUDA_CHECK_LAUNCH("attn_decode_split_kernel");
-  attn_decode_merge_kernel<<<dim3(a.n_q_heads, a.n_seq), kD, 0, stream>>>(a, n_splits * kWarps, ws);
+  attn_decode_merge_kernel<<<dim3(a.n_q_heads, a.n_seq), kD, 0, stream>>>(a, n_splits, ws);
   EV_CUDA_CHECK_LAUNCH("attn_decode_merge_kernel");
   return status::success();
 }
