@@ -302,14 +302,7 @@ void cuda_model::impl::build(const tensor_lookup& lookup) {
   moe_grouped = !generic && E > 0 && H % 8 == 0 && I_moe % 8 == 0 && E <= 4096;
 
   auto find = [&](const std::string& name, const std::vector<std::int64_t>& shape) -> const tensor_view& {
-    const tensor_view* t = lookup(name);
-    EV_THROW_IF_NOT_KIND(t != nullptr, not_found, origin, ": missing tensor ", name, " (expected shape ",
-                         shape_string(shape), ")");
-    EV_THROW_IF_NOT_MSG(t->shape == shape, origin, ": tensor ", name, ": wrong shape: expected ", shape_string(shape),
-                        ", found ", t->shape_string());
-    EV_THROW_IF_NOT_MSG(t->dtype == st_dtype::bf16 || t->dtype == st_dtype::f16 || t->dtype == st_dtype::f32, origin,
-                        ": tensor ", name, ": unsupported dtype ", t->dtype_name, ", expected BF16, F16 or F32");
-    return *t;
+    return find_tensor(lookup, origin, name, shape);
   };
   // A whole tensor into its own allocation.
   auto whole = [&](const std::string& name, const std::vector<std::int64_t>& shape, bool fp32 = false) {

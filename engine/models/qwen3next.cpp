@@ -54,17 +54,22 @@ std::unique_ptr<qwen3next_model> qwen3next_model::from_tensors(const model_confi
   return m;
 }
 
+const tensor_view& find_tensor(const tensor_lookup& lookup, const std::string& origin, const std::string& name,
+                               const std::vector<int64_t>& shape) {
+  const tensor_view* t = lookup(name);
+  EV_THROW_IF_NOT_KIND(t != nullptr, not_found, origin, ": missing tensor ", name, " (expected shape ",
+                       shape_string(shape), ")");
+  EV_THROW_IF_NOT_MSG(t->shape == shape, origin, ": tensor ", name, ": wrong shape: expected ", shape_string(shape),
+                      ", found ", t->shape_string());
+  EV_THROW_IF_NOT_MSG(t->dtype == st_dtype::bf16 || t->dtype == st_dtype::f16 || t->dtype == st_dtype::f32, origin,
+                      ": tensor ", name, ": unsupported dtype ", t->dtype_name, ", expected BF16, F16 or F32");
+  return *t;
+}
+
 void qwen3next_model::build(const tensor_lookup& lookup, const std::string& origin) {
   const model_config& c = cfg_;
   auto find = [&](const std::string& name, const std::vector<int64_t>& shape) -> const tensor_view& {
-    const tensor_view* t = lookup(name);
-    EV_THROW_IF_NOT_KIND(t != nullptr, not_found, origin, ": missing tensor ", name, " (expected shape ",
-                         shape_string(shape), ")");
-    EV_THROW_IF_NOT_MSG(t->shape == shape, origin, ": tensor ", name, ": wrong shape: expected ", shape_string(shape),
-                        ", found ", t->shape_string());
-    EV_THROW_IF_NOT_MSG(t->dtype == st_dtype::bf16 || t->dtype == st_dtype::f16 || t->dtype == st_dtype::f32, origin,
-                        ": tensor ", name, ": unsupported dtype ", t->dtype_name, ", expected BF16, F16 or F32");
-    return *t;
+    return find_tensor(lookup, origin, name, shape);
   };
   auto mat_of = [&](const tensor_view& t, int64_t rows, int64_t cols) {
     weight w;

@@ -63,6 +63,11 @@ struct routing_trace {
 // Looks a tensor up by its checkpoint name; returns null when absent.
 using tensor_lookup = std::function<const tensor_view*(const std::string& name)>;
 
+// The tensor `name` through `lookup`, checked: present, of exactly `shape`, stored as BF16, F16 or F32. Throws
+// evident::error naming `origin` and the tensor (not_found when missing, invalid_input otherwise).
+const tensor_view& find_tensor(const tensor_lookup& lookup, const std::string& origin, const std::string& name,
+                               const std::vector<int64_t>& shape);
+
 class qwen3next_model {
  public:
   // Loads config.json and the safetensors of a Hugging Face checkpoint directory. Throws evident::error naming the
