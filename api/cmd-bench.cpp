@@ -9,10 +9,13 @@
 
 namespace evident::cli {
 int cmd_bench(const std::vector<std::string>& argv) {
-  if (argv.empty() || argv[0] == "--help" || argv[0] == "-h") {
+  const bool help = !argv.empty() && (argv.back() == "--help" || argv.back() == "-h" || argv[0] == "--help" ||
+                                      argv[0] == "-h");
+  if (argv.empty() || help) {
     std::printf(
         "usage: evident bench engine --layers N --batch B --prompt P --gen G [--device cuda|cpu] [--budget T]\n"
-        "                            [--no-graphs] [--threads n] | --runs B:P:G[:nog],...\n\n"
+        "                            [--no-graphs] [--threads n] [--gemv-max-m M] [--profile]\n"
+        "                            | --runs B:P:G[:nog][:cublas][:legacy],...\n\n"
         "A random-weight Qwen3-Next at the 80B model's real widths with N layers, served through the scheduler:\n"
         "prefill tokens/s, time to first token, decode tokens/s per sequence and aggregate, memory, beside the\n"
         "measured bandwidth and GEMM bounds. One JSON line per run.\n");
