@@ -506,7 +506,7 @@ __global__ void __launch_bounds__(kArgThreads) argmax_partial_kernel(int vocab, 
   const int len = (vocab + kArgChunks - 1) / kArgChunks;
   const int j0 = chunk * len, j1 = min(vocab, j0 + len);
   const float* l = logits + std::int64_t(row) * stride;
-  float bv = -FLT_MAX;
+  float bv = -INFINITY;  // below every value NaN maps to, so an all -inf row still has a lowest-index maximum
   int bi = 0x7fffffff;
   for (int j = j0 + threadIdx.x; j < j1; j += kArgThreads) {
     float v = l[j];
@@ -533,7 +533,7 @@ __global__ void __launch_bounds__(kArgThreads) argmax_partial_kernel(int vocab, 
 __global__ void argmax_final_kernel(int n_rows, const float* pv, const int* pi, std::int32_t* ids) {
   const int row = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (row >= n_rows) return;
-  float bv = -FLT_MAX;
+  float bv = -INFINITY;
   int bi = 0x7fffffff;
   for (int c = lane; c < kArgChunks; c += 32)
     if (arg_better(pv[row * kArgChunks + c], pi[row * kArgChunks + c], bv, bi))

@@ -215,7 +215,8 @@ status add_rmsnorm_rows(const add_rmsnorm_args& a, stream_t stream);
 
 // Greedy argmax of few long rows in two launches (kernels::sample_greedy runs one block per row: ~23 us for one row of
 // 151936 on H200). Same contract: ids[r] = the lowest index among the maxima of row r, NaN never wins (counts as
-// -FLT_MAX); order-independent, so the result equals sample_greedy's.
+// -FLT_MAX); order-independent, so the result equals sample_greedy's. A row of all -inf answers 0 (kernels::sample_greedy
+// answers 2147483647 there: its running maximum starts at -FLT_MAX, as this kernel's did before test_engine_model_kernels).
 //     logits fp32 [n_rows, vocab] (row stride `stride`)   ids int32 [n_rows]
 //     workspace: argmax_rows_workspace_bytes(n_rows) bytes of device memory
 std::size_t argmax_rows_workspace_bytes(int n_rows);
