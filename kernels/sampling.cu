@@ -18,11 +18,12 @@ __global__ void argmax_kernel(argmax_args a) {
   __shared__ float sv[kThreads / 32];
   __shared__ int si[kThreads / 32];
   const float* l = a.logits + std::int64_t(blockIdx.x) * a.stride;
-  float bv = -FLT_MAX;
+  // Start below every value (-inf included) with no index; NaN is skipped, so it never wins, not even over -inf.
+  float bv = -INFINITY;
   int bi = 0x7fffffff;
   for (int j = threadIdx.x; j < a.vocab; j += kThreads) {
-    float v = l[j];
-    if (v != v) v = -FLT_MAX;
+    const float v = l[j];
+    if (v != v) continue;
     if (better(v, j, bv, bi)) bv = v, bi = j;
   }
   for (int o = 16; o > 0; o >>= 1) {
@@ -34,7 +35,7 @@ __global__ void argmax_kernel(argmax_args a) {
   if (lane == 0) sv[warp] = bv, si[warp] = bi;
   __syncthreads();
   if (warp == 0) {
-    bv = lane < kThreads / 32 ? sv[lane] : -FLT_MAX;
+    bv = lane < kThreads / 32 ? sv[lane] : -INFINITY;
     bi = lane < kThreads / 32 ? si[lane] : 0x7fffffff;
     for (int o = 16; o > 0; o >>= 1) {
       const float ov = __shfl_xor_sync(0xffffffffu, bv, o);

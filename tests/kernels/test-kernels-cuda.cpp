@@ -462,6 +462,31 @@ TEST(SamplingCuda, GreedyMatchesReference) {
   EXPECT_EQ(ref[0], 100);
 }
 
+// Degenerate rows, which a model with masked logits can produce: NaN is below everything (it never wins, not even over
+// -inf), all -inf picks the first index, all NaN answers 0. Expected ids are written out, and must equal the reference.
+TEST(SamplingCuda, GreedyOnInfiniteAndNanRows) {
+  EV_REQUIRE_CUDA();
+  const float inf = INFINITY, nan = NAN;
+  const std::vector<std::vector<float>> rows = {
+      {-inf, -inf, -inf, -inf}, {-inf, -inf, nan, -inf}, {nan, -inf, -inf, nan}, {nan, nan, nan, nan},
+      {nan, -inf, 3.f, inf},    {-inf, 2.f, nan, 2.f}};
+  const std::vector<std::int32_t> want = {0, 0, 1, 0, 3, 1};
+  const int vocab = 4, n = int(rows.size());
+  std::vector<float> logits;
+  for (const auto& r : rows) logits.insert(logits.end(), r.begin(), r.end());
+  std::vector<std::int32_t> ref(n);
+  argmax_args a{n, vocab, logits.data(), vocab, ref.data()};
+  sample_greedy_ref(a);
+  EXPECT_EQ(ref, want);
+  dbuf<float> d_l(logits.size());
+  dbuf<std::int32_t> d_ids(n);
+  d_l.upload(logits);
+  d_ids.poison();
+  a.logits = d_l.p, a.ids = d_ids.p;
+  KERNEL_OK(sample_greedy(a, nullptr));
+  EXPECT_EQ(d_ids.download(), want);
+}
+
 // ---------------------------------------------------------------------------------------------------------------------
 // Decode attention over a paged cache whose blocks are scattered (a random permutation of the physical blocks), GQA
 // 16/2 heads of 256, gate inside the q|gate projection layout. The kernel accumulates in fp32 and rounds the output
