@@ -11,6 +11,7 @@
 #include "engine/base/error.h"
 #include "engine/tokenizer.h"
 #include "ingest/store.h"
+#include "ingest/text.h"
 
 namespace evident::retrieval {
 
@@ -115,10 +116,8 @@ class pack_state {
     for (int c = s.first; c <= s.last; ++c) p.chunk_ids.push_back(d.chunks[c].id);
     p.text = d.row.text.substr(b0, b1 - b0);
     // Code-point offsets: from the first chunk's char_start plus the code points of the text.
-    int64_t cps = 0;
-    for (unsigned char ch : p.text) cps += (ch & 0xC0) != 0x80;
     p.char_start = (s.whole && s.first == 0) ? 0 : d.chunks[s.first].char_start;
-    p.char_end = p.char_start + cps;
+    p.char_end = p.char_start + ingest::count_code_points(p.text);
     p.page_start = d.chunks[s.first].page;
     p.page_end = std::max(p.page_start, ingest::store::page_of(d.row.page_starts, std::max<int64_t>(p.char_end - 1, 0)));
     p.heading_path = d.chunks[s.first].heading_path;
