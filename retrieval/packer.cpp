@@ -322,18 +322,13 @@ packed_context packer::pack(const std::vector<hit>& hits, const std::string& que
       n_passages += static_cast<int>(sel[d->row.id].size()) - static_cast<int>(before);
     }
   }
-  if (sel.empty() && hits.empty()) {
-    st.finish(sel, pc);
-    return pc;
-  }
-  if (opt.fill_whole_documents) {
+  if (opt.fill_whole_documents && opt.max_passages <= 0) {
     // Best document first (rank of its first hit).
     std::vector<doc_info*> order;
     for (auto& [id, spans] : sel)
       if (!spans.empty()) order.push_back(st.doc(id));
     std::sort(order.begin(), order.end(), [](doc_info* a, doc_info* b) { return a->rank < b->rank; });
     for (doc_info* d : order) {
-      if (opt.max_passages > 0) break;
       double best = 0;
       for (auto& s : sel[d->row.id]) best = std::max(best, s.score);
       try_set(*d, st.whole_spans(*d, best));
