@@ -41,8 +41,8 @@ void index_writer::undo_new_document(int64_t doc_id) {
   fts_.erase(fts_.begin() + static_cast<std::ptrdiff_t>(fts_mark_), fts_.end());
   try {
     if (doc_id >= 0) {
-      stmt(8, "DELETE FROM chunks WHERE document_id = ?").bind(1, doc_id).run();
-      stmt(9, "DELETE FROM documents WHERE id = ?").bind(1, doc_id).run();
+      stmt(1, "DELETE FROM chunks WHERE document_id = ?").bind(1, doc_id).run();  // the statements of drop_chunks
+      stmt(7, "DELETE FROM documents WHERE id = ?").bind(1, doc_id).run();        // and remove
     }
   } catch (const std::exception& e) {
     abort_batch();
