@@ -309,19 +309,15 @@ ingest_summary ingest_folder(store& s, const fs::path& root_in, const ingest_opt
         ++sum.unchanged;
       } else {
         file_info fi{c.rel, root.string(), r.p.sha256, c.size, c.mtime};
-        bool written = false;
         try {
           w.write_document(coll, fi, r.p, wk.old ? std::optional<int64_t>(wk.old->id) : std::nullopt);
-          written = true;
+          sum.chunks += static_cast<int64_t>(r.p.chunks.size());
+          sum.bytes += c.size;
+          (wk.old ? sum.updated : sum.added)++;
         } catch (const error& e) {
           if (e.kind() != error_kind::invalid_input) throw;  // the store failed: abort the run
           if (opt.warnings) std::fprintf(stderr, "warning: skipped %s: %s\n", c.rel.c_str(), e.what());
           sum.skipped.push_back({c.rel, e.what()});
-        }
-        if (written) {
-          sum.chunks += static_cast<int64_t>(r.p.chunks.size());
-          sum.bytes += c.size;
-          (wk.old ? sum.updated : sum.added)++;
         }
       }
       auto now = clock_type::now();
