@@ -38,14 +38,14 @@ class hybrid_retriever final : public retriever_i {
     };
     std::unordered_map<int64_t, fused> by_chunk;
     std::vector<int64_t> order;  // first-seen order, for deterministic ties
+    const bool convex = opt_.fusion == "convex";
     auto add = [&](const std::vector<hit>& hits, double w) {
       // convex: scores scaled by the list's best score (bm25 has no fixed range; cosine is already in [0, 1]).
       const double top = !hits.empty() && hits[0].score > 0 ? hits[0].score : 1.0;
       for (size_t i = 0; i < hits.size(); ++i) {
         auto [it, fresh] = by_chunk.try_emplace(hits[i].chunk_id, fused{hits[i], 0.0});
         if (fresh) order.push_back(hits[i].chunk_id);
-        it->second.rrf += opt_.fusion == "convex" ? w * hits[i].score / top
-                                                  : w / (opt_.rrf_k + static_cast<double>(i + 1));
+        it->second.rrf += convex ? w * hits[i].score / top : w / (opt_.rrf_k + static_cast<double>(i + 1));
       }
     };
     // The two retrievers own separate connections: run the dense search on a second thread meanwhile.
