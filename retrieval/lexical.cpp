@@ -82,13 +82,9 @@ class lexical_retriever final : public retriever_i {
     if (detail::filter_empty(f)) {
       // Rank inside FTS5 alone, then look up documents for the k winners only (a join per matching row costs
       // ~3x more at SciFact scale).
-      if (!rank_) {
-        rank_ = std::make_unique<raw_stmt>(
-            store_.db().handle(),
-            "SELECT rowid, evident_bm25(chunks_fts, ?2, ?3) AS s FROM chunks_fts WHERE chunks_fts MATCH ?1 "
-            "ORDER BY s DESC, rowid ASC LIMIT ?4");
-      }
-      raw_stmt& s = *rank_;
+      raw_stmt& s = kept(rank_,
+                         "SELECT rowid, evident_bm25(chunks_fts, ?2, ?3) AS s FROM chunks_fts "
+                         "WHERE chunks_fts MATCH ?1 ORDER BY s DESC, rowid ASC LIMIT ?4");
       use u(s);
       sqlite3_bind_text(s.h, 1, expr.data(), static_cast<int>(expr.size()), SQLITE_TRANSIENT);
       sqlite3_bind_double(s.h, 2, opt_.k1);
@@ -247,12 +243,7 @@ class lexical_retriever final : public retriever_i {
       }
       return SQLITE_OK;
     };
-    if (!call_) {
-      call_ = std::make_unique<raw_stmt>(
-          store_.db().handle(),
-          "SELECT evident_call(chunks_fts, ?2) FROM chunks_fts WHERE chunks_fts MATCH ?1 LIMIT 1");
-    }
-    raw_stmt& s = *call_;
+    raw_stmt& s = kept(call_, "SELECT evident_call(chunks_fts, ?2) FROM chunks_fts WHERE chunks_fts MATCH ?1 LIMIT 1");
     use u(s);
     sqlite3_bind_text(s.h, 1, expr.data(), static_cast<int>(expr.size()), SQLITE_TRANSIENT);
     sqlite3_bind_pointer(s.h, 2, &fn, fts5_call_type, nullptr);
@@ -332,11 +323,11 @@ class lexical_retriever final : public retriever_i {
   // Without a %_docsize table (FTS5 columnsize=0) lengths always come from xColumnSize.
   // Returns whether this query may use the copy.
   bool refresh_lengths(bool prune) {
-    if (!data_version_) data_version_ = std::make_unique<raw_stmt>(store_.db().handle(), "PRAGMA data_version");
+    raw_stmt& dv = kept(data_version_, "PRAGMA data_version");
     int64_t v = 0;
     {
-      use u(*data_version_);
-      if (data_version_->step()) v = sqlite3_column_int64(data_version_->h, 0);
+      use u(dv);
+      if (dv.step()) v = sqlite3_column_int64(dv.h, 0);
     }
     const bool quiet = v == last_version_;
     last_version_ = v;
@@ -373,11 +364,7 @@ class lexical_retriever final : public retriever_i {
   }
 
   void load_lengths() {
-    if (!lengths_read_) {
-      lengths_read_ = std::make_unique<raw_stmt>(store_.db().handle(),
-                                                 "SELECT id, sz FROM chunks_fts_docsize WHERE id > ?1 ORDER BY id");
-    }
-    raw_stmt& s = *lengths_read_;
+    raw_stmt& s = kept(lengths_read_, "SELECT id, sz FROM chunks_fts_docsize WHERE id > ?1 ORDER BY id");
     use u(s);
     sqlite3_bind_int64(s.h, 1, lengths_to_);
     while (s.step()) {
@@ -394,10 +381,7 @@ class lexical_retriever final : public retriever_i {
   // Length of row `id` in tokens: the loaded copy, else (a new chunk, or 65535+ tokens) %_docsize itself.
   double length(int64_t id) {
     if (id >= 0 && static_cast<size_t>(id) < dl_.size() && dl_[id] != 0 && dl_[id] != 65535) return dl_[id];
-    if (!length_one_) {
-      length_one_ = std::make_unique<raw_stmt>(store_.db().handle(), "SELECT sz FROM chunks_fts_docsize WHERE id = ?1");
-    }
-    raw_stmt& s = *length_one_;
+    raw_stmt& s = kept(length_one_, "SELECT sz FROM chunks_fts_docsize WHERE id = ?1");
     use u(s);
     sqlite3_bind_int64(s.h, 1, id);
     int64_t n = 0;
@@ -415,12 +399,8 @@ class lexical_retriever final : public retriever_i {
       ids += std::to_string(h.chunk_id);
     }
     ids += ']';
-    if (!locate_) {
-      locate_ = std::make_unique<raw_stmt>(
-          store_.db().handle(),
-          "SELECT c.id, c.document_id, c.ordinal FROM chunks c WHERE c.id IN (SELECT value FROM json_each(?1))");
-    }
-    raw_stmt& d = *locate_;
+    raw_stmt& d = kept(
+        locate_, "SELECT c.id, c.document_id, c.ordinal FROM chunks c WHERE c.id IN (SELECT value FROM json_each(?1))");
     use u(d);
     sqlite3_bind_text(d.h, 1, ids.data(), static_cast<int>(ids.size()), SQLITE_TRANSIENT);
     std::unordered_map<int64_t, std::pair<int64_t, int>> where;
@@ -434,6 +414,12 @@ class lexical_retriever final : public retriever_i {
       kept.push_back(h);
     }
     return kept;
+  }
+
+  // The statement kept in `slot`, prepared on first use (reset it with `use`).
+  raw_stmt& kept(std::unique_ptr<raw_stmt>& slot, const char* sql) {
+    if (!slot) slot = std::make_unique<raw_stmt>(store_.db().handle(), sql);
+    return *slot;
   }
 
   ingest::store store_;
