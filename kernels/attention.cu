@@ -26,16 +26,8 @@ __device__ __forceinline__ int decode_split_len(int len, int n_splits) {
   return max(kMinSplitLen, (len + n_splits - 1) / n_splits);
 }
 
-__device__ __forceinline__ void cvt8(const uint4& raw, float (&x)[8]) {
-  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const __nv_bfloat162 h = *reinterpret_cast<const __nv_bfloat162*>(&w[i]);
-    x[2 * i] = __low2float(h);
-    x[2 * i + 1] = __high2float(h);
-  }
-}
-__device__ __forceinline__ void ld8(const bf16* p, float (&x)[8]) { cvt8(*reinterpret_cast<const uint4*>(p), x); }
+using dev::cvt8;
+using dev::ld8;
 
 struct partial_view {
   float* ml;   // [n_seq, n_q_heads, n_splits, 2]  running max and sum

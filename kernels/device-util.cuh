@@ -1,5 +1,6 @@
-// Internal to kernels/*.cu: small device helpers shared by the kernels (tensor-core fragments through mma.sync /
-// ldmatrix, cp.async, warp and block reductions and scans).
+// Internal to the CUDA sources (kernels/*.cu and engine/cuda/model-kernels.cu): small device helpers shared by the
+// kernels (tensor-core fragments through mma.sync / ldmatrix, cp.async, warp and block reductions and scans, bf16
+// vector loads).
 //
 // mma.sync m16n8k16 bf16 fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16"), lane = threadIdx.x % 32,
 // g = lane / 4, c = 2 * (lane % 4):
@@ -65,8 +66,35 @@ __device__ __forceinline__ int swz64(int row, int chunk) { return row * 128 + ((
 
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
+}
+
+// 8 bf16 packed in 16 bytes, as floats (element 2i in the low half of word i).
+__device__ __forceinline__ void cvt8(const uint4& raw, float (&x)[8]) {
+  const std::uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const __nv_bfloat162 h = *reinterpret_cast<const __nv_bfloat162*>(&w[i]);
+    x[2 * i] = __low2float(h);
+    x[2 * i + 1] = __high2float(h);
+  }
+}
+// 8 consecutive bf16 (16 bytes, 16-byte aligned) as floats. T: any 2-byte bf16 type (kernels::bf16, __nv_bfloat16).
+template <typename T>
+__device__ __forceinline__ void ld8(const T* p, float (&x)[8]) {
+  static_assert(sizeof(T) == 2, "ld8 reads bf16");
+  cvt8(*reinterpret_cast<const uint4*>(p), x);
+}
+// 4 consecutive bf16 (8 bytes, 8-byte aligned) as floats.
+template <typename T>
+__device__ __forceinline__ void load4(const T* p, float (&x)[4]) {
+  static_assert(sizeof(T) == 2, "load4 reads bf16");
+  const uint2 raw = *reinterpret_cast<const uint2*>(p);
+  const __nv_bfloat162 a = *reinterpret_cast<const __nv_bfloat162*>(&raw.x);
+  const __nv_bfloat162 b = *reinterpret_cast<const __nv_bfloat162*>(&raw.y);
+  x[0] = __low2float(a), x[1] = __high2float(a), x[2] = __low2float(b), x[3] = __high2float(b);
 }
 __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "engine/cuda/model-kernels.h"
+#include "kernels/device-util.cuh"
 
 namespace evident::engine::cuda_ops {
 namespace {
@@ -39,11 +40,7 @@ std::string concat(Args&&... args) {
 
 __device__ __forceinline__ float ld(const bf16* p) { return __bfloat162float(*reinterpret_cast<const nvbf*>(p)); }
 __device__ __forceinline__ void st(bf16* p, float v) { *reinterpret_cast<nvbf*>(p) = __float2bfloat16(v); }
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
+using kernels::dev::warp_sum;
 __device__ __forceinline__ float silu(float x) { return x / (1.f + expf(-x)); }
 __device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
 
