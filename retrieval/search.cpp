@@ -7,8 +7,7 @@
 namespace evident::retrieval {
 
 searcher::searcher(const std::filesystem::path& store_dir, const engine::tokenizer* tok)
-    : dir_(store_dir),
-      store_(std::make_unique<ingest::store>(store_dir, ingest::open_mode::read_only)),
+    : store_(std::make_unique<ingest::store>(store_dir, ingest::open_mode::read_only)),
       packer_(std::make_unique<packer>(*store_, tok)) {}
 
 searcher::~searcher() = default;
@@ -31,12 +30,13 @@ retriever_i& searcher::retriever_for(const search_options& opt) {
       opt.hybrid.mmr_lambda, '|', opt.hybrid.per_document_cap);
   if (!retriever_ || key != retriever_key_) {
     retriever_.reset();
+    const std::filesystem::path& dir = store_->dir();
     if (mode == "bm25")
-      retriever_ = make_lexical(dir_, opt.lexical);
+      retriever_ = make_lexical(dir, opt.lexical);
     else if (mode == "dense")
-      retriever_ = make_dense(dir_, opt.dense);
+      retriever_ = make_dense(dir, opt.dense);
     else
-      retriever_ = make_hybrid(make_lexical(dir_, opt.lexical), make_dense(dir_, opt.dense), dir_, opt.hybrid);
+      retriever_ = make_hybrid(make_lexical(dir, opt.lexical), make_dense(dir, opt.dense), dir, opt.hybrid);
     retriever_key_ = key;
   }
   return *retriever_;

@@ -60,7 +60,6 @@ class searcher {
 
  private:
   retriever_i& retriever_for(const search_options& opt);
-  std::filesystem::path dir_;
   std::unique_ptr<ingest::store> store_;
   std::unique_ptr<packer> packer_;
   std::unique_ptr<retriever_i> retriever_;
