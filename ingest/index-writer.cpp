@@ -282,17 +282,8 @@ void index_writer::apply_pending() {
 int64_t index_writer::write_document(int64_t collection_id, const file_info& f, const prepared& p,
                                      std::optional<int64_t> replace) {
   const document& d = p.doc;
-  std::string ps_own, hs_own;
-  int64_t cps = p.char_count;
-  const std::string* ps = &p.page_starts_json;
-  const std::string* hs = &p.headings_json;
-  if (cps < 0) {  // not prepared by a worker: derive here
-    ps_own = page_starts_json(d);
-    hs_own = headings_json(d);
-    cps = count_code_points(d.text);
-    ps = &ps_own;
-    hs = &hs_own;
-  }
+  EV_ASSERT(p.char_count >= 0, "write_document needs a `prepared` from prepare_document (row values filled)");
+  const int64_t cps = p.char_count;
   const int64_t first_id = next_chunk_id_;
   int64_t doc_id = -1;
   // A replacement runs in a savepoint (old chunks are dropped first); a new document runs without one and is deleted
@@ -309,8 +300,9 @@ int64_t index_writer::write_document(int64_t collection_id, const file_info& f, 
       stmt(2, "UPDATE documents SET source_root=?, sha256=?, size=?, mtime=?, format=?, title=?, pages=?, "
                    "page_starts=?, headings=?, text=?, char_count=?, ingested_at=? WHERE id=?")
           .bind(1, f.source_root).bind(2, f.sha256).bind(3, f.size).bind(4, f.mtime).bind(5, d.format)
-          .bind(6, d.title).bind(7, static_cast<int64_t>(d.page_starts.size())).bind_static(8, *ps)
-          .bind_static(9, *hs).bind_static(10, d.text).bind(11, cps).bind(12, unix_seconds()).bind(13, *replace)
+          .bind(6, d.title).bind(7, static_cast<int64_t>(d.page_starts.size())).bind_static(8, p.page_starts_json)
+          .bind_static(9, p.headings_json).bind_static(10, d.text).bind(11, cps).bind(12, unix_seconds())
+          .bind(13, *replace)
           .run();
       doc_id = *replace;
     } else {
@@ -318,7 +310,8 @@ int64_t index_writer::write_document(int64_t collection_id, const file_info& f, 
                    "page_starts, headings, text, char_count, ingested_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
           .bind(1, collection_id).bind(2, f.path).bind(3, f.source_root).bind(4, f.sha256).bind(5, f.size)
           .bind(6, f.mtime).bind(7, d.format).bind(8, d.title).bind(9, static_cast<int64_t>(d.page_starts.size()))
-          .bind_static(10, *ps).bind_static(11, *hs).bind_static(12, d.text).bind(13, cps).bind(14, unix_seconds())
+          .bind_static(10, p.page_starts_json).bind_static(11, p.headings_json).bind_static(12, d.text)
+          .bind(13, cps).bind(14, unix_seconds())
           .run();
       doc_id = s_.db().last_insert_rowid();
     }

@@ -41,7 +41,7 @@ struct prepared {
   std::string sha256;
   int64_t bytes = 0;
   // Row values derived from doc, computed by the worker so that the writer thread only writes (prepare_document
-  // fills them; when char_count < 0, write_document derives all three itself).
+  // fills them; write_document requires them: char_count >= 0).
   std::string page_starts_json;       // JSON array of doc.page_starts
   std::string headings_json;          // JSON array of {level, title, char_start}
   int64_t char_count = -1;            // code points in doc.text
