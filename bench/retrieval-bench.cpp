@@ -70,6 +70,17 @@ double cpu_ms() {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+// One timed top-k search: appends its wall-clock and CPU milliseconds.
+std::vector<rt::hit> timed_search(rt::retriever_i& r, const std::string& q, int k, std::vector<double>& ms,
+                                  std::vector<double>& cpu) {
+  const double c0 = cpu_ms();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto hits = r.search(q, k);
+  ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  cpu.push_back(cpu_ms() - c0);
+  return hits;
+}
+
 void report_latency(const char* what, const std::vector<double>& ms, const std::vector<double>& cpu) {
   double load[3] = {0, 0, 0};
   getloadavg(load, 3);
@@ -96,12 +107,7 @@ int bench_beir(const std::vector<std::string>& pos, const std::map<std::string, 
   std::vector<double> ms, cpu;
   const auto qrels = rt::load_beir_qrels(dir, get(f, "--split", "test"));
   for (const auto& q : rt::load_beir_queries(dir)) {
-    if (!qrels.count(q.id)) continue;
-    const double c0 = cpu_ms();
-    auto t0 = std::chrono::steady_clock::now();
-    auto hits = r->search(q.text, k);
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    cpu.push_back(cpu_ms() - c0);
+    if (qrels.count(q.id)) timed_search(*r, q.text, k, ms, cpu);
   }
   std::string what = mode;
   what += " top-";
@@ -261,11 +267,7 @@ int bench_synth(const std::vector<std::string>&, const std::map<std::string, std
   // --dump FILE: each query's wall ms and hits (chunk id and score), to compare two builds' rankings.
   FILE* dump = f.count("--dump") ? std::fopen(get(f, "--dump", "").c_str(), "w") : nullptr;
   for (const auto& q : queries) {
-    const double c0 = cpu_ms();
-    auto t0 = std::chrono::steady_clock::now();
-    auto hits = r->search(q, k);
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    cpu.push_back(cpu_ms() - c0);
+    auto hits = timed_search(*r, q, k, ms, cpu);
     if (dump != nullptr) {
       std::fprintf(dump, "%.2f\t%s\t", ms.back(), q.c_str());
       for (auto& h : hits) std::fprintf(dump, " %lld:%.12g", static_cast<long long>(h.chunk_id), h.score);
