@@ -1,10 +1,11 @@
 // JSON of the evidence types, shared by the answer pipeline (stored answers, `evident ask --json`) and the HTTP API,
-// so a citation or passage has one spelling everywhere. Header-only: the server links neither citation/ nor the
-// pipeline library.
+// so a citation, passage or timing breakdown has one spelling everywhere. Header-only: the server links neither
+// citation/ nor the pipeline library.
 #pragma once
 
 #include <nlohmann/json.hpp>
 
+#include "api/pipeline.h"
 #include "citation/citation.h"
 #include "retrieval/packer.h"
 
@@ -43,6 +44,11 @@ inline nlohmann::json passage_json(const retrieval::passage& p, bool with_text) 
                       {"tokens", p.tokens}};
   if (with_text) j["text"] = p.text;
   return j;
+}
+
+inline nlohmann::json timings_json(const timings& t) {
+  return {{"retrieval_ms", t.retrieval_ms}, {"packing_ms", t.packing_ms}, {"generation_ms", t.generation_ms},
+          {"citation_ms", t.citation_ms},   {"total_ms", t.total_ms}};
 }
 
 }  // namespace evident::answer

@@ -145,10 +145,6 @@ nlohmann::json usage_json(const engine::usage_info& u) {
           {"reasoning_tokens", u.reasoning_tokens},   {"completion_tokens", u.completion_tokens},
           {"time_to_first_token_ms", u.time_to_first_token_ms}, {"total_ms", u.total_ms}};
 }
-nlohmann::json timings_json(const timings& t) {
-  return {{"retrieval_ms", t.retrieval_ms}, {"packing_ms", t.packing_ms}, {"generation_ms", t.generation_ms},
-          {"citation_ms", t.citation_ms}, {"total_ms", t.total_ms}};
-}
 citation::verdict verdict_from(const std::string& s) {
   using citation::verdict;
   for (verdict v : {verdict::supported, verdict::other_passage, verdict::not_found, verdict::no_quote,

@@ -30,17 +30,12 @@ json usage_json(const engine::usage_info& u) {
           {"time_to_first_token_ms", u.time_to_first_token_ms}};
 }
 
-json timings_json(const answer::timings& t) {
-  return {{"retrieval_ms", t.retrieval_ms}, {"packing_ms", t.packing_ms}, {"generation_ms", t.generation_ms},
-          {"citation_ms", t.citation_ms},   {"total_ms", t.total_ms}};
-}
-
 // The fields of the final SSE `done` event (everything but the texts already streamed).
 json done_json(const answer::ask_result& r) {
   return {{"answer_id", r.answer_id},     {"not_found", r.not_found},   {"extractive", r.extractive},
           {"cancelled", r.cancelled},     {"generator", r.generator},   {"template", r.template_id},
           {"finish_reason", r.finish_reason}, {"uncited_claims", r.uncited_claims}, {"usage", usage_json(r.usage)},
-          {"timings", timings_json(r.time)}};
+          {"timings", answer::timings_json(r.time)}};
 }
 
 }  // namespace
