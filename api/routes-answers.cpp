@@ -192,6 +192,13 @@ struct stream_format {
   std::function<std::string(const http_error&)> error;
 };
 
+// What a handler throws when the worker pool's queue refuses a job.
+http_error queue_full(const server::impl& s) {
+  return {503, "queue_full",
+          "the answer queue is full (" + std::to_string(s.cfg.queue) +
+              " waiting); retry after the Retry-After seconds"};
+}
+
 // Admits the job (503 when the queue is full) and streams its events as they come.
 void stream_answer(server::impl& s, httplib::Response& res, answer::ask_request areq, stream_format fmt) {
   auto ch = std::make_shared<event_channel>();
@@ -223,9 +230,7 @@ void stream_answer(server::impl& s, httplib::Response& res, answer::ask_request 
     }
     ch->close();
   });
-  if (!admitted)
-    throw http_error{503, "queue_full", "the answer queue is full (" + std::to_string(s.cfg.queue) +
-                                            " waiting); retry after the Retry-After seconds"};
+  if (!admitted) throw queue_full(s);
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
   // The stream counts as active (for a graceful stop) until httplib drops the provider after the last byte.
@@ -263,9 +268,7 @@ answer::ask_result run_answer(server::impl& s, answer::ask_request areq) {
     }
     promise->set_value(std::move(o));
   });
-  if (!admitted)
-    throw http_error{503, "queue_full", "the answer queue is full (" + std::to_string(s.cfg.queue) +
-                                            " waiting); retry after the Retry-After seconds"};
+  if (!admitted) throw queue_full(s);
   job_outcome o = fut.get();
   if (!o.result) throw o.error;
   return std::move(*o.result);
