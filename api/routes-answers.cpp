@@ -70,12 +70,7 @@ http_error error_of(const std::exception_ptr& ep) {
   } catch (const http_error& e) {
     return e;
   } catch (const evident::error& e) {
-    switch (e.kind()) {
-      case error_kind::invalid_input: return {422, "invalid_request", e.what()};
-      case error_kind::not_found: return {404, "not_found", e.what()};
-      case error_kind::resource: return {503, "unavailable", e.what()};
-      default: return {500, "internal", e.what()};
-    }
+    return http_error_of(e);
   } catch (const std::exception& e) {
     return {500, "internal", std::string("internal error: ") + e.what()};
   } catch (...) {

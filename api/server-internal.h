@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/server.h"
+#include "engine/base/error.h"
 
 namespace evident::api {
 
@@ -116,6 +117,8 @@ std::vector<route> answer_routes();    // routes-answers.cpp: ask, answers, chat
 // Helpers for handlers.
 void send_json(httplib::Response& res, const json& body, int status = 200);
 void send_error(httplib::Response& res, int status, const std::string& code, const std::string& message);
+// The HTTP status and code of an evident::error by its kind: invalid_input 422, not_found 404, resource 503, else 500.
+http_error http_error_of(const evident::error& e);
 // The request body as a JSON object; http_error 400 when it is not JSON or not an object.
 json parse_json_body(const httplib::Request& req);
 // The numeric path parameter {id} (matches[1]); http_error 404 when it does not fit an int64.

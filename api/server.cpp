@@ -93,6 +93,15 @@ void send_error(httplib::Response& res, int status, const std::string& code, con
   send_json(res, json{{"error", {{"code", code}, {"message", message}}}}, status);
 }
 
+http_error http_error_of(const evident::error& e) {
+  switch (e.kind()) {
+    case error_kind::invalid_input: return {422, "invalid_request", e.what()};
+    case error_kind::not_found: return {404, "not_found", e.what()};
+    case error_kind::resource: return {503, "unavailable", e.what()};
+    default: return {500, "internal", e.what()};
+  }
+}
+
 json parse_json_body(const httplib::Request& req) {
   json body;
   try {
@@ -144,15 +153,6 @@ std::string bearer_token(const httplib::Request& req) {
   return req.get_header_value("X-API-Key");
 }
 
-int status_of(error_kind k) {
-  switch (k) {
-    case error_kind::invalid_input: return 422;
-    case error_kind::not_found: return 404;
-    case error_kind::resource: return 503;
-    default: return 500;
-  }
-}
-
 // Wraps a handler: authentication, rate limit, and the catch-all boundary (handlers never throw into httplib).
 httplib::Server::Handler wrap(server::impl& s, const route& r) {
   return [&s, r](const httplib::Request& req, httplib::Response& res) {
@@ -192,12 +192,10 @@ httplib::Server::Handler wrap(server::impl& s, const route& r) {
       if (e.status == 503) res.set_header("Retry-After", std::to_string(s.cfg.retry_after_s));
       send_error(res, e.status, e.code, e.message);
     } catch (const evident::error& e) {
-      const int st = status_of(e.kind());
-      if (st == 503) res.set_header("Retry-After", std::to_string(s.cfg.retry_after_s));
-      if (st == 500) log::err("http ", req.method, " ", req.path, ": ", e.what());
-      send_error(res, st,
-                 st == 422 ? "invalid_request" : st == 404 ? "not_found" : st == 503 ? "unavailable" : "internal",
-                 e.what());
+      const http_error h = http_error_of(e);
+      if (h.status == 503) res.set_header("Retry-After", std::to_string(s.cfg.retry_after_s));
+      if (h.status == 500) log::err("http ", req.method, " ", req.path, ": ", e.what());
+      send_error(res, h.status, h.code, h.message);
     } catch (const std::exception& e) {
       log::err("http ", req.method, " ", req.path, ": internal error: ", e.what());
       send_error(res, 500, "internal", std::string("internal error: ") + e.what());
