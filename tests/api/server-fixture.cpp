@@ -1,5 +1,6 @@
 #include "tests/api/server-fixture.h"
 
+#include <algorithm>
 #include <chrono>
 #include <set>
 #include <sstream>
@@ -34,6 +35,16 @@ std::set<std::string> words(const std::string& s) {
 }
 
 }  // namespace
+
+std::string cp_substr(const std::string& s, int64_t start, int64_t end) {
+  std::vector<size_t> at;  // byte offset of each code point, then the size
+  for (size_t i = 0; i < s.size(); ++i)
+    if ((static_cast<unsigned char>(s[i]) & 0xC0) != 0x80) at.push_back(i);
+  at.push_back(s.size());
+  const size_t a = std::min(static_cast<size_t>(start), at.size() - 1);
+  const size_t b = std::min(static_cast<size_t>(end), at.size() - 1);
+  return s.substr(at[a], at[b] - at[a]);
+}
 
 std::vector<fixture_doc> fixture_docs() {
   return {

@@ -56,6 +56,9 @@ class scripted_answers : public api::answer_service {
   int64_t next_id_ = 1;
 };
 
+// Code points [start, end) of UTF-8 `s`, both clamped to its length (independent of the server's own conversion).
+std::string cp_substr(const std::string& s, int64_t start, int64_t end);
+
 // A parsed SSE event.
 struct sse_event {
   std::string name;  // "message" when the stream has no event: line

@@ -17,15 +17,6 @@ namespace {
 
 using nlohmann::json;
 
-std::string cp_substr(const std::string& s, int64_t start, int64_t end) {
-  std::vector<size_t> at;
-  for (size_t i = 0; i < s.size(); ++i)
-    if ((static_cast<unsigned char>(s[i]) & 0xC0) != 0x80) at.push_back(i);
-  at.push_back(s.size());
-  const auto a = std::min(static_cast<size_t>(start), at.size() - 1), b = std::min(static_cast<size_t>(end), at.size() - 1);
-  return s.substr(at[a], at[b] - at[a]);
-}
-
 // Whitespace collapsed and final punctuation dropped: the pipeline's spans end at the quote's last word.
 std::string collapse_ws(std::string s) {
   while (!s.empty() && std::string(".,;:!?").find(s.back()) != std::string::npos) s.pop_back();
