@@ -281,7 +281,8 @@ function pageOf(pageStarts, pos) {
   return page;
 }
 
-async function showSpan(docId, start, end, verdict) {
+// Opens the side panel on document `docId`: "Loading…" until it arrives, then its title and `fill(doc)`.
+async function showDocumentPanel(docId, fill) {
   const panel = $("panel");
   panel.hidden = false;
   $("panel-title").textContent = "Loading…";
@@ -289,11 +290,20 @@ async function showSpan(docId, start, end, verdict) {
   $("panel-verdict").textContent = "";
   try {
     const doc = await getDocument(docId);
+    $("panel-title").textContent = doc.title || doc.path;
+    fill(doc);
+    panel.focus();
+  } catch (e) {
+    $("panel-title").textContent = `Error: ${e.message}`;
+  }
+}
+
+function showSpan(docId, start, end, verdict) {
+  return showDocumentPanel(docId, (doc) => {
     const cps = Array.from(doc.text);
     const context = 700;  // code points shown on each side of the span
     const from = Math.max(0, start - context), to = Math.min(cps.length, end + context);
     const page = pageOf(doc.page_starts, start);
-    $("panel-title").textContent = doc.title || doc.path;
     $("panel-meta").textContent = `${doc.path} · page ${page} of ${doc.pages}`;
     if (verdict) {
       $("panel-verdict").append(el("span", { class: `verdict verdict-${verdict}` }, verdictLabel(verdict)));
@@ -302,10 +312,7 @@ async function showSpan(docId, start, end, verdict) {
     $("panel-text").append(from > 0 ? "…" : "", cpSlice(cps, from, start), mark, cpSlice(cps, end, to),
                            to < cps.length ? "…" : "");
     mark.scrollIntoView({ block: "center" });
-    panel.focus();
-  } catch (e) {
-    $("panel-title").textContent = `Error: ${e.message}`;
-  }
+  });
 }
 
 function openCitation(c) {
@@ -317,15 +324,8 @@ function openPassage(p) {
   showSpan(p.document_id, p.char_start, p.char_end, null);
 }
 
-async function openDocument(id) {
-  const panel = $("panel");
-  panel.hidden = false;
-  $("panel-title").textContent = "Loading…";
-  $("panel-text").textContent = "";
-  $("panel-verdict").textContent = "";
-  try {
-    const doc = await getDocument(id);
-    $("panel-title").textContent = doc.title || doc.path;
+function openDocument(id) {
+  return showDocumentPanel(id, (doc) => {
     $("panel-meta").textContent = `${doc.path} · ${doc.pages} page${doc.pages === 1 ? "" : "s"} · ${doc.format}`;
     const cps = Array.from(doc.text);
     const starts = doc.page_starts && doc.page_starts.length ? doc.page_starts : [0];
@@ -333,10 +333,7 @@ async function openDocument(id) {
       if (starts.length > 1) $("panel-text").append(el("div", { class: "page-break" }, `page ${i + 1}`));
       $("panel-text").append(cpSlice(cps, starts[i], i + 1 < starts.length ? starts[i + 1] : cps.length));
     }
-    panel.focus();
-  } catch (e) {
-    $("panel-title").textContent = `Error: ${e.message}`;
-  }
+  });
 }
 
 function closePanel() {
