@@ -79,8 +79,7 @@ submit_result scheduler::submit(request_params params) {
   if (why.empty() && static_cast<int64_t>(queue_.size()) >= cfg_.max_queue)
     why = evident::detail::concat("queue full (", cfg_.max_queue, " requests waiting)");
   if (!why.empty()) {
-    res.reason = why;
-    states_[res.id] = request_state::finished;
+    res.reason = why;  // never live: state() reports finished for ids it does not hold
     scheduler_event e;
     e.kind = scheduler_event::finish;
     e.id = res.id;
@@ -105,12 +104,12 @@ submit_result scheduler::submit(request_params params) {
 bool scheduler::cancel(request_id id) {
   std::lock_guard<std::mutex> lock(mu_);
   auto st = states_.find(id);
-  if (st == states_.end() || st->second == request_state::finished) return false;
+  if (st == states_.end()) return false;  // unknown or finished (states_ holds live requests only)
   if (st->second == request_state::queued) {
     auto it = std::find_if(queue_.begin(), queue_.end(), [id](const auto& r) { return r->id == id; });
     EV_ASSERT(it != queue_.end(), "queued request ", id, " not in the queue");
     queue_.erase(it);
-    st->second = request_state::finished;
+    states_.erase(st);
     scheduler_event e;
     e.kind = scheduler_event::finish;
     e.id = id;
@@ -144,7 +143,7 @@ void scheduler::finish(request& r, const std::string& reason, std::vector<schedu
   model_.end_sequence(r.slot);
   free_slots_.push_back(r.slot);
   reserved_blocks_ -= r.blocks;
-  states_[r.id] = request_state::finished;
+  states_.erase(r.id);  // a finished id reads as finished through state() without an entry
   scheduler_event e;
   e.kind = scheduler_event::finish;
   e.id = r.id;
