@@ -15,7 +15,6 @@
 #include "engine/base/error.h"
 #include "engine/base/log.h"
 #include "ingest/store.h"
-#include "ingest/text.h"
 
 namespace evident::ingest {
 
