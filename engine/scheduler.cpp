@@ -8,6 +8,19 @@
 
 namespace evident::engine {
 
+namespace {
+
+scheduler_event finish_event(request_id id, const std::string& reason, const std::string& message = {}) {
+  scheduler_event e;
+  e.kind = scheduler_event::finish;
+  e.id = id;
+  e.finish_reason = reason;
+  e.message = message;
+  return e;
+}
+
+}  // namespace
+
 int64_t step_batch::n_logits() const {
   int64_t n = 0;
   for (const auto& e : entries) n += e.want_logits ? 1 : 0;
@@ -80,12 +93,7 @@ submit_result scheduler::submit(request_params params) {
     why = evident::detail::concat("queue full (", cfg_.max_queue, " requests waiting)");
   if (!why.empty()) {
     res.reason = why;  // never live: state() reports finished for ids it does not hold
-    scheduler_event e;
-    e.kind = scheduler_event::finish;
-    e.id = res.id;
-    e.finish_reason = "rejected";
-    e.message = why;
-    pending_.push_back(std::move(e));
+    pending_.push_back(finish_event(res.id, "rejected", why));
     return res;
   }
   auto r = std::make_unique<request>();
@@ -110,11 +118,7 @@ bool scheduler::cancel(request_id id) {
     EV_ASSERT(it != queue_.end(), "queued request ", id, " not in the queue");
     queue_.erase(it);
     states_.erase(st);
-    scheduler_event e;
-    e.kind = scheduler_event::finish;
-    e.id = id;
-    e.finish_reason = "cancelled";
-    pending_.push_back(std::move(e));
+    pending_.push_back(finish_event(id, "cancelled"));
     return true;
   }
   cancel_running_.push_back(id);
@@ -144,11 +148,7 @@ void scheduler::finish(request& r, const std::string& reason, std::vector<schedu
   free_slots_.push_back(r.slot);
   reserved_blocks_ -= r.blocks;
   states_.erase(r.id);  // a finished id reads as finished through state() without an entry
-  scheduler_event e;
-  e.kind = scheduler_event::finish;
-  e.id = r.id;
-  e.finish_reason = reason;
-  ev.push_back(std::move(e));
+  ev.push_back(finish_event(r.id, reason));
   r.slot = -1;
 }
 
