@@ -613,10 +613,13 @@ void tokenizer::encode_into(std::string_view text, std::vector<token_id>& out, s
 }
 
 size_t tokenizer::count(std::string_view text, special_mode mode) const {
-  thread_local std::vector<token_id> scratch;  // holds at most one batch of pieces' ids at a time
+  // Holds one batch of pieces' ids at a time on the fast splitter's path; the ICU splitter's path fills it with a whole
+  // gap's ids, so a buffer grown past 1M ids is released rather than pinned to the thread.
+  thread_local std::vector<token_id> scratch;
   scratch.clear();
   size_t n = 0;
   impl_->encode(text, scratch, mode, &n);
+  if (scratch.capacity() > (1u << 20)) std::vector<token_id>().swap(scratch);
   return n;
 }
 
