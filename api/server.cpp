@@ -76,6 +76,9 @@ bool rate_limiter::allow(const std::string& client) {
   const int64_t minute = std::chrono::duration_cast<std::chrono::minutes>(
                              std::chrono::steady_clock::now().time_since_epoch()).count();
   std::lock_guard<std::mutex> lock(mu_);
+  // Keyed by tenant, or by remote address without one: drop other minutes' windows before the map grows unbounded.
+  if (windows_.size() >= 4096 && windows_.find(client) == windows_.end())
+    std::erase_if(windows_, [minute](const auto& kv) { return kv.second.first != minute; });
   auto& w = windows_[client];
   if (w.first != minute) w = {minute, 0};
   return ++w.second <= per_minute_;
