@@ -5,6 +5,7 @@
 #include "engine/base/error.h"
 #include "engine/memory.h"
 #include "engine/models/qwen3next.h"
+#include "kernels/sampling.h"
 
 namespace evident::engine {
 
@@ -31,7 +32,7 @@ struct scheduler::request {
   request_id id = 0;
   request_params p;
   std::unique_ptr<sampler> smp;
-  bool simple_greedy = false;  // temperature 0 and no penalties: the backend's argmax is the sampler's answer
+  draw_mode draw = draw_mode::host;
   int32_t slot = -1;
   int64_t prefilled = 0;  // prompt tokens already run
   std::vector<int32_t> generated;
@@ -100,7 +101,11 @@ submit_result scheduler::submit(request_params params) {
   r->id = res.id;
   r->p = std::move(params);
   const auto& sp = r->p.sampling;
-  r->simple_greedy = sp.temperature <= 0 && sp.repetition_penalty == 1.0f && sp.presence_penalty == 0.0f;
+  const bool no_penalties = sp.repetition_penalty == 1.0f && sp.presence_penalty == 0.0f;
+  r->draw = !no_penalties                                         ? draw_mode::host
+            : sp.temperature <= 0 && model_.supports_argmax()    ? draw_mode::argmax
+            : model_.supports_sampling()                          ? draw_mode::device
+                                                                  : draw_mode::host;
   r->smp = std::make_unique<sampler>(sp);
   r->smp->set_prompt(r->p.prompt);
   states_[res.id] = request_state::queued;
@@ -172,6 +177,7 @@ std::vector<scheduler_event> scheduler::step() {
   step_batch& b = last_batch_;
   b.tokens.clear();
   b.entries.clear();
+  b.sampling.clear();
   std::vector<request*> rows;  // request of each logits row
   for (auto& r : running_) {
     if (r->prefilled < static_cast<int64_t>(r->p.prompt.size())) continue;
@@ -207,18 +213,34 @@ std::vector<scheduler_event> scheduler::step() {
   }
   if (b.entries.empty()) return ev;
 
-  // Run it. Greedy requests without penalties only need the argmax when the backend can give it.
+  // Run it, asking only for the outputs the rows' draw modes need (logits reach the host only for host draws).
   const int64_t n_rows = static_cast<int64_t>(rows.size());
   const int64_t V = model_.vocab_size();
-  bool all_simple = model_.supports_argmax();
-  for (request* r : rows) all_simple = all_simple && r->simple_greedy;
+  bool need[3] = {false, false, false};
+  for (request* r : rows) need[static_cast<int>(r->draw)] = true;
   step_output out;
   argmax_.assign(static_cast<size_t>(n_rows), -1);
-  if (all_simple) {
-    out.argmax = argmax_.data();
-  } else {
+  sampled_.assign(static_cast<size_t>(n_rows), -1);
+  if (need[static_cast<int>(draw_mode::host)]) {
     logits_.resize(static_cast<size_t>(n_rows * V));
     out.logits = logits_.data();
+  }
+  if (need[static_cast<int>(draw_mode::argmax)]) out.argmax = argmax_.data();
+  if (need[static_cast<int>(draw_mode::device)]) {
+    out.sampled = sampled_.data();
+    b.sampling.resize(static_cast<size_t>(n_rows));
+    for (int64_t i = 0; i < n_rows; ++i) {
+      const request& r = *rows[static_cast<size_t>(i)];
+      row_sampling& rs = b.sampling[static_cast<size_t>(i)];
+      rs = row_sampling{};
+      if (r.draw != draw_mode::device) continue;  // greedy placeholder; the row's token comes from elsewhere
+      rs.temperature = r.p.sampling.temperature;
+      rs.top_k = r.p.sampling.top_k;
+      rs.top_p = r.p.sampling.top_p;
+      rs.min_p = r.p.sampling.min_p;
+      rs.seed = r.smp->seed();
+      rs.step = static_cast<int64_t>(r.generated.size());
+    }
   }
   model_.step(b, out);
   ++stats_.steps;
@@ -233,7 +255,9 @@ std::vector<scheduler_event> scheduler::step() {
   std::lock_guard<std::mutex> lock(mu_);
   for (int64_t i = 0; i < n_rows; ++i) {
     request& r = *rows[static_cast<size_t>(i)];
-    const int32_t tok = all_simple ? argmax_[static_cast<size_t>(i)] : r.smp->sample(logits_.data() + i * V, V);
+    const int32_t tok = r.draw == draw_mode::argmax   ? argmax_[static_cast<size_t>(i)]
+                        : r.draw == draw_mode::device ? sampled_[static_cast<size_t>(i)]
+                                                      : r.smp->sample(logits_.data() + i * V, V);
     EV_ASSERT(tok >= 0 && tok < V, "backend returned token ", tok, " outside [0, ", V, ")");
     r.smp->accept(tok);
     r.generated.push_back(tok);
@@ -328,8 +352,37 @@ void cpu_step_model::step(const step_batch& batch, const step_output& out) {
         if (dst[v] > dst[best]) best = static_cast<int32_t>(v);
       out.argmax[r] = best;
     }
+    if (out.sampled) {
+      EV_ASSERT(static_cast<int64_t>(batch.sampling.size()) > r, "step asks for sampled ids without row_sampling");
+      out.sampled[r] = draw_row_on_host(dst, V, batch.sampling[static_cast<size_t>(r)]);
+    }
     ++r;
   }
+}
+
+int32_t draw_row_on_host(const float* logits, int64_t vocab, const row_sampling& rs) {
+  float u = 0;
+  int64_t step = rs.step;
+  kernels::uniforms_args ua;
+  ua.n_rows = 1;
+  ua.seeds = &rs.seed;
+  ua.steps = &step;
+  ua.u = &u;
+  kernels::fill_uniforms_ref(ua);
+  int32_t id = -1;
+  kernels::sample_args a;
+  a.n_rows = 1;
+  a.vocab = static_cast<int>(vocab);
+  a.logits = logits;
+  a.stride = vocab;
+  a.temperature = &rs.temperature;
+  a.top_k = &rs.top_k;
+  a.top_p = &rs.top_p;
+  a.min_p = &rs.min_p;
+  a.uniforms = &u;
+  a.ids = &id;
+  kernels::sample_ref(a);
+  return id;
 }
 
 }  // namespace evident::engine

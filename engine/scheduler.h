@@ -64,19 +64,34 @@ struct batch_entry {
   bool want_logits = false;  // logits (or the argmax) of the entry's last token are needed
 };
 
+// How the backend draws one row's token (step_output::sampled): kernels::sample's rule (kernels/sampling.h) with
+// the uniform u = kernels::fill_uniforms(seed, step), so every backend that supports it draws the same token from the
+// same logits (exact integer arithmetic), and a request's draws do not depend on what else is in the batch.
+struct row_sampling {
+  float temperature = 0;  // <= 0: greedy (lowest id among maxima)
+  int32_t top_k = 0;      // 0 = off
+  float top_p = 1;        // 1 = off
+  float min_p = 0;        // 0 = off
+  uint64_t seed = 0;      // the request's seed
+  int64_t step = 0;       // index of the token being generated (0 for the first)
+};
+
 // A mixed batch: decode entries (n_tokens == 1) first, then prefill chunks. A slot appears at most once.
 struct step_batch {
   std::vector<int32_t> tokens;       // int32 [n_tokens total]: every entry's tokens, concatenated in entry order
   std::vector<batch_entry> entries;  // in order; entries with want_logits produce output rows in this order
   int64_t n_decode = 0;              // entries[0, n_decode) are decodes (n_tokens == 1, want_logits)
+  std::vector<row_sampling> sampling;  // [n_logits] when the step asks for step_output::sampled, else empty
   int64_t n_logits() const;
 };
 
-// Where a step writes its outputs. Row r belongs to the r-th entry with want_logits.
+// Where a step writes its outputs. Row r belongs to the r-th entry with want_logits. Any combination may be asked.
 struct step_output {
   float* logits = nullptr;    // fp32 [n_logits, vocab] on the host, or null
   int32_t* argmax = nullptr;  // int32 [n_logits] greedy ids (lowest id on ties), or null; only when
                               // supports_argmax()
+  int32_t* sampled = nullptr;  // int32 [n_logits] ids drawn per step_batch::sampling, or null; only when
+                               // supports_sampling()
 };
 
 // A model that runs batched steps over per-slot sequence memory.
@@ -101,6 +116,8 @@ class step_model_i {
   virtual void step(const step_batch& batch, const step_output& out) = 0;
   // True when step() can fill out.argmax (greedy on the device, so logits need not be copied to the host).
   virtual bool supports_argmax() const { return false; }
+  // True when step() can fill out.sampled (temperature / top-k / top-p / min-p draws next to the logits).
+  virtual bool supports_sampling() const { return false; }
   // Most tokens / entries one step may carry (the scheduler checks token_budget and max_sequences against them).
   virtual int64_t max_step_tokens() const { return INT64_MAX; }
   virtual int64_t max_step_entries() const { return INT64_MAX; }
@@ -148,6 +165,16 @@ struct scheduler_stats {
   int64_t decode_tokens = 0;    // decode entries run
   int64_t max_step_tokens = 0;  // largest step seen
 };
+
+// How a request's tokens are drawn, fixed at submit from its sampling params and the backend (so a request draws the
+// same way in every step, whatever else shares the batch):
+//   argmax  temperature 0, no penalties, backend supports_argmax(): the backend's greedy id
+//   device  no penalties, backend supports_sampling(): the backend draws (row_sampling: seed, token index)
+//   host    otherwise: the request's engine::sampler on the logits row copied to the host (penalties, or a backend
+//           without device sampling; its own Mersenne Twister stream)
+// So the same seed gives the same tokens on every backend of one kind; device draws and host draws use different
+// random streams and are not interchangeable.
+enum class draw_mode { host = 0, argmax = 1, device = 2 };
 
 class scheduler {
  public:
@@ -201,7 +228,12 @@ class scheduler {
   step_batch last_batch_;
   std::vector<float> logits_;
   std::vector<int32_t> argmax_;
+  std::vector<int32_t> sampled_;
 };
+
+// One row's draw by row_sampling's rule on the host (kernels::fill_uniforms_ref + kernels::sample_ref): what a
+// backend without device kernels returns in step_output::sampled. `logits` fp32 [vocab] is not modified.
+int32_t draw_row_on_host(const float* logits, int64_t vocab, const row_sampling& rs);
 
 // ---------------------------------------------------------------------------------------------------------------------
 // The CPU model as a step backend: one sequence_memory per slot, entries run one after another (the CPU model has no
@@ -220,6 +252,7 @@ class cpu_step_model final : public step_model_i {
   void end_sequence(int32_t slot) override;
   void step(const step_batch& batch, const step_output& out) override;
   bool supports_argmax() const override { return true; }
+  bool supports_sampling() const override { return true; }  // draw_row_on_host, the CUDA backend's rule
 
  private:
   const qwen3next_model& model_;

@@ -7,6 +7,7 @@
 
 #include "engine/base/error.h"
 #include "engine/cuda/model-kernels.h"
+#include "kernels/sampling.h"
 
 #define EV_STEP_CHECK(call)                                                                        \
   do {                                                                                             \
@@ -18,6 +19,15 @@
 
 namespace evident::engine {
 
+namespace {
+
+// Bytes of the packed sampling parameters for R rows (layout in impl below).
+size_t sample_param_bytes(size_t R) {
+  return R * (sizeof(uint64_t) + sizeof(int64_t) + 3 * sizeof(float) + sizeof(int32_t));
+}
+
+}  // namespace
+
 struct cuda_step_model::impl {
   explicit impl(std::vector<int> buckets) : graphs(std::make_unique<decode_graphs>(std::move(buckets))) {}
   std::unique_ptr<decode_graphs> graphs;
@@ -26,6 +36,14 @@ struct cuda_step_model::impl {
   int32_t* h_ids = nullptr;    // pinned copy
   void* d_argmax_ws = nullptr;  // cuda_ops::argmax_rows workspace for max_logit_rows rows
   size_t argmax_ws_bytes = 0;
+  // Sampling: per model logit row (R = max_logit_rows) the parameters, packed in one buffer so one async copy moves
+  // them: seeds u64[R] | steps i64[R] | temperature f32[R] | top_p f32[R] | min_p f32[R] | top_k i32[R]; then the
+  // uniforms f32[R] and the drawn ids i32[R] on the device (ids copied back to h_sampled).
+  void* h_sample_params = nullptr;  // pinned
+  void* d_sample_params = nullptr;
+  float* d_uniforms = nullptr;
+  int32_t* d_sampled = nullptr;
+  int32_t* h_sampled = nullptr;  // pinned
   std::vector<int> cuda_slot;  // scheduler slot -> cuda_model slot (-1 when closed)
   std::vector<step_entry> entries;
   std::vector<float> rows;  // host logits of every row of a step (when out.logits and rows are skipped)
@@ -44,6 +62,12 @@ cuda_step_model::cuda_step_model(cuda_model& model, cuda_step_options options)
   EV_STEP_CHECK(cudaMallocHost(&p_->h_ids, sizeof(int32_t) * static_cast<size_t>(mo.max_logit_rows)));
   p_->argmax_ws_bytes = cuda_ops::argmax_rows_workspace_bytes(mo.max_logit_rows);
   EV_STEP_CHECK(cudaMalloc(&p_->d_argmax_ws, p_->argmax_ws_bytes));
+  const size_t R = static_cast<size_t>(mo.max_logit_rows);
+  EV_STEP_CHECK(cudaMallocHost(&p_->h_sample_params, sample_param_bytes(R)));
+  EV_STEP_CHECK(cudaMalloc(&p_->d_sample_params, sample_param_bytes(R)));
+  EV_STEP_CHECK(cudaMalloc(&p_->d_uniforms, sizeof(float) * R));
+  EV_STEP_CHECK(cudaMalloc(&p_->d_sampled, sizeof(int32_t) * R));
+  EV_STEP_CHECK(cudaMallocHost(&p_->h_sampled, sizeof(int32_t) * R));
   p_->cuda_slot.assign(static_cast<size_t>(mo.max_sequences), -1);
 }
 
@@ -55,6 +79,11 @@ cuda_step_model::~cuda_step_model() {
   if (p_->h_ids) cudaFreeHost(p_->h_ids);
   if (p_->d_ids) cudaFree(p_->d_ids);
   if (p_->d_argmax_ws) cudaFree(p_->d_argmax_ws);
+  if (p_->h_sample_params) cudaFreeHost(p_->h_sample_params);
+  if (p_->d_sample_params) cudaFree(p_->d_sample_params);
+  if (p_->d_uniforms) cudaFree(p_->d_uniforms);
+  if (p_->d_sampled) cudaFree(p_->d_sampled);
+  if (p_->h_sampled) cudaFreeHost(p_->h_sampled);
   if (p_->stream) cudaStreamDestroy(p_->stream);
 }
 
@@ -136,6 +165,7 @@ void cuda_step_model::step(const step_batch& batch, const step_output& out) {
   } else {
     enqueue(reinterpret_cast<kernels::stream_t>(st));
   }
+  if (out.sampled) enqueue_sampling(batch, plan, reinterpret_cast<kernels::stream_t>(st));
   // read_logits waits for the stream (with a null host pointer it only waits) so the outputs are on the host; the
   // staging copy of a replay is covered by replayed() above either way.
   if (out.logits) p_->rows.resize(static_cast<size_t>(plan.n_logit_rows) * static_cast<size_t>(V));
@@ -148,8 +178,78 @@ void cuda_step_model::step(const step_batch& batch, const step_output& out) {
       std::memcpy(out.logits + r * V, p_->rows.data() + static_cast<int64_t>(row) * V,
                   sizeof(float) * static_cast<size_t>(V));
     if (out.argmax) out.argmax[r] = p_->h_ids[row];
+    if (out.sampled) out.sampled[r] = p_->h_sampled[row];
     ++r;
   }
+}
+
+// Draws every logit row of the step (rows nobody asked for are greedy) after the forward, on `st`: the parameters of
+// this step go up in one copy, then fill_uniforms and sample; the ids come back to pinned memory (the caller waits).
+void cuda_step_model::enqueue_sampling(const step_batch& batch, const step_plan& plan, kernels::stream_t s) {
+  const auto st = reinterpret_cast<cudaStream_t>(s);
+  const int rows = plan.n_logit_rows;
+  if (rows == 0) return;
+  const size_t R = static_cast<size_t>(model_.options().max_logit_rows);
+  EV_ASSERT(static_cast<size_t>(rows) <= R);
+  auto* base = static_cast<unsigned char*>(p_->h_sample_params);
+  auto* seeds = reinterpret_cast<uint64_t*>(base);
+  auto* steps = reinterpret_cast<int64_t*>(seeds + R);
+  auto* temp = reinterpret_cast<float*>(steps + R);
+  float* top_p = temp + R;
+  float* min_p = top_p + R;
+  auto* top_k = reinterpret_cast<int32_t*>(min_p + R);
+  for (int i = 0; i < rows; ++i) {
+    seeds[i] = 0;
+    steps[i] = 0;
+    temp[i] = 0;
+    top_p[i] = 1;
+    min_p[i] = 0;
+    top_k[i] = 0;
+  }
+  size_t r = 0;
+  for (size_t i = 0; i < batch.entries.size(); ++i) {
+    if (!batch.entries[i].want_logits) continue;
+    EV_ASSERT(r < batch.sampling.size(), "step asks for sampled ids without row_sampling for row ", r);
+    const row_sampling& rs = batch.sampling[r++];
+    const int row = plan.logit_row[i];
+    seeds[row] = rs.seed;
+    steps[row] = rs.step;
+    temp[row] = rs.temperature;
+    top_p[row] = rs.top_p;
+    min_p[row] = rs.min_p;
+    top_k[row] = rs.top_k;
+  }
+  EV_STEP_CHECK(cudaMemcpyAsync(p_->d_sample_params, p_->h_sample_params, sample_param_bytes(R),
+                                cudaMemcpyHostToDevice, st));
+  const auto* d = static_cast<const unsigned char*>(p_->d_sample_params);
+  const auto* d_seeds = reinterpret_cast<const uint64_t*>(d);
+  const auto* d_steps = reinterpret_cast<const int64_t*>(d_seeds + R);
+  const auto* d_temp = reinterpret_cast<const float*>(d_steps + R);
+  const float* d_top_p = d_temp + R;
+  const float* d_min_p = d_top_p + R;
+  const auto* d_top_k = reinterpret_cast<const int32_t*>(d_min_p + R);
+  kernels::uniforms_args ua;
+  ua.n_rows = rows;
+  ua.seeds = d_seeds;
+  ua.steps = d_steps;
+  ua.u = p_->d_uniforms;
+  auto stt = kernels::fill_uniforms(ua, s);
+  EV_THROW_IF_NOT_KIND(stt.ok(), internal, "cuda_step_model: fill_uniforms: ", stt.message);
+  kernels::sample_args sa;
+  sa.n_rows = rows;
+  sa.vocab = static_cast<int>(model_.vocab_size());
+  sa.logits = model_.logits();
+  sa.stride = model_.vocab_size();
+  sa.temperature = d_temp;
+  sa.top_k = d_top_k;
+  sa.top_p = d_top_p;
+  sa.min_p = d_min_p;
+  sa.uniforms = p_->d_uniforms;
+  sa.ids = p_->d_sampled;
+  stt = kernels::sample(sa, s);
+  EV_THROW_IF_NOT_KIND(stt.ok(), internal, "cuda_step_model: sample: ", stt.message);
+  EV_STEP_CHECK(cudaMemcpyAsync(p_->h_sampled, p_->d_sampled, sizeof(int32_t) * static_cast<size_t>(rows),
+                                cudaMemcpyDeviceToHost, st));
 }
 
 }  // namespace evident::engine

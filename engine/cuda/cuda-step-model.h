@@ -1,6 +1,6 @@
 // engine::cuda_step_model: the CUDA model (engine/cuda/cuda-model.h) as the scheduler's step backend
-// (engine/scheduler.h), with CUDA graphs for decode steps (engine/cuda/decode-graph.h) and greedy sampling on the
-// device.
+// (engine/scheduler.h), with CUDA graphs for decode steps (engine/cuda/decode-graph.h), and greedy and
+// temperature / top-k / top-p / min-p sampling on the device.
 //
 //   scheduler ──step_batch──► cuda_step_model ──prepare(entries, bucket)──► cuda_model (host: staging, block tables)
 //                                   │
@@ -8,7 +8,8 @@
 //                                   │  bucket's graph (launch + argmax + id copy), replayed after one warm-up
 //                                   └─ otherwise: launch eagerly on the same stream
 //                                   ▼
-//                    argmax ids (int32, pinned) or logits (fp32 host rows), in the order of want_logits entries
+//                    argmax ids (int32, pinned), sampled ids (kernels::sample, after the graph) and/or logits
+//                    (fp32 host rows), in the order of want_logits entries
 //
 // Slots: the scheduler's slot s maps to the cuda_model sequence opened by begin_sequence(s) (cuda_model picks its own
 // slot numbers). KV accounting: kv_block_tokens() / kv_blocks() are cuda_model's block size and block count; the
@@ -50,6 +51,9 @@ class cuda_step_model final : public step_model_i {
   // Synchronous: returns when the outputs are on the host.
   void step(const step_batch& batch, const step_output& out) override;
   bool supports_argmax() const override { return true; }
+  // kernels::fill_uniforms + kernels::sample on the device logits, after the step (outside the decode graphs: the
+  // per-row parameters go up with one async copy), only when the step asks for out.sampled.
+  bool supports_sampling() const override { return true; }
   int64_t max_step_tokens() const override;
   int64_t max_step_entries() const override;
 
@@ -58,6 +62,7 @@ class cuda_step_model final : public step_model_i {
 
  private:
   struct impl;
+  void enqueue_sampling(const step_batch& batch, const step_plan& plan, kernels::stream_t st);
   cuda_model& model_;
   cuda_step_options opt_;
   std::unique_ptr<impl> p_;

@@ -2,6 +2,8 @@
 // (engine/cuda/cuda-step-model.h): the same scheduled workload on two copies of the tiny-a model, one stepping
 // eagerly and one replaying a graph per batch-size bucket (batch sizes shrink 6 -> 1 as requests finish, so buckets
 // 8, 4, 2, 1 are captured and replayed with padding entries), gives the same logits and the same greedy tokens.
+// Device sampling (cuda_step_model's kernels::sample after the step, graphs or not) draws what the kernels' CPU
+// reference draws from the same logits rows.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -9,6 +11,7 @@
 #include "engine/cuda/cuda-model.h"
 #include "engine/cuda/cuda-step-model.h"
 #include "engine/scheduler.h"
+#include "kernels/sampling.h"
 #include "tests/engine/fixture.h"
 #include "tests/test-util.h"
 
@@ -117,4 +120,101 @@ TEST(decode_graph, replay_matches_eager) {
   const auto tok_eager_argmax = run(eager, ps);
   EXPECT_EQ(tok_eager_argmax, tok_eager);
   for (const auto& [i, t] : tok_eager) EXPECT_EQ(t.size(), static_cast<size_t>(ps[i].sampling.max_tokens)) << i;
+}
+
+namespace {
+
+// kernels/sampling.h's CPU reference for one row: u from (seed, step), then the fixed-point draw.
+int32_t reference_draw(const float* row, int64_t V, const row_sampling& rs) {
+  float u = 0;
+  evident::kernels::uniforms_args ua;
+  ua.n_rows = 1;
+  ua.seeds = &rs.seed;
+  ua.steps = &rs.step;
+  ua.u = &u;
+  evident::kernels::fill_uniforms_ref(ua);
+  int32_t id = -1;
+  evident::kernels::sample_args a;
+  a.n_rows = 1;
+  a.vocab = static_cast<int>(V);
+  a.logits = row;
+  a.stride = V;
+  a.temperature = &rs.temperature;
+  a.top_k = &rs.top_k;
+  a.top_p = &rs.top_p;
+  a.min_p = &rs.min_p;
+  a.uniforms = &u;
+  a.ids = &id;
+  evident::kernels::sample_ref(a);
+  return id;
+}
+
+// Forwards to a backend, always asking for the logits too, and checks every sampled id against reference_draw on the
+// logits row of the same step.
+class sampling_checker final : public step_model_i {
+ public:
+  explicit sampling_checker(step_model_i& inner) : inner_(inner) {}
+  int64_t vocab_size() const override { return inner_.vocab_size(); }
+  int max_sequences() const override { return inner_.max_sequences(); }
+  int64_t max_context() const override { return inner_.max_context(); }
+  int64_t kv_block_tokens() const override { return inner_.kv_block_tokens(); }
+  int64_t kv_blocks() const override { return inner_.kv_blocks(); }
+  bool supports_argmax() const override { return inner_.supports_argmax(); }
+  bool supports_sampling() const override { return inner_.supports_sampling(); }
+  void begin_sequence(int32_t s) override { inner_.begin_sequence(s); }
+  void end_sequence(int32_t s) override { inner_.end_sequence(s); }
+  void step(const step_batch& b, const step_output& out) override {
+    const int64_t V = vocab_size();
+    step_output o = out;
+    rows_.resize(static_cast<size_t>(b.n_logits() * V));
+    if (!o.logits) o.logits = rows_.data();
+    inner_.step(b, o);
+    if (!out.sampled) return;
+    for (int64_t r = 0; r < b.n_logits(); ++r) {
+      const row_sampling& rs = b.sampling[static_cast<size_t>(r)];
+      if (rs.temperature <= 0) continue;  // placeholder rows of argmax / host requests
+      ++drawn;
+      mismatches += out.sampled[r] != reference_draw(o.logits + r * V, V, rs) ? 1 : 0;
+      decode_only_draws += b.n_decode == static_cast<int64_t>(b.entries.size()) ? 1 : 0;
+    }
+  }
+  int drawn = 0, mismatches = 0, decode_only_draws = 0;
+
+ private:
+  step_model_i& inner_;
+  std::vector<float> rows_;
+};
+
+}  // namespace
+
+TEST(decode_graph, device_sampling_matches_reference) {
+  EV_REQUIRE_CUDA();
+  const auto dir = evident::test::source_path("tests/fixtures/tiny-a");
+  for (bool graphs : {false, true}) {
+    auto m = cuda_model::load(dir, tiny_options());
+    auto ps = workload(m->vocab_size());
+    // Rows 1-4 draw on the device with different filters; 0 stays greedy (argmax) and 5 has a penalty (host draw),
+    // so some steps also mix the three outputs.
+    const float temps[] = {0.0f, 0.7f, 1.0f, 1.3f, 0.9f, 0.8f};
+    for (size_t i = 0; i < ps.size(); ++i) {
+      ps[i].sampling.temperature = temps[i];
+      ps[i].sampling.seed = 1000 + i;
+      ps[i].sampling.top_k = 0;
+      ps[i].sampling.top_p = 1.0f;
+    }
+    ps[2].sampling.top_k = 20;
+    ps[3].sampling.top_p = 0.9f;
+    ps[4].sampling.min_p = 0.05f;
+    ps[5].sampling.repetition_penalty = 1.2f;
+    cuda_step_model backend(*m, {graphs, {1, 2, 4, 8}});
+    sampling_checker chk(backend);
+    const auto toks = run(chk, ps);
+    EXPECT_EQ(chk.mismatches, 0) << "graphs " << graphs << ": of " << chk.drawn << " device draws";
+    EXPECT_GT(chk.drawn, 20);
+    EXPECT_GT(chk.decode_only_draws, 10);
+    if (graphs) {
+      EXPECT_GT(backend.graph_stats().replays, 0);
+    }
+    for (const auto& [i, t] : toks) EXPECT_EQ(t.size(), static_cast<size_t>(ps[i].sampling.max_tokens)) << i;
+  }
 }

@@ -16,6 +16,7 @@
 #include "engine/models/qwen3next.h"
 #include "engine/sampling.h"
 #include "engine/scheduler.h"
+#include "kernels/sampling.h"
 #include "tests/test-util.h"
 
 using namespace evident::engine;
@@ -36,22 +37,50 @@ void fake_logits(const std::vector<int32_t>& hist, int64_t V, float* out) {
   }
 }
 
+// The device rule for one row, straight from the kernels' references (kernels/sampling.h), as the fake backend's
+// "device": u from (seed, token index), then the fixed-point top-k / top-p / min-p draw.
+int32_t kernel_draw(const std::vector<float>& row, const row_sampling& rs) {
+  float u = 0;
+  evident::kernels::uniforms_args ua;
+  ua.n_rows = 1;
+  ua.seeds = &rs.seed;
+  ua.steps = &rs.step;
+  ua.u = &u;
+  evident::kernels::fill_uniforms_ref(ua);
+  int32_t id = -1;
+  evident::kernels::sample_args a;
+  a.n_rows = 1;
+  a.vocab = static_cast<int>(row.size());
+  a.logits = row.data();
+  a.stride = static_cast<int64_t>(row.size());
+  a.temperature = &rs.temperature;
+  a.top_k = &rs.top_k;
+  a.top_p = &rs.top_p;
+  a.min_p = &rs.min_p;
+  a.uniforms = &u;
+  a.ids = &id;
+  evident::kernels::sample_ref(a);
+  return id;
+}
+
 // A backend that keeps each slot's token history, checks every entry against it and records the batches.
 class fake_model final : public step_model_i {
  public:
-  fake_model(int slots, int64_t max_ctx, int64_t block, int64_t blocks, bool argmax = false)
+  fake_model(int slots, int64_t max_ctx, int64_t block, int64_t blocks, bool argmax = false, bool sampling = false)
       : hist_(static_cast<size_t>(slots)),
         live_(static_cast<size_t>(slots), false),
         max_ctx_(max_ctx),
         block_(block),
         blocks_(blocks),
-        argmax_(argmax) {}
+        argmax_(argmax),
+        sampling_(sampling) {}
   int64_t vocab_size() const override { return V; }
   int max_sequences() const override { return static_cast<int>(hist_.size()); }
   int64_t max_context() const override { return max_ctx_; }
   int64_t kv_block_tokens() const override { return block_; }
   int64_t kv_blocks() const override { return blocks_; }
   bool supports_argmax() const override { return argmax_; }
+  bool supports_sampling() const override { return sampling_; }
   void begin_sequence(int32_t s) override {
     EXPECT_FALSE(live_[static_cast<size_t>(s)]) << "slot " << s << " begun twice";
     live_[static_cast<size_t>(s)] = true;
@@ -65,6 +94,12 @@ class fake_model final : public step_model_i {
   }
   void step(const step_batch& b, const step_output& out) override {
     batches.push_back(b);
+    outputs.push_back({out.logits != nullptr, out.argmax != nullptr, out.sampled != nullptr});
+    EXPECT_TRUE(out.argmax == nullptr || argmax_);
+    EXPECT_TRUE(out.sampled == nullptr || sampling_);
+    if (out.sampled) {
+      EXPECT_EQ(static_cast<int64_t>(b.sampling.size()), b.n_logits());
+    }
     std::set<int32_t> seen;
     int64_t r = 0, off = 0;
     for (size_t i = 0; i < b.entries.size(); ++i) {
@@ -86,6 +121,7 @@ class fake_model final : public step_model_i {
       fake_logits(h, V, row.data());
       if (out.logits) std::copy(row.begin(), row.end(), out.logits + r * V);
       if (out.argmax) out.argmax[r] = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+      if (out.sampled) out.sampled[r] = kernel_draw(row, b.sampling[static_cast<size_t>(r)]);
       ++r;
     }
     EXPECT_EQ(off, static_cast<int64_t>(b.tokens.size()));
@@ -93,13 +129,17 @@ class fake_model final : public step_model_i {
 
   static constexpr int64_t V = 97;
   std::vector<step_batch> batches;
+  struct asked {
+    bool logits, argmax, sampled;
+  };
+  std::vector<asked> outputs;  // what each step asked for
   int begun = 0, ended = 0;
 
  private:
   std::vector<std::vector<int32_t>> hist_;
   std::vector<bool> live_;
   int64_t max_ctx_, block_, blocks_;
-  bool argmax_;
+  bool argmax_, sampling_;
 };
 
 // What one request generates alone, sampled token by token from the fake's logits.
@@ -112,6 +152,27 @@ std::vector<int32_t> sequential_fake(const request_params& p) {
     fake_logits(hist, fake_model::V, row.data());
     const int32_t t = smp.sample(row.data(), fake_model::V);
     smp.accept(t);
+    out.push_back(t);
+    if (std::find(p.stop_ids.begin(), p.stop_ids.end(), t) != p.stop_ids.end()) break;
+    hist.push_back(t);
+  }
+  return out;
+}
+
+// The same with device draws: token i is kernel_draw with the request's params, its seed and step i.
+std::vector<int32_t> sequential_fake_device(const request_params& p) {
+  std::vector<int32_t> hist = p.prompt, out;
+  std::vector<float> row(fake_model::V);
+  row_sampling rs;
+  rs.temperature = p.sampling.temperature;
+  rs.top_k = p.sampling.top_k;
+  rs.top_p = p.sampling.top_p;
+  rs.min_p = p.sampling.min_p;
+  rs.seed = p.sampling.seed;
+  for (int i = 0; i < p.sampling.max_tokens; ++i) {
+    fake_logits(hist, fake_model::V, row.data());
+    rs.step = i;
+    const int32_t t = kernel_draw(row, rs);
     out.push_back(t);
     if (std::find(p.stop_ids.begin(), p.stop_ids.end(), t) != p.stop_ids.end()) break;
     hist.push_back(t);
@@ -386,6 +447,42 @@ TEST(scheduler, per_request_sampling) {
     drain(s, log);
     for (size_t i = 0; i < ps.size(); ++i) EXPECT_EQ(log.tokens[ids[i]], sequential_fake(ps[i])) << "request " << i;
   }
+}
+
+// With a backend that samples on the device, requests without penalties draw there (by kernels::sample's rule with
+// their seed and token index) and penalised ones on the host, in the same batches; each gets the tokens it gets
+// alone, so its draws do not depend on its batch mates. Logits reach the host only in steps with a host row.
+TEST(scheduler, device_sampling_per_request) {
+  fake_model m(8, 1024, 16, 1000, /*argmax=*/true, /*sampling=*/true);
+  scheduler_config cfg;
+  cfg.token_budget = 40;
+  scheduler s(m, cfg);
+  std::vector<request_params> ps = {make_request(30, 20, 1, 0.0f), make_request(17, 20, 2, 0.8f),
+                                    make_request(50, 20, 3, 1.3f), make_request(9, 20, 4, 1.0f),
+                                    make_request(12, 30, 5, 0.7f)};
+  ps[2].sampling.top_k = 5;
+  ps[3].sampling.repetition_penalty = 1.3f;  // host draw
+  ps[1].sampling.top_p = 0.7f;
+  ps[4].sampling.min_p = 0.2f;
+  ps[4].sampling.top_k = 0;
+  ps[4].sampling.top_p = 1.0f;
+  run_log log;
+  std::vector<request_id> ids;
+  for (auto& p : ps) ids.push_back(s.submit(p).id);
+  drain(s, log);
+  EXPECT_EQ(log.tokens[ids[0]], sequential_fake(ps[0])) << "greedy (argmax)";
+  EXPECT_EQ(log.tokens[ids[3]], sequential_fake(ps[3])) << "penalised (host sampler)";
+  for (size_t i : {1u, 2u, 4u}) EXPECT_EQ(log.tokens[ids[i]], sequential_fake_device(ps[i])) << "request " << i;
+  // The device draws differ from the host sampler's stream (so the check above is not vacuous).
+  EXPECT_NE(log.tokens[ids[1]], sequential_fake(ps[1]));
+  // Steps with the penalised request's rows ask for logits; once it has finished (20 tokens, the longest request
+  // runs 30), no step does.
+  int with_logits = 0, without = 0;
+  for (const auto& a : m.outputs) (a.logits ? with_logits : without) += 1;
+  EXPECT_GT(with_logits, 0);
+  EXPECT_GT(without, 0);
+  EXPECT_FALSE(m.outputs.back().logits);
+  EXPECT_TRUE(m.outputs.back().sampled);
 }
 
 // Cancel a queued request (never begins), a prefilling one and a decoding one; the others are unaffected.
