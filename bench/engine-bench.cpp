@@ -7,6 +7,10 @@
 //                once); ":nog" = no CUDA graphs for that run, ":cublas" = every projection through cuBLAS (the
 //                model's gemv_small off), ":legacy" = cuBLAS only and options().fast_decode off (the decode paths
 //                before the profile-driven fixes: kernels/ norms, attention splits and MoE stages)
+//   --profile-prefill P[:C],...   (cuda) before the runs: one sequence of P tokens prefilled in steps of C tokens
+//                    (default the budget; C <= --budget, which sizes the model's step buffers), straight on the
+//                    cuda_model: timed (wall, after a warm-up prefill) beside the FLOP bound, then profiled (GPU time
+//                    per op summed over the whole prompt); one JSON line per item and a table on stderr
 //   --gemv-max-m M   cuda_model_options::gemv_max_m (default the model's, 1; 0 = cuBLAS always)
 //   --profile        (cuda) before the runs, per run B:P:G: B sequences prefilled with P tokens, then eager decode
 //                    steps padded to B (the graph shapes) timed end to end, then profiled (cuda_model::set_profiling:
@@ -599,6 +603,73 @@ void profile_decode(cuda_model& m, const run_spec& r, int64_t budget, const std:
   BENCH_CUDA(cudaFree(d_ws));
   for (int s : slots) m.close_sequence(s);
 }
+
+// --profile-prefill P:C,...: one sequence of P random tokens prefilled in steps of C tokens on the cuda_model directly
+// (no scheduler): once unprofiled (warm-up, then timed: wall clock from the first step to the last step's logits),
+// then once profiled (GPU time per op summed over the whole prompt). Prints the time beside the FLOP bound.
+void profile_prefill(cuda_model& m, int64_t P, int64_t chunk, double flops, double gemm_rate,
+                     const std::string& card) {
+  uint64_t x = 991;
+  std::vector<int32_t> prompt(static_cast<size_t>(P));
+  for (auto& t : prompt) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    t = static_cast<int32_t>((x >> 33) % 151643);
+  }
+  auto prefill = [&](bool profiled, std::map<std::string, std::pair<double, int>>* acc,
+                     std::vector<std::string>* order) {
+    const auto adm = m.open_sequence(P + 1);
+    EV_THROW_IF_NOT_KIND(adm.slot >= 0, resource, "bench_engine --profile-prefill: open_sequence: ", adm.reason);
+    m.set_profiling(profiled, 2000);
+    const auto t0 = clock_type::now();
+    for (int64_t p0 = 0; p0 < P; p0 += chunk) {
+      step_entry e;
+      e.slot = adm.slot;
+      e.ids = prompt.data() + p0;
+      e.n_tokens = static_cast<int>(std::min<int64_t>(chunk, P - p0));
+      e.start = p0;
+      m.prepare({e});
+      m.launch();
+      if (!profiled) continue;
+      for (const auto& pe : m.read_profile()) {
+        if (!acc->count(pe.name)) order->push_back(pe.name);
+        (*acc)[pe.name].first += pe.ms;
+        (*acc)[pe.name].second += pe.count;
+      }
+    }
+    m.read_logits(nullptr);
+    const double s = secs(t0, clock_type::now());
+    m.set_profiling(false);
+    m.close_sequence(adm.slot);
+    return s;
+  };
+  prefill(false, nullptr, nullptr);  // warm-up: first use of these shapes (cuBLAS heuristics, lazy module loads)
+  const double wall = prefill(false, nullptr, nullptr);
+  std::map<std::string, std::pair<double, int>> acc;
+  std::vector<std::string> order;
+  prefill(true, &acc, &order);
+  double total = 0;
+  for (const auto& n : order) total += acc[n].first;
+  const double bound_ms = gemm_rate > 0 ? flops / gemm_rate * 1e3 : 0;
+  std::fprintf(stderr,
+               "prefill profile %s: prompt %lld in steps of %lld: wall %.1f ms (%.1f K tok/s), GPU sum of ops %.1f ms;"
+               " FLOP bound %.1f ms: %.1f%% of bound\n",
+               card.c_str(), static_cast<long long>(P), static_cast<long long>(chunk), wall * 1e3,
+               static_cast<double>(P) / wall / 1e3, total, bound_ms, 100.0 * bound_ms / (wall * 1e3));
+  std::string json = "{\"prefill_profile_card\": \"" + card + "\", \"prompt\": " + std::to_string(P) +
+                     ", \"step_tokens\": " + std::to_string(chunk) + ", \"wall_ms\": " + std::to_string(wall * 1e3) +
+                     ", \"gpu_ops_ms\": " + std::to_string(total) + ", \"bound_ms\": " + std::to_string(bound_ms) +
+                     ", \"of_bound\": " + std::to_string(bound_ms / (wall * 1e3)) + ", \"profile\": [";
+  bool first = true;
+  for (const auto& n : order) {
+    const double ms = acc[n].first;
+    std::fprintf(stderr, "  %-42s %9.2f ms  %5.1f%%  x%d\n", n.c_str(), ms, 100.0 * ms / total, acc[n].second);
+    json += std::string(first ? "" : ", ") + "[\"" + n + "\", " + std::to_string(ms) + ", " +
+            std::to_string(acc[n].second) + "]";
+    first = false;
+  }
+  std::printf("%s]}\n", json.c_str());
+  std::fflush(stdout);
+}
 #endif
 }  // namespace
 
@@ -606,13 +677,14 @@ namespace evident::bench {
 
 int run_engine_bench(int argc, char** argv) try {
   static const char* known[] = {"--layers",  "--device",  "--runs",    "--batch",       "--prompt", "--gen",
-                                "--budget",  "--no-graphs", "--threads", "--gemv-max-m", "--profile"};
+                                "--budget",  "--no-graphs", "--threads", "--gemv-max-m", "--profile",
+                                "--profile-prefill"};
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], "--", 2) != 0) continue;
     bool ok = false;
     for (const char* k : known) ok = ok || std::strcmp(argv[i], k) == 0;
     EV_THROW_IF_NOT_MSG(ok, "bench_engine: unknown flag ", argv[i], " (flags: --layers --batch --prompt --gen --runs ",
-                        "--device --budget --no-graphs --threads --gemv-max-m --profile)");
+                        "--device --budget --no-graphs --threads --gemv-max-m --profile --profile-prefill)");
   }
   const int64_t layers = arg(argc, argv, "--layers", 12);
   const std::string device = arg_str(argc, argv, "--device", "cuda");
@@ -628,9 +700,32 @@ int run_engine_bench(int argc, char** argv) try {
     EV_THROW_IF_NOT_MSG(r.B >= 1 && r.P >= 1 && r.G >= 2, "bench_engine: need --batch >= 1, --prompt >= 1, --gen >= 2");
     runs.push_back(r);
   }
-  int64_t max_b = 1, max_ctx = 1;
+  // --profile-prefill P:C,... (prompt P in steps of C tokens; C defaults to the budget)
+  std::vector<std::pair<int64_t, int64_t>> prefill_profiles;
+  if (const char* pp = arg_str(argc, argv, "--profile-prefill", nullptr)) {
+    std::string text = pp;
+    size_t start = 0;
+    while (start < text.size()) {
+      size_t end = text.find(',', start);
+      if (end == std::string::npos) end = text.size();
+      const std::string item = text.substr(start, end - start);
+      long long p = 0, c = 0;
+      const int n = std::sscanf(item.c_str(), "%lld:%lld", &p, &c);
+      EV_THROW_IF_NOT_MSG(n >= 1 && p >= 1 && (n == 1 || c >= 1), "bench_engine: --profile-prefill item '", item,
+                          "': expected P[:C] with P, C >= 1");
+      prefill_profiles.emplace_back(p, n == 2 ? c : 0);
+      start = end + 1;
+    }
+  }
+  int64_t max_b = 1, max_ctx = 1, max_chunk = 0;
   for (const auto& r : runs) max_b = std::max(max_b, r.B), max_ctx = std::max(max_ctx, r.P + r.G);
-  const int64_t budget = arg(argc, argv, "--budget", std::max<int64_t>(2048, max_b + 1));
+  for (const auto& [p, c] : prefill_profiles) max_ctx = std::max(max_ctx, p + 1), max_chunk = std::max(max_chunk, c);
+  const int64_t budget = arg(argc, argv, "--budget", std::max<int64_t>(std::max<int64_t>(2048, max_chunk), max_b + 1));
+  for (auto& pc : prefill_profiles) {
+    if (pc.second == 0) pc.second = budget;
+    EV_THROW_IF_NOT_MSG(pc.second <= budget, "bench_engine: --profile-prefill step of ", pc.second,
+                        " tokens exceeds --budget ", budget);
+  }
   EV_THROW_IF_NOT_MSG(layers >= 1, "bench_engine: need --layers >= 1");
   EV_THROW_IF_NOT_MSG(device == "cuda" || device == "cpu", "bench_engine: --device must be cuda or cpu, got ", device);
 
@@ -675,6 +770,7 @@ int run_engine_bench(int argc, char** argv) try {
     int64_t kv_blocks = 0;
     for (const auto& r : runs)
       kv_blocks = std::max(kv_blocks, r.B * ((r.P + r.G + o.block_size - 1) / o.block_size + 1));
+    for (const auto& pc : prefill_profiles) kv_blocks = std::max(kv_blocks, (pc.first + 1) / o.block_size + 2);
     o.kv_blocks = kv_blocks + 64;
     o.gemv_max_m = static_cast<int>(arg(argc, argv, "--gemv-max-m", o.gemv_max_m));
     gpu_model = cuda_model::from_tensors(c, lookup, o, "<random Qwen3-Next>");
@@ -686,6 +782,8 @@ int run_engine_bench(int argc, char** argv) try {
     if (flag(argc, argv, "--profile"))
       for (const auto& r : runs)
         if (!r.cublas && r.graphs && r.G >= 2 + 6 * 8) profile_decode(*gpu_model, r, budget, card);
+    for (const auto& [p, chunk] : prefill_profiles)
+      profile_prefill(*gpu_model, p, chunk, prefill_flops(c, 1, p), gemm_rate, card);
 #else
     EV_THROW(invalid_input, "bench_engine: built without CUDA; use --device cpu");
 #endif

@@ -8,8 +8,10 @@
 #include <cmath>
 
 #include "kernels/attention.h"
+#include "kernels/moe.h"  // moe_wgmma_available
 #include "kernels/cuda-check.cuh"
 #include "kernels/device-util.cuh"
+#include "kernels/wgmma-sm90.cuh"
 
 namespace evident::kernels {
 namespace {
@@ -460,6 +462,175 @@ __global__ void __launch_bounds__(kPfRows * 2, 1) attention_prefill_kernel(atten
   }
 }
 
+// ---- sm_90a: the same algorithm on warpgroup MMAs. A block = 2 warpgroups x 64 rows (128 (token, head) rows, as the
+// 128-row tiling); K/V tiles of 64 positions double-buffered through cp.async. Shared tiles are split into four
+// 64-dim blocks of 128-byte rows, 128-byte swizzled (dev::swz64), so that Q (A operand) and K (B operand) are K-major
+// wgmma tiles and V is an N-major one (imm-trans-b). Per tile and warpgroup: S = Q K^T by 16 wgmma.m64n64k16 (both
+// operands in shared memory), the mask and online softmax in registers (the accumulator layout per warp is the
+// mma.sync one, so this part is the 128-row kernel's), then O += P V by 4 wgmma.m64n256k16 with P from registers.
+constexpr int kWgKeys = 64;
+constexpr int kWgQBytes = 128 * kPfRowBytes;       // 64 KiB
+constexpr int kWgKvBytes = kWgKeys * kPfRowBytes;  // 32 KiB
+constexpr int kWgAttnSmem = kWgQBytes + 4 * kWgKvBytes + 1024;
+
+// Byte offset of 16-byte chunk c (0..31) of row `row` in a tile of `rows` rows split into four 64-dim blocks.
+__device__ __forceinline__ int blk256(int rows, int row, int c) { return (c >> 3) * rows * 128 + dev::swz64(row, c & 7); }
+
+__global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attention_prefill_args a, float scale_log2) {
+#if EV_SM90A
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) &
+                                                         ~std::uintptr_t(1023));
+  const int s = blockIdx.z, hk = blockIdx.y;
+  const int tile = gridDim.x - 1 - blockIdx.x;  // heavier (later) tiles first
+  const int group = a.n_q_heads / a.n_kv_heads, tok_per_tile = 128 / group;
+  const int q0 = a.cu_q[s], n_new = a.cu_q[s + 1] - q0, ctx = a.seq_lens[s];
+  const int i_first = tile * tok_per_tile;
+  if (i_first >= n_new) return;
+  const int i_last = min(n_new, i_first + tok_per_tile) - 1;
+  const int base_pos = ctx - n_new;
+  const int kv_len = max(base_pos + i_last + 1, 0);
+  const int n_tiles = (kv_len + kWgKeys - 1) / kWgKeys;
+  const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7, wr = (tid >> 5) & 3;
+
+  unsigned char* sq = smem;
+  auto sk = [&](int b) { return smem + kWgQBytes + b * kWgKvBytes; };
+  auto sv = [&](int b) { return smem + kWgQBytes + (2 + b) * kWgKvBytes; };
+  const int cc = tid & 31;
+#pragma unroll 4
+  for (int i = 0; i < 16; ++i) {
+    const int rr = tid / 32 + 8 * i, pi = tile * 128 + rr, tok = pi / group;
+    const bool ok = tok < n_new;
+    const bf16* src = ok ? a.q + std::int64_t(q0 + tok) * a.q_stride +
+                               std::int64_t(hk * group + pi % group) * a.q_head_stride + cc * 8
+                         : a.q;
+    dev::cp_async16(sq + blk256(128, rr, cc), src, ok);
+  }
+  const std::int32_t* table = a.kv.block_tables + std::int64_t(s) * a.kv.max_blocks_per_seq;
+  auto load_kv = [&](int j, int b) {
+#pragma unroll 4
+    for (int i = 0; i < kWgKeys / 8; ++i) {
+      const int rr = tid / 32 + 8 * i, pos = j * kWgKeys + rr;
+      const bool ok = pos < kv_len;
+      std::int64_t off = 0;
+      if (ok) {
+        const int blk = table[pos / a.kv.block_size];
+        off = ((std::int64_t(blk) * a.kv.block_size + pos % a.kv.block_size) * a.n_kv_heads + hk) * kD + cc * 8;
+      }
+      dev::cp_async16(sk(b) + blk256(kWgKeys, rr, cc), a.kv.k_cache + off, ok);
+      dev::cp_async16(sv(b) + blk256(kWgKeys, rr, cc), a.kv.v_cache + off, ok);
+    }
+  };
+  if (n_tiles > 0) load_kv(0, 0);
+  dev::cp_async_commit();
+
+  int pos_row[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int rr = wg * 64 + wr * 16 + (lane >> 2) + 8 * h, tok = (tile * 128 + rr) / group;
+    pos_row[h] = tok < n_new ? base_pos + tok : -1;
+  }
+  const int pos_first = base_pos + i_first;
+
+  float o[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+  const std::uint32_t q_base = dev::smem_u32(sq) + wg * 64 * 128;
+
+  for (int j = 0; j < n_tiles; ++j) {
+    dev::cp_async_wait<0>();
+    dev::fence_proxy_async();
+    __syncthreads();  // tile j landed for every thread; every warpgroup is done with tile j - 1's buffer
+    if (j + 1 < n_tiles) load_kv(j + 1, (j + 1) & 1);
+    dev::cp_async_commit();
+    const std::uint32_t k_base = dev::smem_u32(sk(j & 1)), v_base = dev::smem_u32(sv(j & 1));
+    float sacc[32];
+#pragma unroll
+    for (int i = 0; i < 32; ++i) sacc[i] = 0.f;
+    dev::wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < kD / 16; ++ks)
+      dev::wgmma_m64n64k16(sacc, dev::wgmma_desc(q_base + (ks >> 2) * 128 * 128 + 32 * (ks & 3)),
+                           dev::wgmma_desc(k_base + (ks >> 2) * kWgKeys * 128 + 32 * (ks & 3)), 1);
+    dev::wgmma_commit();
+    dev::wgmma_wait<0>();
+    dev::fence_regs(sacc);
+    // Scale, mask, online softmax (sacc[4 n + e]: row r0 + 8 (e / 2), key kv0 + 8 n + 2 (lane % 4) + e % 2).
+    const int kv0 = j * kWgKeys;
+    const bool need_mask = kv0 + kWgKeys - 1 > pos_first;
+    float mx[2] = {m_run[0], m_run[1]};
+#pragma unroll
+    for (int n = 0; n < kWgKeys / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int h = e >> 1, key = kv0 + n * 8 + 2 * (lane & 3) + (e & 1);
+        float v = sacc[4 * n + e] * scale_log2;
+        if (need_mask && key > pos_row[h]) v = -INFINITY;
+        sacc[4 * n + e] = v;
+        mx[h] = fmaxf(mx[h], v);
+      }
+    float alpha[2], m_use[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+      m_use[h] = mx[h] == -INFINITY ? 0.f : mx[h];
+      alpha[h] = exp2f(m_run[h] - m_use[h]);
+      m_run[h] = mx[h];
+      l_run[h] *= alpha[h];
+    }
+#pragma unroll
+    for (int d = 0; d < kD / 8; ++d) {
+      o[4 * d + 0] *= alpha[0], o[4 * d + 1] *= alpha[0];
+      o[4 * d + 2] *= alpha[1], o[4 * d + 3] *= alpha[1];
+    }
+    std::uint32_t pf[kWgKeys / 16][4];
+#pragma unroll
+    for (int n = 0; n < kWgKeys / 8; ++n) {
+      const float p0 = exp2f(sacc[4 * n + 0] - m_use[0]), p1 = exp2f(sacc[4 * n + 1] - m_use[0]);
+      const float p2 = exp2f(sacc[4 * n + 2] - m_use[1]), p3 = exp2f(sacc[4 * n + 3] - m_use[1]);
+      l_run[0] += p0 + p1;
+      l_run[1] += p2 + p3;
+      pf[n >> 1][(n & 1) * 2 + 0] = dev::pack_bf16(p0, p1);
+      pf[n >> 1][(n & 1) * 2 + 1] = dev::pack_bf16(p2, p3);
+    }
+    // O += P V: V is N-major (dims contiguous); 64-dim blocks kWgKeys * 128 bytes apart, 16 keys = 2048 bytes.
+    dev::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kWgKeys / 16; ++kk)
+      dev::wgmma_m64n256k16_rs_tb(o, pf[kk], dev::wgmma_desc(v_base + kk * 16 * 128, kWgKeys * 128), 1);
+    dev::wgmma_commit();
+    dev::wgmma_wait<0>();
+    dev::fence_regs(o);
+  }
+  dev::cp_async_wait<0>();
+
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float l = l_run[h];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int rr = wg * 64 + wr * 16 + (lane >> 2) + 8 * h, pi = tile * 128 + rr, tok = pi / group;
+    if (tok >= n_new) continue;
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    const int head = hk * group + pi % group;
+    const bf16* g = a.gate + std::int64_t(q0 + tok) * a.gate_stride + std::int64_t(head) * a.gate_head_stride;
+    bf16* out = a.out + std::int64_t(q0 + tok) * a.out_stride + std::int64_t(head) * kD;
+#pragma unroll
+    for (int d = 0; d < kD / 8; ++d) {
+      const int col = d * 8 + 2 * (lane & 3);
+      const float2 gv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(g + col));
+      const float v0 = o[4 * d + 2 * h] * inv / (1.f + expf(-gv.x));
+      const float v1 = o[4 * d + 2 * h + 1] * inv / (1.f + expf(-gv.y));
+      *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(v0, v1);
+    }
+  }
+#else
+  __trap();  // launched only where moe_wgmma_available()
+#endif
+}
+
 }  // namespace
 
 status attention_prefill(const attention_prefill_args& a, stream_t stream) {
@@ -499,8 +670,17 @@ status attention_prefill(const attention_prefill_args& a, stream_t stream) {
     kernel<<<dim3(unsigned(tiles), a.n_kv_heads, a.n_seq), rows * 2, pf_smem<rows>(), stream>>>(a, scale_log2);
     return cudaSuccess;
   };
-  if (a.tile_rows == 64) EV_CUDA_CHECK(launch(std::integral_constant<int, 64>{}));
-  else EV_CUDA_CHECK(launch(std::integral_constant<int, 128>{}));
+  if (a.tile_rows == 0 && moe_wgmma_available()) {
+    EV_CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       kWgAttnSmem));
+    const long long tiles = (static_cast<long long>(a.max_n_new) * group + 127) / 128;
+    attention_prefill_wgmma_kernel<<<dim3(unsigned(tiles), a.n_kv_heads, a.n_seq), 256, kWgAttnSmem, stream>>>(
+        a, scale_log2);
+  } else if (a.tile_rows == 64) {
+    EV_CUDA_CHECK(launch(std::integral_constant<int, 64>{}));
+  } else {
+    EV_CUDA_CHECK(launch(std::integral_constant<int, 128>{}));
+  }
   EV_CUDA_CHECK_LAUNCH("attention_prefill_kernel");
   return status::success();
 }

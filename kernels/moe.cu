@@ -7,6 +7,7 @@
 #include "kernels/cuda-check.cuh"
 #include "kernels/device-util.cuh"
 #include "kernels/moe.h"
+#include "kernels/wgmma-sm90.cuh"
 
 namespace evident::kernels {
 namespace {
@@ -455,11 +456,186 @@ status launch_grouped(const gg_params& p, stream_t stream) {
   return status::success();
 }
 
+// ---- Hopper (sm_90a) grouped GEMM for prefill sizes: a block = 2 warpgroups (256 threads), a tile of 128 permuted
+// rows (64 per warpgroup) x 256 weight rows (SWIGLU: 128 gate rows + the 128 matching up rows, i.e. 128 output
+// columns; else 256 output columns), BK = 64. A (gathered rows, zero-filled past the expert's rows) and B go through
+// a kWgStages-deep cp.async pipeline into 128-byte-swizzled shared tiles (dev::swz64, the wgmma K-major layout);
+// each k tile is 4 wgmma.m64n256k16 per warpgroup, one commit group kept in flight. Loads run kWgStages - 2 tiles
+// ahead, so the stage a load overwrites was read by the MMAs of two iterations ago, which every thread has waited
+// for (wgmma_wait<1>) before the barrier that precedes the load.
+// Grid: x = column tiles (fastest, so the blocks of one row tile run together and share its A rows in L2),
+// y = an upper bound of the row tiles (as in grouped_gemm_kernel).
+constexpr int kWgStages = 4;
+constexpr int kWgStageBytes = (128 + 256) * 128;
+constexpr int kWgSmem = kWgStages * kWgStageBytes + 1024;  // + alignment of the tiles to 1024 bytes
+
+__device__ bool find_tile_at(const gg_params& p, int tile, int bm, int* s_info) {
+  __shared__ int scratch[33];
+  const int per = (p.n_experts + blockDim.x - 1) / blockDim.x;
+  const int e0 = threadIdx.x * per;
+  int tiles = 0;
+  for (int j = 0; j < per; ++j) {
+    const int e = e0 + j;
+    if (e < p.n_experts) tiles += (p.offsets[e + 1] - p.offsets[e] + bm - 1) / bm;
+  }
+  if (threadIdx.x == 0) s_info[0] = -1;
+  int run = dev::block_exclusive_scan(tiles, scratch);
+  if (tile >= run && tile < run + tiles) {
+    for (int j = 0; j < per; ++j) {
+      const int e = e0 + j;
+      if (e >= p.n_experts) break;
+      const int cnt = p.offsets[e + 1] - p.offsets[e], t = (cnt + bm - 1) / bm;
+      if (tile < run + t) {
+        s_info[0] = e;
+        s_info[1] = (tile - run) * bm;
+        s_info[2] = cnt;
+        break;
+      }
+      run += t;
+    }
+  }
+  __syncthreads();
+  return s_info[0] >= 0;
+}
+
+template <bool SWIGLU>
+__global__ void __launch_bounds__(256, 1) grouped_gemm_wgmma_kernel(gg_params p) {
+#if EV_SM90A
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) &
+                                                         ~std::uintptr_t(1023));
+  __shared__ int s_info[3];
+  if (!find_tile_at(p, blockIdx.y, 128, s_info)) return;
+  const int e = s_info[0], m0 = s_info[1], cnt = s_info[2];
+  const int row0 = p.offsets[e] + m0;
+  constexpr int kOutCols = SWIGLU ? 128 : 256;
+  const int n0 = blockIdx.x * kOutCols;
+  const int tid = threadIdx.x, wg = tid >> 7, t128 = tid & 127;
+  const bf16* w = p.w + std::int64_t(e) * p.w_expert_stride;
+
+  // Loads: chunk column tid % 8; A rows tid / 8 + 32 i (4), B rows tid / 8 + 32 i (8).
+  const int cc = tid & 7;
+  const bf16* a_src[4];
+  bool a_ok[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int m = tid / 8 + i * 32;
+    a_ok[i] = m0 + m < cnt;
+    const int r = row0 + (a_ok[i] ? m : 0);
+    const int src_row = p.row_token ? p.row_token[r] : r;
+    a_src[i] = p.a + std::int64_t(src_row) * p.lda + cc * 8;
+  }
+  const bf16* b_src[8];
+  bool b_ok[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int nb = tid / 8 + i * 32;
+    int col = n0 + (SWIGLU ? nb % 128 : nb);
+    b_ok[i] = col < p.N;
+    if (!b_ok[i]) col = 0;
+    const int wrow = SWIGLU && nb >= 128 ? p.N + col : col;
+    b_src[i] = w + std::int64_t(wrow) * p.K + cc * 8;
+  }
+  const int KT = (p.K + 63) / 64;
+  auto load_stage = [&](int kt) {
+    unsigned char* st = smem + (kt % kWgStages) * kWgStageBytes;
+    const int k0 = kt * 64;
+    const bool kin = k0 + cc * 8 < p.K;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const bool ok = a_ok[i] && kin;
+      dev::cp_async16(st + dev::swz64(tid / 8 + i * 32, cc), ok ? a_src[i] + k0 : p.a, ok);
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const bool ok = b_ok[i] && kin;
+      dev::cp_async16(st + 128 * 128 + dev::swz64(tid / 8 + i * 32, cc), ok ? b_src[i] + k0 : p.w, ok);
+    }
+  };
+
+  float acc[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) acc[i] = 0.f;
+#pragma unroll
+  for (int s = 0; s < kWgStages - 2; ++s) {
+    if (s < KT) load_stage(s);
+    dev::cp_async_commit();
+  }
+  for (int kt = 0; kt < KT; ++kt) {
+    dev::cp_async_wait<kWgStages - 3>();
+    dev::fence_proxy_async();
+    __syncthreads();
+    if (kt + kWgStages - 2 < KT) load_stage(kt + kWgStages - 2);
+    dev::cp_async_commit();
+    const std::uint32_t st = dev::smem_u32(smem + (kt % kWgStages) * kWgStageBytes);
+    const std::uint64_t da = dev::wgmma_desc(st + wg * 64 * 128), db = dev::wgmma_desc(st + 128 * 128);
+    dev::wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) dev::wgmma_m64n256k16(acc, da + 2 * ks, db + 2 * ks, 1);
+    dev::wgmma_commit();
+    dev::wgmma_wait<1>();
+  }
+  dev::wgmma_wait<0>();
+  dev::fence_regs(acc);
+
+  // Epilogue straight from the accumulators: row 16 w + l / 4 (+ 8), columns 8 i + 2 (l % 4) (+ 1).
+  const int lane = t128 & 31, wr = t128 >> 5;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int m = wg * 64 + wr * 16 + (lane >> 2) + half * 8;
+    if (m0 + m >= cnt) continue;
+    const std::int64_t r = row0 + m;
+#pragma unroll
+    for (int i = 0; i < kOutCols / 8; ++i) {
+      const int col = n0 + i * 8 + 2 * (lane & 3);
+      if (col >= p.N) continue;
+      float v0 = acc[4 * i + 2 * half], v1 = acc[4 * i + 2 * half + 1];
+      if constexpr (SWIGLU) {
+        v0 = v0 / (1.f + expf(-v0)) * acc[4 * (i + 16) + 2 * half];
+        v1 = v1 / (1.f + expf(-v1)) * acc[4 * (i + 16) + 2 * half + 1];
+      }
+      if (p.out_fp32) {
+        *reinterpret_cast<float2*>(static_cast<float*>(p.out) + r * p.ldo + col) = make_float2(v0, v1);
+      } else {
+        *reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(p.out) + r * p.ldo + col) =
+            __floats2bfloat162_rn(v0, v1);
+      }
+    }
+  }
+#else
+  __trap();  // launched only where moe_wgmma_available()
+#endif
+}
+
+template <bool SWIGLU>
+status launch_grouped_wgmma(const gg_params& p, stream_t stream) {
+  auto kernel = grouped_gemm_wgmma_kernel<SWIGLU>;
+  EV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWgSmem));
+  const long long tiles = p.n_rows / 128 + std::min(p.n_experts, p.n_rows);
+  const int n_tiles = (p.N + (SWIGLU ? 127 : 255)) / (SWIGLU ? 128 : 256);
+  kernel<<<dim3(unsigned(n_tiles), unsigned(tiles)), 256, kWgSmem, stream>>>(p);
+  EV_CUDA_CHECK_LAUNCH("grouped_gemm_wgmma_kernel");
+  return status::success();
+}
+
+// The sm_90a probe: its static shared array exists only in the sm_90a device pass, so the function attributes of the
+// code the runtime picks for this device say whether the wgmma kernels were compiled for it.
+__global__ void sm90a_probe_kernel(int* out) {
+#if EV_SM90A
+  __shared__ int s[256];
+  s[threadIdx.x] = threadIdx.x;
+  __syncthreads();
+  out[threadIdx.x] = s[255 - threadIdx.x];
+#else
+  out[threadIdx.x] = 0;
+#endif
+}
+
 bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
 
 // Decode tiling (16 rows) when experts get few rows on average, else the prefill tiling (128 rows).
 int pick_tile_m(int forced, int n_rows, int n_experts) {
-  if (forced == 16 || forced == 128) return forced;
+  if (forced == 16 || forced == 128 || forced == 256) return forced;
   return n_rows <= 2 * n_experts ? 16 : 128;
 }
 
@@ -532,6 +708,21 @@ __global__ void swiglu_kernel(swiglu_args a) {
 
 }  // namespace
 
+bool moe_wgmma_available() {
+  static const bool ok = [] {
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+      return false;
+    if (major != 9 || minor != 0) return false;
+    cudaFuncAttributes fa{};
+    if (cudaFuncGetAttributes(&fa, sm90a_probe_kernel) != cudaSuccess) return false;
+    return fa.sharedSizeBytes >= 1024;
+  }();
+  return ok;
+}
+
 std::size_t moe_permute_workspace_bytes(const moe_permute_args& a) {
   const std::int64_t n = std::int64_t(std::max(a.n_tokens, 0)) * std::max(a.top_k, 0);
   const std::int64_t n_chunks = (n + kPermChunk - 1) / kPermChunk;
@@ -584,7 +775,11 @@ status moe_gate_up_swiglu(const moe_gate_up_args& a, stream_t stream) {
                     "moe_gate_up_swiglu: x, w_gate_up and h must be 16-byte aligned");
   gg_params p{a.n_rows, a.n_experts, a.hidden, a.inter, a.expert_offsets, a.row_token, a.x, a.x_stride,
               a.w_gate_up, std::int64_t(2) * a.inter * a.hidden, a.h, a.h_stride, false};
-  if (pick_tile_m(a.tile_m, a.n_rows, a.n_experts) == 16) return launch_grouped<16, 32, 1, 2, 4, true>(p, stream);
+  EV_KERNEL_SUPPORTED(a.tile_m != 256 || moe_wgmma_available(), "moe_gate_up_swiglu: tile_m = 256 (wgmma) needs an sm_90a build ",
+                      "on a compute capability 9.0 device");
+  const int tm = pick_tile_m(a.tile_m, a.n_rows, a.n_experts);
+  if (tm == 16) return launch_grouped<16, 32, 1, 2, 4, true>(p, stream);
+  if ((a.tile_m == 0 && moe_wgmma_available()) || a.tile_m == 256) return launch_grouped_wgmma<true>(p, stream);
   return launch_grouped<128, 128, 2, 4, 3, true>(p, stream);
 }
 
@@ -602,7 +797,11 @@ status moe_down(const moe_down_args& a, stream_t stream) {
                     "moe_down: h and w_down must be 16-byte aligned, y 8-byte aligned");
   gg_params p{a.n_rows, a.n_experts, a.inter, a.hidden, a.expert_offsets, nullptr, a.h, a.h_stride,
               a.w_down, std::int64_t(a.hidden) * a.inter, a.y, a.y_stride, a.y_type == gemm_out::fp32};
-  if (pick_tile_m(a.tile_m, a.n_rows, a.n_experts) == 16) return launch_grouped<16, 64, 1, 2, 4, false>(p, stream);
+  EV_KERNEL_SUPPORTED(a.tile_m != 256 || moe_wgmma_available(), "moe_down: tile_m = 256 (wgmma) needs an sm_90a build ",
+                      "on a compute capability 9.0 device");
+  const int tm = pick_tile_m(a.tile_m, a.n_rows, a.n_experts);
+  if (tm == 16) return launch_grouped<16, 64, 1, 2, 4, false>(p, stream);
+  if ((a.tile_m == 0 && moe_wgmma_available()) || a.tile_m == 256) return launch_grouped_wgmma<false>(p, stream);
   return launch_grouped<128, 128, 2, 4, 3, false>(p, stream);
 }
 
