@@ -607,6 +607,7 @@ TEST_P(MoeExpertsCuda, EachStageMatchesReference) {
   EV_REQUIRE_CUDA();
   const moe_case& c = GetParam();
   if (small_only() && !c.small) GTEST_SKIP() << "EVIDENT_KERNELS_SMALL=1: large case skipped";
+  if (c.tile_m == 256 && !moe_wgmma_available()) GTEST_SKIP() << "wgmma tiling needs sm_90a on compute capability 9.0";
   std::mt19937 rng(41);
   const int T = c.T, E = c.E, K = c.K, H = c.H, I = c.I, R = T * K;
   const float ws = 1.f / std::sqrt(float(H)), wd_s = 1.f / std::sqrt(float(I));
@@ -710,7 +711,12 @@ INSTANTIATE_TEST_SUITE_P(
                       moe_case{"prefill_many_column_tiles", 150, 8, 2, 1032, 136, 128, false, true, true},
                       moe_case{"qwen_decode_b1", 1, 512, 10, 2048, 512, 0, false, false, false},
                       moe_case{"qwen_decode_b64", 64, 512, 10, 2048, 512, 0, false, true, false},
-                      moe_case{"prefill_skewed_multi_chunk", 300, 16, 4, 512, 256, 0, true, true, false}),
+                      moe_case{"prefill_skewed_multi_chunk", 300, 16, 4, 512, 256, 0, true, true, false},
+                      // sm_90a wgmma tiling (tile_m 256): partial k tiles, partial and several column tiles, skew
+                      moe_case{"wgmma_odd_tiles", 37, 8, 2, 72, 40, 256, false, true, true},
+                      moe_case{"wgmma_many_column_tiles", 150, 8, 2, 1032, 136, 256, false, true, true},
+                      moe_case{"wgmma_skewed", 300, 8, 2, 64, 32, 256, true, true, true},
+                      moe_case{"qwen_prefill_auto", 256, 512, 10, 2048, 512, 0, false, true, false}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // Permutation alone at prefill sizes (many chunks of 1024 entries): exact.
@@ -820,7 +826,7 @@ TEST_P(AttentionPrefillCuda, MatchesReference) {
   KERNEL_OK(kv_cache_write(w, nullptr));
   a.q = d_qg.p, a.gate = d_qg.p + D, a.cu_q = d_cu.p, a.seq_lens = d_lens.p, a.kv.k_cache = d_kc.p;
   a.kv.v_cache = d_vc.p, a.kv.block_tables = d_tables.p, a.out = d_out.p;
-  for (int rows : {0, 64}) {  // the default 128-row tiling and the 64-row one
+  for (int rows : {0, 128, 64}) {  // the default (sm_90a: the wgmma kernel), the 128-row and 64-row mma.sync tilings
     a.tile_rows = rows;
     d_out.poison();
     KERNEL_OK(attention_prefill(a, nullptr));
