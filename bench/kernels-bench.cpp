@@ -344,24 +344,42 @@ int main(int argc, char** argv) {
     // (2 * 64*128*128), P V_new (64*64*128), state update (128*64*128); 2 FLOPs per multiply-add.
     const double chunks = double(T) / 64 * HV;
     const double flops = chunks * 2.0 * (3 * 64 * 64 * 128 + 64 * 64 * 128 + 3 * 64 * 128 * 128.0);
-    if (!gdn_only) {
+    const std::string tag = std::to_string(n_seq) + "x" + std::to_string(len);
+    for (bool wmma : {false, true}) {
       gdn_chunked_options opt;
       opt.prepare_only = true;
+      opt.wmma_scan = wmma;
       const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
-      // The preparation reads q, k, g, beta and writes, per chunk, prepared q (per value head) and k (per key head)
-      // and T, P (bf16 64x64) and three fp32 vectors per value head.
-      row("  of which gdn prepare " + std::to_string(n_seq) + "x" + std::to_string(len), ms,
-          double(T) * (2 * KD * 2 + HV * 8) + double(T) * (VD + KD) * 2 + chunks * (2 * 64 * 64 * 2 + 3 * 64 * 4), 0);
+      // The preparation reads q, k, g, beta and writes, per chunk, normalised k (per key head), q (per key head for
+      // the mma scan, q * exp(G) per value head for the WMMA scan), T, P (bf16 64x64) and three fp32 vectors per
+      // value head.
+      row(std::string("  of which gdn prepare (for the ") + (wmma ? "wmma" : "mma") + " scan) " + tag, ms,
+          double(T) * (2 * KD * 2 + HV * 8) + double(T) * ((wmma ? VD : KD) + KD) * 2 +
+              chunks * (2 * 64 * 64 * 2 + 3 * 64 * 4),
+          0);
     }
+    // The mma scan (default): v_tile 16 / 32 / 64 = 1 / 2 / 4 warps per block.
+    for (int stages : {2, 3})
+      for (int vt : {32, 16, 64}) {
+        gdn_chunked_options opt;
+        opt.v_tile = vt;
+        opt.scan_stages = stages;
+        const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
+        row("gdn chunked " + tag + " tokens, mma scan, v_tile " + std::to_string(vt) + ", " + std::to_string(stages) +
+                " stages",
+            ms, bytes, flops);
+      }
+    // The previous WMMA scan (v7), for comparison in the same run.
     for (int warps : {16, 8})
       for (int vt : {32, 16, 64}) {
         if ((quick || gdn_only) && (vt != 32 || warps != 16)) continue;
         gdn_chunked_options opt;
         opt.v_tile = vt;
         opt.scan_warps = warps;
+        opt.wmma_scan = true;
         const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
-        row("gdn chunked " + std::to_string(n_seq) + "x" + std::to_string(len) + " tokens, v_tile " +
-                std::to_string(vt) + ", " + std::to_string(warps) + " warps",
+        row("gdn chunked " + tag + " tokens, wmma scan (v7), v_tile " + std::to_string(vt) + ", " +
+                std::to_string(warps) + " warps",
             ms, bytes, flops);
       }
     cudaFree(mixed), cudaFree(g), cudaFree(beta), cudaFree(out), cudaFree(state), cudaFree(d_cu), cudaFree(ws);

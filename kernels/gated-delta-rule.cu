@@ -172,6 +172,9 @@ struct prep_smem {
   float beta[kChunk];
 };
 
+// kQn (the mma scan): normalised, scaled q is written once per key head (like k), with no exp(G) factor; the scan
+// applies exp(G_i) to the output rows instead. Otherwise (the WMMA scan) q * exp(G) is written per value head.
+template <bool kQn>
 __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prepare_kernel(gdn_shape shape, gdn_args args, workspace_view ws) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   prep_smem& sm = *reinterpret_cast<prep_smem*>(smem_raw);
@@ -237,6 +240,9 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prepare_kernel(gdn_shape 
     const int i = e >> 7, d = e & 127;
     *reinterpret_cast<uint4*>(ws.Kn + (std::size_t(slot) * shape.n_k_heads + hk) * kChunk * kDk + e) =
         *reinterpret_cast<const uint4*>(sm.k + i * kLdQ + d);
+    if constexpr (kQn)
+      *reinterpret_cast<uint4*>(ws.Qe + (std::size_t(slot) * shape.n_k_heads + hk) * kChunk * kDk + e) =
+          *reinterpret_cast<const uint4*>(sm.q + i * kLdQ + d);
   }
   float* Tm = sm.Tm;                          // [64][65]
   float* R = reinterpret_cast<float*>(sm.k);  // [3][16][16]; k is dead after the products and the copy above
@@ -278,6 +284,7 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prepare_kernel(gdn_shape 
       *reinterpret_cast<uint2*>(ws.P + mat_off + e) = raw;
     }
     // q * scale * exp(G_i) for this value head, to the workspace.
+    if constexpr (!kQn)
     for (int e = tid * 8; e < kChunk * kDk; e += kPrepThreads * 8) {
       const int i = e >> 7, d = e & 127;
       float x[8];
@@ -602,6 +609,288 @@ __global__ void __launch_bounds__(kScanWarps * 32, 1)
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
+// Kernel 2 (default): the scan on mma.sync m16n8k16 with the state in registers, in transposed form.
+//
+// Value columns of the state evolve independently, so each warp owns 16 value columns v of one head for the whole
+// sequence and needs no other warp's results. Everything is computed transposed (value columns as the M dimension):
+//     X^T  = S^T K^T                      [16, 64]   A = S^T (registers), B = K rows (ldmatrix)
+//     Y^T  = beta_t (V^T - exp(G_t) X^T)             V^T by ldmatrix.trans, in the accumulator layout of X^T
+//     Vn^T = Y^T T^T                                 A = Y^T straight from the X^T accumulators (C -> A fragments)
+//     O^T  = exp(G_t) (S^T Qn^T) + Vn^T P^T          output staged by stmatrix.trans, written as 32-byte rows
+//     S^T  = exp(G_last) S^T + (Vn^T exp(G_last - G_t)) K     B = K by ldmatrix.trans
+// The fp32 state S^T [16, 128] lives in 16 m16n8 accumulator tiles (64 registers per thread); two adjacent n8 tiles
+// of an m16n8 accumulator are exactly the A fragment of an m16k16 tile, so no product result goes through shared
+// memory. A block is NW warps = 16 NW value columns of one value head; it shares the chunk inputs (normalised q and
+// k of the key head, T, P, exp(G), exp(G_last - G), beta, the V tile), double-buffered by cp.async, one barrier per
+// chunk.
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+
+__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void stsm_x4_t(uint32_t addr, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(r0),
+               "r"(r1), "r"(r2), "r"(r3)
+               : "memory");
+}
+// d += a * b, m16n8k16, bf16 in, fp32 accumulate.
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+__device__ __forceinline__ float2 bf16x2_to_float2(uint32_t x) {
+  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&x));
+}
+// A fragments (m16 x k16, bf16) from accumulator tiles acc[2kk], acc[2kk+1] (m16 x n8 each).
+template <int N>
+__device__ __forceinline__ void acc_to_a(const float (&acc)[2 * N][4], uint32_t (&a)[N][4]) {
+#pragma unroll
+  for (int kk = 0; kk < N; ++kk) {
+    a[kk][0] = pack_bf16(acc[2 * kk][0], acc[2 * kk][1]);
+    a[kk][1] = pack_bf16(acc[2 * kk][2], acc[2 * kk][3]);
+    a[kk][2] = pack_bf16(acc[2 * kk + 1][0], acc[2 * kk + 1][1]);
+    a[kk][3] = pack_bf16(acc[2 * kk + 1][2], acc[2 * kk + 1][3]);
+  }
+}
+
+template <int NW, int NS>
+struct mma_scan_smem {
+  static constexpr int BV = 16 * NW;
+  static constexpr int kLdV = BV + 8;  // bf16 pitch of the V tile (ldmatrix rows land on distinct bank groups)
+  static constexpr int kLdO = 16 + 8;  // bf16 pitch of a warp's output staging tile [64, 16]
+  struct stage {
+    nvbf q[kChunk * kLdQ];  // q / |q| * d_k^-1/2 (per key head)
+    nvbf k[kChunk * kLdQ];  // k / |k|
+    nvbf T[kChunk * kLdT];
+    nvbf P[kChunk * kLdT];
+    nvbf v[kChunk * kLdV];
+    float eg[kChunk];    // exp(G_i)
+    float ed[kChunk];    // exp(G_last - G_i)
+    float beta[kChunk];
+    float pad[kChunk];
+  };
+  stage st[NS];
+  nvbf o[NW][kChunk * kLdO];
+};
+
+template <int NW, int NS>
+__global__ void __launch_bounds__(NW * 32, 1) gdn_mma_scan_kernel(gdn_shape shape, gdn_args args, workspace_view ws) {
+  using SM = mma_scan_smem<NW, NS>;
+  constexpr int BV = SM::BV, kThreads = NW * 32, kLdV = SM::kLdV, kLdO = SM::kLdO;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  SM& sm = *reinterpret_cast<SM*>(smem_raw);
+  const int n_vt = kDv / BV;
+  const int hv = blockIdx.x / n_vt, v0 = (blockIdx.x % n_vt) * BV, seq = blockIdx.y;
+  const int hk = hv / (shape.n_v_heads / shape.n_k_heads);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q4 = lane & 3;
+  const int vw = v0 + warp * 16;  // this warp's first value column
+  const int seq_begin = args.cu_seqlens[seq], seq_len = args.cu_seqlens[seq + 1] - seq_begin;
+  const int n_chunks = (seq_len + kChunk - 1) / kChunk;
+  const int slot0 = chunk_base(args.cu_seqlens, seq);
+  const int state_slot = args.state_slots ? args.state_slots[seq] : seq;
+  const std::size_t state_off = (std::size_t(state_slot) * shape.n_v_heads + hv) * kDk * kDv;
+
+  // S^T tile j (state rows d_k = 8j..8j+7): [e] at v = vw + g + 8 (e >> 1), d_k = 8j + 2 q4 + (e & 1).
+  float sacc[16][4];
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      sacc[j][e] = args.initial_state
+                       ? args.initial_state[state_off + std::size_t(8 * j + 2 * q4 + (e & 1)) * kDv + vw + g + 8 * (e >> 1)]
+                       : 0.f;
+
+  auto issue = [&](int c) {  // chunk c's inputs into stage c % NS (the caller commits the group)
+    typename SM::stage& st = sm.st[c % NS];
+    const int t0 = seq_begin + c * kChunk, len = min(kChunk, seq_len - c * kChunk);
+    const std::size_t kslot = std::size_t(slot0 + c) * shape.n_k_heads + hk;
+    const std::size_t head_slot = std::size_t(slot0 + c) * shape.n_v_heads + hv;
+    const nvbf* qn = ws.Qe + kslot * kChunk * kDk;
+    const nvbf* kn = ws.Kn + kslot * kChunk * kDk;
+    for (int i = tid; i < kChunk * 16; i += kThreads) {
+      const int r = i >> 4, sgm = i & 15;
+      cp_async16(st.q + r * kLdQ + sgm * 8, qn + r * kDk + sgm * 8, true);
+      cp_async16(st.k + r * kLdQ + sgm * 8, kn + r * kDk + sgm * 8, true);
+    }
+    const nvbf* T = ws.T + head_slot * kChunk * kChunk;
+    const nvbf* P = ws.P + head_slot * kChunk * kChunk;
+    for (int i = tid; i < kChunk * 8; i += kThreads) {
+      const int r = i >> 3, sgm = i & 7;
+      cp_async16(st.T + r * kLdT + sgm * 8, T + r * kChunk + sgm * 8, true);
+      cp_async16(st.P + r * kLdT + sgm * 8, P + r * kChunk + sgm * 8, true);
+    }
+    constexpr int kSegV = BV / 8;
+    for (int i = tid; i < kChunk * kSegV; i += kThreads) {
+      const int r = i / kSegV, sgm = i % kSegV;
+      const bool valid = r < len;
+      const std::int64_t tr = valid ? t0 + r : t0;
+      cp_async16(st.v + r * kLdV + sgm * 8, dev(args.v) + tr * args.v_stride + hv * kDv + v0 + sgm * 8, valid);
+    }
+    const std::size_t vec = head_slot * kChunk;
+    for (int i = tid; i < 48; i += kThreads) {  // exp(G), exp(G_last - G), beta: 16 segments each
+      float* dst = i < 16 ? st.eg : i < 32 ? st.ed : st.beta;
+      const float* src = i < 16 ? ws.eg : i < 32 ? ws.ed : ws.beta;
+      cp_async16(dst + (i & 15) * 4, src + vec + (i & 15) * 4, true);
+    }
+  };
+  // NS - 1 chunks in flight; one commit group per chunk, empty past the end, so wait_group NS - 2 at the top of
+  // chunk c always means "chunk c has landed".
+#pragma unroll
+  for (int c = 0; c < NS - 1; ++c) {
+    if (c < n_chunks) issue(c);
+    cp_async_commit();
+  }
+
+  // Lane offsets of ldmatrix row addresses (bytes). Non-transposed B from [n][k] rows: rows n0 + (lane & 7) +
+  // 8 (lane >> 4), columns k0 + 8 ((lane >> 3) & 1). Transposed from [k][n] rows: rows k0 + (lane & 7) +
+  // 8 ((lane >> 3) & 1), columns n0 + 8 (lane >> 4).
+  const int rowB = (lane & 7) + ((lane >> 4) << 3), colB = ((lane >> 3) & 1) << 3;
+  const int rowT = (lane & 7) + (((lane >> 3) & 1) << 3), colT = (lane >> 4) << 3;
+  const uint32_t o_base = smem_u32(sm.o[warp]);
+
+  for (int c = 0; c < n_chunks; ++c) {
+    typename SM::stage& st = sm.st[c % NS];
+    const int t0 = seq_begin + c * kChunk, len = min(kChunk, seq_len - c * kChunk);
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(NS - 2));
+    __syncthreads();  // chunk c landed for every thread; every warp is done with chunk c-1 (its stage is free)
+    if (c + NS - 1 < n_chunks) issue(c + NS - 1);
+    cp_async_commit();
+    const uint32_t sq = smem_u32(st.q), sk = smem_u32(st.k), sT = smem_u32(st.T), sP = smem_u32(st.P),
+                   sv = smem_u32(st.v);
+
+    // S^T as bf16 A fragments (k = d_k).
+    uint32_t sa[8][4];
+    acc_to_a<8>(sacc, sa);
+    // X^T = S^T K^T and O1^T = S^T Qn^T (n = token).
+    float xacc[8][4], oacc[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) xacc[j][e] = oacc[j][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk)
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+        const uint32_t off = uint32_t(((16 * np + rowB) * kLdQ + 16 * kk + colB) * 2);
+        uint32_t b[4], bq[4];
+        ldsm_x4(sk + off, b);
+        ldsm_x4(sq + off, bq);
+        mma_bf16(xacc[2 * np], sa[kk], b[0], b[1]);
+        mma_bf16(xacc[2 * np + 1], sa[kk], b[2], b[3]);
+        mma_bf16(oacc[2 * np], sa[kk], bq[0], bq[1]);
+        mma_bf16(oacc[2 * np + 1], sa[kk], bq[2], bq[3]);
+      }
+    // Y^T = beta (V^T - exp(G) X^T), in place in xacc; tile j covers tokens 8j..8j+7, this lane's 8j + 2 q4 + {0,1}.
+#pragma unroll
+    for (int jp = 0; jp < 4; ++jp) {
+      uint32_t vv[4];  // (tile 2jp, v g), (tile 2jp, v g+8), (tile 2jp+1, v g), (tile 2jp+1, v g+8)
+      ldsm_x4_t(sv + uint32_t(((16 * jp + rowB) * kLdV + warp * 16 + colB) * 2), vv);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int j = 2 * jp + h, t = 8 * j + 2 * q4;
+        const float2 eg = *reinterpret_cast<const float2*>(st.eg + t);
+        const float2 be = *reinterpret_cast<const float2*>(st.beta + t);
+        const float2 va = bf16x2_to_float2(vv[2 * h]), vb = bf16x2_to_float2(vv[2 * h + 1]);
+        xacc[j][0] = be.x * (va.x - eg.x * xacc[j][0]);
+        xacc[j][1] = be.y * (va.y - eg.y * xacc[j][1]);
+        xacc[j][2] = be.x * (vb.x - eg.x * xacc[j][2]);
+        xacc[j][3] = be.y * (vb.y - eg.y * xacc[j][3]);
+        oacc[j][0] *= eg.x, oacc[j][1] *= eg.y, oacc[j][2] *= eg.x, oacc[j][3] *= eg.y;
+      }
+    }
+    uint32_t ya[4][4];
+    acc_to_a<4>(xacc, ya);
+    // Vn^T = Y^T T^T: B[k = j][n = i] = T[i][j]; T is lower triangular, so k blocks kk <= np only.
+    float vacc[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) vacc[j][e] = 0.f;
+#pragma unroll
+    for (int np = 0; np < 4; ++np)
+#pragma unroll
+      for (int kk = 0; kk <= np; ++kk) {
+        uint32_t b[4];
+        ldsm_x4(sT + uint32_t(((16 * np + rowB) * kLdT + 16 * kk + colB) * 2), b);
+        mma_bf16(vacc[2 * np], ya[kk], b[0], b[1]);
+        mma_bf16(vacc[2 * np + 1], ya[kk], b[2], b[3]);
+      }
+    uint32_t va[4][4];
+    acc_to_a<4>(vacc, va);
+    // Vd^T = Vn^T exp(G_last - G_t) for the state update.
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const float2 ed = *reinterpret_cast<const float2*>(st.ed + 8 * j + 2 * q4);
+      vacc[j][0] *= ed.x, vacc[j][1] *= ed.y, vacc[j][2] *= ed.x, vacc[j][3] *= ed.y;
+    }
+    uint32_t vda[4][4];
+    acc_to_a<4>(vacc, vda);
+    // O^T += Vn^T P^T (P lower triangular with its diagonal).
+#pragma unroll
+    for (int np = 0; np < 4; ++np)
+#pragma unroll
+      for (int kk = 0; kk <= np; ++kk) {
+        uint32_t b[4];
+        ldsm_x4(sP + uint32_t(((16 * np + rowB) * kLdT + 16 * kk + colB) * 2), b);
+        mma_bf16(oacc[2 * np], va[kk], b[0], b[1]);
+        mma_bf16(oacc[2 * np + 1], va[kk], b[2], b[3]);
+      }
+    // S^T = exp(G_last) S^T + Vd^T K: B[k = t][n = d_k] = K[t][d_k], by ldmatrix.trans.
+    const float decay_last = st.eg[kChunk - 1];
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) sacc[j][e] *= decay_last;
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+      for (int np = 0; np < 8; ++np) {
+        uint32_t b[4];
+        ldsm_x4_t(sk + uint32_t(((16 * kk + rowT) * kLdQ + 16 * np + colT) * 2), b);
+        mma_bf16(sacc[2 * np], vda[kk], b[0], b[1]);
+        mma_bf16(sacc[2 * np + 1], vda[kk], b[2], b[3]);
+      }
+    // Output: O^T tiles -> [t][16 v] staging (stmatrix.trans) -> 32-byte rows of out.
+#pragma unroll
+    for (int jp = 0; jp < 4; ++jp)
+      stsm_x4_t(o_base + uint32_t(((16 * jp + rowB) * kLdO + colB) * 2), pack_bf16(oacc[2 * jp][0], oacc[2 * jp][1]),
+                pack_bf16(oacc[2 * jp][2], oacc[2 * jp][3]), pack_bf16(oacc[2 * jp + 1][0], oacc[2 * jp + 1][1]),
+                pack_bf16(oacc[2 * jp + 1][2], oacc[2 * jp + 1][3]));
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int idx = lane + 32 * i, t = idx >> 1, half = idx & 1;
+      if (t < len)
+        *reinterpret_cast<uint4*>(dev(args.out) + std::int64_t(t0 + t) * args.out_stride + hv * kDv + vw + half * 8) =
+            *reinterpret_cast<const uint4*>(sm.o[warp] + t * kLdO + half * 8);
+    }
+    // The next chunk's top barrier orders these staging reads before the next stmatrix.
+  }
+  if (args.final_state) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        args.final_state[state_off + std::size_t(8 * j + 2 * q4 + (e & 1)) * kDv + vw + g + 8 * (e >> 1)] = sacc[j][e];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
 // Recurrent kernel: block = (value head, value tile of 32 columns, sequence), 128 threads = 32 columns x 4 row groups of
 // 32 state rows; each thread keeps its 32 state values in registers for the whole sequence.
 constexpr int kRecThreads = 128;
@@ -694,6 +983,18 @@ std::size_t gdn_chunked_workspace_bytes(const gdn_shape& shape) {
          3 * align_up(vecs * 4, 256);
 }
 
+template <int NW, int NS>
+static status launch_mma_scan(const gdn_shape& shape, const gdn_args& args, const workspace_view& ws,
+                              stream_t stream) {
+  const int smem = int(sizeof(mma_scan_smem<NW, NS>));
+  EV_CUDA_CHECK(
+      cudaFuncSetAttribute(gdn_mma_scan_kernel<NW, NS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  const dim3 grid(shape.n_v_heads * (kDv / (16 * NW)), shape.n_seq);
+  gdn_mma_scan_kernel<NW, NS><<<grid, NW * 32, smem, stream>>>(shape, args, ws);
+  EV_CUDA_CHECK_LAUNCH("gdn_mma_scan_kernel");
+  return status::success();
+}
+
 template <int BV, int WARPS>
 static status launch_scan(const gdn_shape& shape, const gdn_args& args, const workspace_view& ws, stream_t stream) {
   const int smem = int(sizeof(scan_smem<BV>));
@@ -712,6 +1013,8 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
   const int vt = options.v_tile == 0 ? 32 : options.v_tile;
   EV_KERNEL_SUPPORTED(vt == 16 || vt == 32 || vt == 64, "gdn_chunked_forward: v_tile = ", vt,
                       ", expected 16, 32 or 64");
+  EV_KERNEL_SUPPORTED(options.scan_stages == 0 || options.scan_stages == 2 || options.scan_stages == 3,
+                      "gdn_chunked_forward: scan_stages = ", options.scan_stages, ", expected 2 or 3");
   EV_KERNEL_SUPPORTED(options.scan_warps == 0 || options.scan_warps == 8 || options.scan_warps == 16,
                       "gdn_chunked_forward: scan_warps = ", options.scan_warps, ", expected 8 or 16");
   EV_KERNEL_REQUIRE(workspace && workspace_bytes >= gdn_chunked_workspace_bytes(shape),
@@ -728,8 +1031,29 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
   const int n_slots = n_slots_for(shape.n_tokens, shape.n_seq);
   const workspace_view ws = make_view(workspace, n_slots, shape.n_k_heads, shape.n_v_heads);
   const int prep_bytes = int(sizeof(prep_smem));
-  EV_CUDA_CHECK(cudaFuncSetAttribute(gdn_prepare_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, prep_bytes));
-  gdn_prepare_kernel<<<dim3(n_slots, shape.n_k_heads), kPrepThreads, prep_bytes, stream>>>(shape, args, ws);
+  const dim3 prep_grid(n_slots, shape.n_k_heads);
+  if (!options.wmma_scan) {
+    EV_CUDA_CHECK(
+        cudaFuncSetAttribute(gdn_prepare_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, prep_bytes));
+    gdn_prepare_kernel<true><<<prep_grid, kPrepThreads, prep_bytes, stream>>>(shape, args, ws);
+    EV_CUDA_CHECK_LAUNCH("gdn_prepare_kernel");
+    if (options.prepare_only) return status::success();
+    if (options.scan_stages == 3) {
+      switch (vt) {
+        case 16: return launch_mma_scan<1, 3>(shape, args, ws, stream);
+        case 64: return launch_mma_scan<4, 3>(shape, args, ws, stream);
+        default: return launch_mma_scan<2, 3>(shape, args, ws, stream);
+      }
+    }
+    switch (vt) {
+      case 16: return launch_mma_scan<1, 2>(shape, args, ws, stream);
+      case 64: return launch_mma_scan<4, 2>(shape, args, ws, stream);
+      default: return launch_mma_scan<2, 2>(shape, args, ws, stream);
+    }
+  }
+  EV_CUDA_CHECK(
+      cudaFuncSetAttribute(gdn_prepare_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, prep_bytes));
+  gdn_prepare_kernel<false><<<prep_grid, kPrepThreads, prep_bytes, stream>>>(shape, args, ws);
   EV_CUDA_CHECK_LAUNCH("gdn_prepare_kernel");
   if (options.prepare_only) return status::success();
   if (options.scan_warps == 8) {
