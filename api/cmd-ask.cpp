@@ -51,6 +51,7 @@ int cmd_ask(const std::vector<std::string>& argv) {
   auto& openai_model = a.option("--openai-model", "NAME", "model name for --openai", "default");
   auto& model = a.option("--model", "DIR", "checkpoint directory for --generator engine");
   auto& tokenizer = a.option("--tokenizer", "FILE", "tokenizer.json for --model (default: DIR/tokenizer.json)");
+  auto& device = a.option("--device", "cpu|cuda", "where --model runs (cuda: builds with CUDA only)", "cpu");
   auto& max_tokens = a.option("--max-tokens", "N", "tokens to generate, reasoning included", "4096");
   auto& temperature = a.option("--temperature", "T", "sampling temperature (0 = greedy)", "0.6");
   auto& no_store = a.flag("--no-save", "do not store the answer in the answers table");
@@ -64,6 +65,8 @@ int cmd_ask(const std::vector<std::string>& argv) {
   if (const char* key = std::getenv("OPENAI_API_KEY")) opt.openai_api_key = key;
   opt.model_dir = model;
   opt.tokenizer_path = tokenizer;
+  if (device != "cpu" && device != "cuda") throw usage_error{"--device: expected cpu or cuda, got '" + device + "'"};
+  opt.engine_device = device;
   opt.store_answers = !no_store;
 
   answer::ask_request req;

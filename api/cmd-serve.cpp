@@ -39,6 +39,10 @@ int cmd_serve(const std::vector<std::string>& argv) {
          "Without --model or --openai, answers are extractive (quoted from the documents; no language model).");
   auto& store = a.option("--store", "PATH", "store directory", "evident-store");
   auto& model = a.option("--model", "DIR", "checkpoint directory: answer with the local engine");
+  auto& device = a.option("--device", "cpu|cuda",
+                          "where --model runs: cpu (one answer at a time, cached prompt prefixes) or cuda (concurrent "
+                          "answers share the GPU's steps; builds with CUDA only)",
+                          "cpu");
   auto& openai = a.option("--openai", "URL", "OpenAI-compatible server to answer with (http://host:port[/v1])");
   auto& openai_model = a.option("--openai-model", "NAME", "model name for --openai", "default");
   auto& host = a.option("--host", "ADDR", "address to listen on", "127.0.0.1");
@@ -68,6 +72,8 @@ int cmd_serve(const std::vector<std::string>& argv) {
   opt.openai_model = openai_model;
   if (const char* key = std::getenv("OPENAI_API_KEY")) opt.openai_api_key = key;
   opt.model_dir = model;
+  if (device != "cpu" && device != "cuda") throw usage_error{"--device: expected cpu or cuda, got '" + device + "'"};
+  opt.engine_device = device;
 
   // Stop signals set a flag that a watcher thread polls (a handler may not call stop() itself; sigwait would not do
   // either, because libraries such as OpenBLAS start threads before main() that would not have the signals blocked).

@@ -240,6 +240,7 @@ pipeline::pipeline(pipeline_options opt) : opt_(std::move(opt)), impl_(std::make
     engine::local_generator_options o;
     o.model_dir = opt_.model_dir;
     if (!opt_.tokenizer_path.empty()) o.tokenizer_path = opt_.tokenizer_path;
+    o.device = opt_.engine_device;
     auto g = std::make_shared<engine::local_generator>(o);
     impl_->tok = &g->tok();
     impl_->generators["engine"] = g;

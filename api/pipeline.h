@@ -89,6 +89,8 @@ struct pipeline_options {
   bool openai_stream = true;                // use SSE streaming
   std::filesystem::path model_dir;          // engine: the checkpoint directory (loaded at construction when set)
   std::filesystem::path tokenizer_path;     // engine: tokenizer.json (default: model_dir/tokenizer.json)
+  std::string engine_device = "cpu";        // engine: cpu | cuda (engine/local-generator.h: cuda batches concurrent
+                                            // answers, cpu reuses cached prompt prefixes)
   int retrieve_k = 50;                      // hits retrieved before packing
   double min_relevance = 0.25;              // relevance gate (IDF-weighted question-term coverage, 0..1; 0 = off)
   bool store_answers = true;                // write every answer to the answers table

@@ -14,10 +14,24 @@
 // Prefix boundaries: request.prefix_boundaries (character offsets into the rendered prompt) plus the end of a leading
 // system message. The prompt is tokenised piece by piece between boundaries; at the boundaries the packer declares
 // (ends of messages / documents) this gives the same ids as tokenising it whole.
-// Prefix cache: the last `max_cached_requests` requests keep their sequence memory (KV + DeltaNet state) and their
-// boundary snapshots; a new request restores the longest matching boundary (usage.cached_prompt_tokens).
+// Prefix cache (device "cpu"): the last `max_cached_requests` requests keep their sequence memory (KV + DeltaNet
+// state) and their boundary snapshots; a new request restores the longest matching boundary
+// (usage.cached_prompt_tokens).
 //
-// Thread-safety: generate() may be called from several threads; requests run one at a time (internal mutex).
+// Engines (local_generator_options::device):
+//   "cpu"            the CPU engine, one request at a time, with the prefix cache above
+//   "cuda"           the CUDA engine (engine/cuda/: bf16 weights on GPU `cuda_device`, paged KV, CUDA graphs, sampling
+//                    on the device) behind engine::serving_engine: concurrent generate() calls share steps (continuous
+//                    batching, chunked prefill). No prefix cache yet (cached_prompt_tokens stays 0). Only in builds
+//                    with CUDA; elsewhere the constructor throws.
+//   "cpu-scheduled"  the CPU engine behind the same serving_engine (what "cuda" does, on the CPU: tests, and callers
+//                    who prefer concurrent requests to the prefix cache)
+// The text side (template, boundaries, detokenisation, reasoning split, stop strings) is the same for all three.
+// Sampling: "cpu" draws with engine::sampler; the scheduled engines draw on the device by kernels::sample's rule
+// (the same seed gives other tokens than on "cpu"; see engine/scheduler.h, draw_mode), except requests with penalties.
+//
+// Thread-safety: generate() may be called from several threads; with "cpu" requests run one at a time (internal
+// mutex), with the scheduled engines they run together.
 #pragma once
 
 #include <cstddef>
@@ -32,6 +46,7 @@
 #include "engine/generator.h"
 #include "engine/memory.h"
 #include "engine/models/qwen3next.h"
+#include "engine/serving.h"
 #include "engine/tokenizer.h"
 
 namespace evident::engine {
@@ -40,8 +55,13 @@ struct local_generator_options {
   std::filesystem::path model_dir;        // Hugging Face checkpoint directory (config.json + safetensors)
   std::filesystem::path tokenizer_path;   // tokenizer.json; default: model_dir / "tokenizer.json"
   chat_template_variant variant = chat_template_variant::thinking;
-  int64_t prefill_chunk = 512;            // tokens per forward call while prefilling
-  size_t max_cached_requests = 4;         // prefix cache entries (each holds one sequence's memory)
+  int64_t prefill_chunk = 512;            // tokens per forward call while prefilling ("cpu")
+  size_t max_cached_requests = 4;         // prefix cache entries (each holds one sequence's memory; "cpu")
+  std::string device = "cpu";             // "cpu" | "cuda" | "cpu-scheduled" (see above)
+  int cuda_device = 0;                    // CUDA device ordinal ("cuda")
+  int max_sequences = 16;                 // requests decoding at once ("cuda", "cpu-scheduled"); more wait in a queue
+  int64_t max_context = 32768;            // prompt + max_tokens of one request ("cuda", "cpu-scheduled")
+  int64_t token_budget = 2048;            // tokens per step: decodes + prefill chunks ("cuda", "cpu-scheduled")
 };
 
 class local_generator : public generator_i {
@@ -53,10 +73,15 @@ class local_generator : public generator_i {
   std::string name() const override { return name_; }
   void generate(const generate_request& request, const event_callback& on_event) override;
 
-  const qwen3next_model& model() const { return *model_; }
   const tokenizer& tok() const { return *tok_; }
 
  private:
+  struct prompt {
+    std::vector<int32_t> ids;
+    std::vector<int64_t> boundary_tokens;  // token counts at the prefix boundaries, ascending, the prompt's end last
+    bool opens_think = false;              // the rendered prompt ends inside an open <think>
+  };
+  prompt build_prompt(const generate_request& request) const;
   struct cache_entry {
     std::vector<int32_t> ids;                                 // the prompt ids the memory started with
     sequence_memory mem;                                      // memory at the end of that request
@@ -67,7 +92,12 @@ class local_generator : public generator_i {
 
   local_generator_options opt_;
   std::string name_;
-  std::unique_ptr<qwen3next_model> model_;
+  // Declared in dependency order (destroyed in reverse): serving_ stops its thread before backend_ goes, and
+  // backend_ closes its sequences before the model it steps goes.
+  std::unique_ptr<qwen3next_model> model_;     // "cpu" and "cpu-scheduled"
+  std::shared_ptr<void> cuda_model_;           // "cuda": the engine/cuda model the backend steps (type-erased here)
+  std::unique_ptr<step_model_i> backend_;      // the scheduled engines' step backend
+  std::unique_ptr<serving_engine> serving_;    // the scheduled engines
   std::unique_ptr<tokenizer> tok_;
   std::vector<int32_t> stop_ids_;
   int32_t think_open_ = -1, think_close_ = -1;

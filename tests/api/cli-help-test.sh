@@ -21,4 +21,6 @@ check 2 "evident: unknown command" no-such-command
 check 2 "" ingest --no-such-flag
 check 2 "" bench engine --no-such-flag
 check 2 "" bench no-such-benchmark
+check 2 "" serve --device tpu
+check 2 "" ask "a question" --device tpu
 exit $fail
