@@ -87,7 +87,7 @@ struct feature_table {
 struct scratch_space {
   feature_table words;
   std::vector<uint64_t> seen;   // bitset over df buckets, all clear between texts
-  std::vector<uint32_t> marked; // buckets set in `seen` for the current text
+  std::vector<uint32_t> marked; // buckets set in `seen` for the current text (room for every bucket)
   std::vector<float> vec;       // for df_buckets_of
 };
 
@@ -96,9 +96,41 @@ scratch_space& scratch() {
   if (t.words.keys.empty()) {
     t.words.init(1 << 11);
     t.seen.assign(hashed_tfidf_embedder::df_buckets / 64, 0);
+    t.marked.resize(hashed_tfidf_embedder::df_buckets + 1);
   }
   return t;
 }
+
+// Adds one feature to the vector: the hot loop of the embedder (about three features per character of text), so
+// the options are template parameters rather than per-feature tests, and a new df bucket is recorded without a
+// branch (the "seen before" test mispredicts about as often as not).
+template <bool Idf, bool Buckets, bool DefaultDim>
+struct feature_sink {
+  float* out;
+  uint32_t dim;
+  const uint32_t* df;
+  double logn1;
+  uint64_t* seen;
+  uint32_t* marked;
+  size_t n_marked = 0;
+
+  void operator()(uint64_t h, float w) {
+    const uint32_t b = static_cast<uint32_t>(h & (hashed_tfidf_embedder::df_buckets - 1));
+    if constexpr (Idf) w *= static_cast<float>(1.0 + logn1 - std::log(static_cast<double>(df[b]) + 1.0));
+    if constexpr (Buckets) {
+      uint64_t& word = seen[b >> 6];
+      const uint64_t bit = 1ull << (b & 63);
+      marked[n_marked] = b;
+      n_marked += (word & bit) == 0;
+      word |= bit;
+    }
+    // h >> 32 fits 32 bits: a 32-bit remainder, and a constant divisor (multiply + shift, not a divide) for the
+    // default dimension; the same value either way.
+    const uint32_t hi = static_cast<uint32_t>(h >> 32);
+    const uint32_t d = DefaultDim ? hi % static_cast<uint32_t>(hashed_tfidf_embedder::default_dim) : hi % dim;
+    out[d] += (h >> 63) ? -w : w;
+  }
+};
 
 // Decodes one code point (valid UTF-8 assumed; invalid bytes decode as themselves).
 inline char32_t next_cp(const unsigned char*& p, const unsigned char* end) {
@@ -130,13 +162,20 @@ void extract(std::string_view text, feature_table& words, F&& on_char) {
     padded[0] = U' ';
     padded[wlen + 1] = U' ';
     const size_t pl = wlen + 2;
+    // FNV-1a of padded[i, i + n] for n = 3, 4, 5 (those that fit), emitted in that order.
+    constexpr uint64_t fnv_prime = 0x100000001B3ull;
     for (size_t i = 0; i + 3 <= pl; ++i) {
       uint64_t h = 0xCBF29CE484222325ull;
-      const size_t m = std::min<size_t>(5, pl - i);
-      for (size_t n = 0; n < m; ++n) {
-        h = (h ^ padded[i + n]) * 0x100000001B3ull;
-        if (n >= 2) on_char(mix_fast(h + n));
-      }
+      h = (h ^ padded[i]) * fnv_prime;
+      h = (h ^ padded[i + 1]) * fnv_prime;
+      h = (h ^ padded[i + 2]) * fnv_prime;
+      on_char(mix_fast(h + 2));
+      if (i + 4 > pl) continue;
+      h = (h ^ padded[i + 3]) * fnv_prime;
+      on_char(mix_fast(h + 3));
+      if (i + 5 > pl) continue;
+      h = (h ^ padded[i + 4]) * fnv_prime;
+      on_char(mix_fast(h + 4));
     }
     wlen = wtotal = 0;
     wh = 0;
@@ -177,33 +216,13 @@ void hashed_tfidf_embedder::set_df(std::vector<uint32_t> df, int64_t n) {
   n_ = n;
 }
 
-void hashed_tfidf_embedder::embed_impl(std::string_view text, float* out, std::vector<uint32_t>* buckets,
-                                       bool query) const {
-  scratch_space& sc = scratch();
+namespace {
+template <bool Idf, bool Buckets, bool DefaultDim>
+void embed_features(std::string_view text, float* out, uint32_t dim, const std::vector<uint32_t>& df, double logn1,
+                    scratch_space& sc, std::vector<uint32_t>* buckets) {
   feature_table& ft = sc.words;
-  ft.clear();
-  std::memset(out, 0, sizeof(float) * static_cast<size_t>(dim_));
-  const bool idf = query && n_ > 0 && !df_.empty();
-  const double logn1 = std::log(static_cast<double>(n_) + 1.0);
-  const uint32_t dim = static_cast<uint32_t>(dim_);
-  auto feature = [&](uint64_t h, float w) {
-    const uint32_t b = static_cast<uint32_t>(h & (df_buckets - 1));
-    if (idf) w *= static_cast<float>(1.0 + logn1 - std::log(static_cast<double>(df_[b]) + 1.0));
-    if (buckets) {
-      uint64_t& word = sc.seen[b >> 6];
-      const uint64_t bit = 1ull << (b & 63);
-      if (!(word & bit)) {
-        word |= bit;
-        sc.marked.push_back(b);
-      }
-    }
-    // h >> 32 fits 32 bits: a 32-bit remainder, and a constant divisor (multiply + shift, not a divide) for the
-    // default dimension; the same value either way.
-    const uint32_t hi = static_cast<uint32_t>(h >> 32);
-    const uint32_t d = dim == static_cast<uint32_t>(default_dim) ? hi % static_cast<uint32_t>(default_dim) : hi % dim;
-    out[d] += (h >> 63) ? -w : w;
-  };
-  extract(text, ft, [&](uint64_t h) { feature(h, w_char); });
+  feature_sink<Idf, Buckets, DefaultDim> sink{out, dim, df.data(), logn1, sc.seen.data(), sc.marked.data()};
+  extract(text, ft, [&](uint64_t h) { sink(h, w_char); });
   // 1 + ln(tf) for the word features.
   static const std::array<float, 64> log_tf = [] {
     std::array<float, 64> a{};
@@ -213,14 +232,34 @@ void hashed_tfidf_embedder::embed_impl(std::string_view text, float* out, std::v
   for (uint32_t i : ft.used) {
     const float tf = ft.tf[i];
     const float s = tf < 64 ? log_tf[static_cast<size_t>(tf)] : 1.0f + std::log(tf);
-    feature(ft.keys[i], ft.weight[i] * s);
+    sink(ft.keys[i], ft.weight[i] * s);
   }
   ft.clear();
-  if (buckets) {
-    for (uint32_t b : sc.marked) sc.seen[b >> 6] = 0;
-    buckets->insert(buckets->end(), sc.marked.begin(), sc.marked.end());
-    sc.marked.clear();
+  if constexpr (Buckets) {
+    for (size_t i = 0; i < sink.n_marked; ++i) sc.seen[sc.marked[i] >> 6] = 0;
+    buckets->insert(buckets->end(), sc.marked.begin(), sc.marked.begin() + static_cast<std::ptrdiff_t>(sink.n_marked));
   }
+}
+}  // namespace
+
+void hashed_tfidf_embedder::embed_impl(std::string_view text, float* out, std::vector<uint32_t>* buckets,
+                                       bool query) const {
+  scratch_space& sc = scratch();
+  sc.words.clear();
+  std::memset(out, 0, sizeof(float) * static_cast<size_t>(dim_));
+  const bool idf = query && n_ > 0 && !df_.empty();
+  const double logn1 = std::log(static_cast<double>(n_) + 1.0);
+  const uint32_t dim = static_cast<uint32_t>(dim_);
+  if (idf && buckets)
+    embed_features<true, true, false>(text, out, dim, df_, logn1, sc, buckets);  // queries: not the hot path
+  else if (idf)
+    embed_features<true, false, false>(text, out, dim, df_, logn1, sc, nullptr);
+  else if (buckets && dim_ == default_dim)
+    embed_features<false, true, true>(text, out, dim, df_, logn1, sc, buckets);
+  else if (buckets)
+    embed_features<false, true, false>(text, out, dim, df_, logn1, sc, buckets);
+  else
+    embed_features<false, false, false>(text, out, dim, df_, logn1, sc, nullptr);
   double norm = 0;
   for (int d = 0; d < dim_; ++d) norm += static_cast<double>(out[d]) * out[d];
   if (norm > 0) {
@@ -247,15 +286,72 @@ void hashed_tfidf_embedder::df_buckets_of(std::string_view text, std::vector<uin
   embed_impl(text, v.data(), &buckets, false);
 }
 
+namespace {
+constexpr int df_page_buckets = 4096;
+constexpr int df_pages = hashed_tfidf_embedder::df_buckets / df_page_buckets;
+
+void put_page(sql::stmt& ins, int page, const uint32_t* counts) {
+  std::array<unsigned char, df_page_buckets * 4> b;
+  for (int i = 0; i < df_page_buckets; ++i) {
+    const uint32_t v = counts[i];
+    b[4 * i] = static_cast<unsigned char>(v);
+    b[4 * i + 1] = static_cast<unsigned char>(v >> 8);
+    b[4 * i + 2] = static_cast<unsigned char>(v >> 16);
+    b[4 * i + 3] = static_cast<unsigned char>(v >> 24);
+  }
+  ins.bind(1, page).bind_blob(2, b.data(), b.size()).run();
+  ins.reset();
+}
+
+constexpr const char* put_page_sql = "INSERT OR REPLACE INTO embedder_df_pages(page, counts) VALUES (?, ?)";
+}  // namespace
+
 int64_t load_df(store& s, std::vector<uint32_t>& df) {
   df.assign(hashed_tfidf_embedder::df_buckets, 0);
-  auto q = s.db().prepare("SELECT feature, df FROM embedder_df");
+  auto q = s.db().prepare("SELECT page, counts FROM embedder_df_pages");
   while (q.step()) {
-    int64_t f = q.col_int(0);
-    if (f >= 0 && f < hashed_tfidf_embedder::df_buckets) df[static_cast<size_t>(f)] = static_cast<uint32_t>(q.col_int(1));
+    const int64_t p = q.col_int(0);
+    const auto* b = static_cast<const unsigned char*>(q.col_blob(1));
+    EV_THROW_IF_NOT_KIND(p >= 0 && p < df_pages && q.col_bytes(1) == df_page_buckets * 4, corrupt, "store ",
+                         s.dir().string(), ": embedder_df_pages row ", p, " has ", q.col_bytes(1),
+                         " bytes, expected page 0-", df_pages - 1, " of ", df_page_buckets * 4, " bytes");
+    uint32_t* out = df.data() + p * df_page_buckets;
+    for (int i = 0; i < df_page_buckets; ++i)
+      out[i] = uint32_t{b[4 * i]} | uint32_t{b[4 * i + 1]} << 8 | uint32_t{b[4 * i + 2]} << 16 |
+               uint32_t{b[4 * i + 3]} << 24;
   }
   auto n = s.meta("embedder.df_n");
   return n ? std::stoll(*n) : 0;
+}
+
+void save_df(store& s, const std::vector<uint32_t>& df, int64_t n, const std::vector<uint32_t>* saved) {
+  EV_ASSERT(df.size() == hashed_tfidf_embedder::df_buckets && (!saved || saved->size() == df.size()),
+            "save_df needs df_buckets counts");
+  auto ins = s.db().prepare(put_page_sql);
+  for (int p = 0; p < df_pages; ++p) {
+    const uint32_t* a = df.data() + p * df_page_buckets;
+    if (saved && std::equal(a, a + df_page_buckets, saved->data() + p * df_page_buckets)) continue;
+    put_page(ins, p, a);
+  }
+  s.set_meta("embedder.df_n", std::to_string(n));
+}
+
+void migrate_df_rows_to_pages(sql::db& db) {
+  {
+    auto t = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'embedder_df'");
+    if (!t.step()) return;  // nothing to convert (a store whose user_version was set back by hand, as in tests)
+  }
+  std::vector<uint32_t> df(hashed_tfidf_embedder::df_buckets, 0);
+  {
+    auto q = db.prepare("SELECT feature, df FROM embedder_df");
+    while (q.step()) {
+      const int64_t f = q.col_int(0);
+      if (f >= 0 && f < hashed_tfidf_embedder::df_buckets) df[static_cast<size_t>(f)] = static_cast<uint32_t>(q.col_int(1));
+    }
+  }
+  auto ins = db.prepare(put_page_sql);
+  for (int p = 0; p < df_pages; ++p) put_page(ins, p, df.data() + p * df_page_buckets);
+  db.exec("DROP TABLE embedder_df");
 }
 
 std::unique_ptr<embedder_i> make_embedder(store& s) {

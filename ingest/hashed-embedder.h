@@ -11,8 +11,9 @@
 // idf = 1 + ln((N + 1) / (df + 1)) before normalisation, so the score q.d weights each shared feature by its idf
 // once, like BM25. This keeps stored vectors independent of the corpus statistics: adding documents changes df but
 // never invalidates vectors already in vectors.faiss, and a crash-repair re-embeds a chunk to the same vector.
-// df is counted per chunk over 2^18 buckets of the feature hash (table embedder_df: feature = bucket, df = chunks
-// containing a feature of that bucket) with N = meta "embedder.df_n".
+// df is counted per chunk over 2^18 buckets of the feature hash (df = chunks containing a feature of that bucket),
+// stored in table embedder_df_pages (migration 0004: page p = buckets [p * 4096, (p + 1) * 4096) as little-endian
+// uint32) with N = meta "embedder.df_n".
 //
 // Thread-safety: embed/embed_query/features are const and re-entrant (per-thread scratch); set_df is not: call it
 // before sharing the embedder.
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "ingest/embedder.h"
+#include "ingest/sqlite.h"
 
 namespace evident::ingest {
 
@@ -59,5 +61,11 @@ class hashed_tfidf_embedder final : public embedder_i {
 
 // Loads the df table of a store into `df` (size df_buckets) and returns N (meta embedder.df_n, 0 when absent).
 int64_t load_df(store& s, std::vector<uint32_t>& df);
+// Writes df (size df_buckets) and N (meta embedder.df_n): every page, or only the pages that differ from `saved` (the
+// df last written or loaded; size df_buckets). Call inside a transaction.
+void save_df(store& s, const std::vector<uint32_t>& df, int64_t n, const std::vector<uint32_t>* saved);
+// Migration 0004 (called by store::migrate inside its transaction): the rows of the old embedder_df table become
+// pages of embedder_df_pages, and embedder_df is dropped (nothing happens when there is no embedder_df table).
+void migrate_df_rows_to_pages(sql::db& db);
 
 }  // namespace evident::ingest

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <iterator>
 
+#include "ingest/hashed-embedder.h"
 #include "ingest/migrations.h"  // generated: evident::ingest::migrations[] = {{version, name, sql}, ...}
 
 namespace evident::ingest {
@@ -92,6 +93,7 @@ void store::migrate() {
     if (m.version <= have) continue;
     sql::transaction tx(db_);
     db_.exec(m.sql);
+    if (m.version == 4) migrate_df_rows_to_pages(db_);  // 0004-df-pages.sql: the rows become pages (C++)
     db_.exec("PRAGMA user_version = " + std::to_string(m.version));
     tx.commit();
   }

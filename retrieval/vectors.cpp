@@ -41,19 +41,11 @@ void write_store_vectors(ingest::store& s, const vector_index_options& opt) {
   }
   {
     sql::transaction tx(s.db());
-    s.db().exec("DELETE FROM embedder_df");
-    auto ins = s.db().prepare("INSERT INTO embedder_df(feature, df) VALUES (?, ?)");
-    for (size_t b = 0; b < df.size(); ++b) {
-      if (df[b] == 0) continue;
-      ins.bind(1, static_cast<int64_t>(b)).bind(2, static_cast<int64_t>(df[b]));
-      ins.run();
-      ins.reset();
-    }
+    ingest::save_df(s, df, static_cast<int64_t>(ids.size()), nullptr);  // embedder_df_pages + meta embedder.df_n
     tx.commit();
   }
   s.set_meta("embedder.name", emb.name());
   s.set_meta("embedder.dim", std::to_string(dim));
-  s.set_meta("embedder.df_n", std::to_string(ids.size()));
 
   const auto count = static_cast<faiss::Index::idx_t>(ids.size());
   std::unique_ptr<faiss::Index> index;

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "ingest/embedder.h"
+#include "ingest/hashed-embedder.h"
 #include "ingest/store.h"
 #include "ingest/vectors.h"
 
@@ -135,6 +136,24 @@ store_check check_store(const std::filesystem::path& dir) {
   auto v2 = ingest::vector_index::open(s, *e, o);
   r.repaired_match = v2->ids() == want;
   return r;
+}
+
+bool df_matches_chunks(ingest::store& s) {
+  ingest::hashed_tfidf_embedder e;
+  std::vector<uint32_t> want(ingest::hashed_tfidf_embedder::df_buckets, 0), buckets;
+  int64_t n = 0;
+  auto q = s.db().prepare("SELECT text FROM chunks");
+  while (q.step()) {
+    buckets.clear();
+    e.df_buckets_of(q.col_text_view(0), buckets);
+    for (uint32_t b : buckets) ++want[b];
+    ++n;
+  }
+  std::vector<uint32_t> have;
+  const int64_t have_n = ingest::load_df(s, have);
+  if (have_n != n) ADD_FAILURE() << "embedder.df_n " << have_n << ", chunks " << n;
+  if (have != want) ADD_FAILURE() << "df table differs from a recount over the chunks";
+  return have_n == n && have == want;
 }
 
 }  // namespace evident::test

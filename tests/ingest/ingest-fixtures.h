@@ -7,6 +7,10 @@
 #include <string>
 #include <vector>
 
+namespace evident::ingest {
+class store;
+}
+
 namespace evident::test {
 
 void write_file(const std::filesystem::path& p, const std::string& bytes);
@@ -32,5 +36,9 @@ struct store_check {
   bool repaired_match = false;    // after an in-memory repair, ids == chunk ids
 };
 store_check check_store(const std::filesystem::path& store_dir);
+
+// The store's df table (ingest::load_df) and N equal a recount over its chunk texts (embeds every chunk: small
+// stores only).
+bool df_matches_chunks(ingest::store& s);
 
 }  // namespace evident::test

@@ -92,4 +92,5 @@ TEST(IngestCrash, SigkillAtRandomPointsLeavesARepairableStore) {
   EXPECT_EQ(chk.vectors, chk.chunks);
   ingest::store s(sdir);
   EXPECT_EQ(s.meta("embedder.df_n").value_or(""), std::to_string(s.chunk_count()));
+  EXPECT_TRUE(test::df_matches_chunks(s));
 }

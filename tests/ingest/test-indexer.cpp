@@ -8,6 +8,7 @@
 #include <set>
 
 #include "ingest/embedder.h"
+#include "ingest/hashed-embedder.h"
 #include "ingest/indexer.h"
 #include "ingest/store.h"
 #include "ingest/vectors.h"
@@ -181,8 +182,9 @@ TEST(IngestFolder, IncrementalReplacesPrunesAndLeavesNoStaleChunks) {
     }
   }
 
-  // df follows the chunks.
+  // df follows the chunks: N and every bucket equal a recount from the stored chunk texts.
   EXPECT_EQ(s.meta("embedder.df_n").value_or(""), std::to_string(s.chunk_count()));
+  EXPECT_TRUE(test::df_matches_chunks(s));
 }
 
 TEST(IngestFolder, BadInputIsSkippedWithReasons) {
@@ -403,7 +405,7 @@ TEST(StoreSchema, Version2StoreIsUpgradedWithIdenticalSearchResults) {
     for (const auto& w : words) before[w] = ranked(s, w);
   }
   store s(sdir);  // opening read-write migrates
-  EXPECT_EQ(s.schema_version(), 3);
+  EXPECT_EQ(s.schema_version(), 4);
   for (const auto& w : words) EXPECT_EQ(ranked(s, w), before[w]) << w;
   int64_t non_empty = 0;
   for (const auto& w : words) non_empty += before[w].empty() ? 0 : 1;
@@ -414,6 +416,45 @@ TEST(StoreSchema, Version2StoreIsUpgradedWithIdenticalSearchResults) {
   auto chk = test::check_store(sdir);
   EXPECT_EQ(chk.integrity, "ok");
   EXPECT_TRUE(chk.fts_ok);
+}
+
+// A store written before migration 0004 keeps df as one row per bucket (table embedder_df): opening it read-write
+// turns the rows into pages with the same counts, drops the old table, and ingest goes on from there.
+TEST(StoreSchema, Version3DfRowsBecomePages) {
+  auto root = test::scratch_dir("ingest-migrate-df/docs");
+  auto sdir = test::scratch_dir("ingest-migrate-df/store");
+  for (int i = 0; i < 4; ++i)
+    test::write_file(root / std::string(1, static_cast<char>('a' + i)).append(".txt"), test::generated_text(1500, 60 + i));
+  std::vector<uint32_t> before;
+  {
+    store s(sdir);
+    ingest_folder(s, root, quiet(64, 8));
+    load_df(s, before);
+    // Back to the version-3 layout: rows (feature, df) for the non-zero buckets, no pages.
+    s.db().exec("CREATE TABLE embedder_df (feature INTEGER PRIMARY KEY, df INTEGER NOT NULL)");
+    auto ins = s.db().prepare("INSERT INTO embedder_df(feature, df) VALUES (?, ?)");
+    int64_t rows = 0;
+    for (size_t b = 0; b < before.size(); ++b) {
+      if (!before[b]) continue;
+      ins.bind(1, static_cast<int64_t>(b)).bind(2, static_cast<int64_t>(before[b])).run();
+      ins.reset();
+      ++rows;
+    }
+    ASSERT_GT(rows, 1000);  // the comparison means something
+    s.db().exec("DROP TABLE embedder_df_pages; PRAGMA user_version = 3");
+  }
+  store s(sdir);  // migrates
+  EXPECT_EQ(s.schema_version(), 4);
+  std::vector<uint32_t> after;
+  load_df(s, after);
+  EXPECT_EQ(after, before);
+  auto t = s.db().prepare("SELECT count(*) FROM sqlite_master WHERE name = 'embedder_df'");
+  t.step();
+  EXPECT_EQ(t.col_int(0), 0);
+  test::write_file(root / "e.txt", test::generated_text(1500, 65));
+  auto sum = ingest_folder(s, root, quiet(64, 8));
+  EXPECT_EQ(sum.added, 1) << summary_json(sum);
+  EXPECT_TRUE(test::df_matches_chunks(s));
 }
 
 // The FTS deferral key only ever lives inside an open batch; a committed one (never written by ingest) means
