@@ -42,7 +42,12 @@ struct scheduler::request {
 
 scheduler::scheduler(step_model_i& model, scheduler_config cfg) : model_(model), cfg_(cfg) {
   EV_THROW_IF_NOT_MSG(cfg_.token_budget >= 1, "scheduler: token_budget must be >= 1, got ", cfg_.token_budget);
-  if (cfg_.max_prefill_chunk <= 0) cfg_.max_prefill_chunk = cfg_.token_budget;
+  if (cfg_.prefill_only_budget <= 0) cfg_.prefill_only_budget = cfg_.token_budget;
+  EV_THROW_IF_NOT_MSG(cfg_.prefill_only_budget >= cfg_.token_budget, "scheduler: prefill_only_budget (",
+                      cfg_.prefill_only_budget, ") must be >= token_budget (", cfg_.token_budget, ")");
+  EV_THROW_IF_NOT_MSG(cfg_.prefill_only_budget <= model_.max_step_tokens(), "scheduler: prefill_only_budget (",
+                      cfg_.prefill_only_budget, ") exceeds the backend's max_step_tokens (", model_.max_step_tokens(),
+                      ")");
   EV_THROW_IF_NOT_MSG(model_.max_sequences() >= 1, "scheduler: the backend has no sequence slots");
   EV_THROW_IF_NOT_MSG(cfg_.token_budget > model_.max_sequences(), "scheduler: token_budget (", cfg_.token_budget,
                       ") must exceed the backend's max_sequences (", model_.max_sequences(),
@@ -192,13 +197,15 @@ std::vector<scheduler_event> scheduler::step() {
     rows.push_back(r.get());
   }
   b.n_decode = static_cast<int64_t>(b.entries.size());
-  int64_t left = cfg_.token_budget - b.n_decode;
+  const int64_t budget = b.n_decode == 0 ? cfg_.prefill_only_budget : cfg_.token_budget;
+  const int64_t chunk_cap = cfg_.max_prefill_chunk > 0 ? cfg_.max_prefill_chunk : budget;
+  int64_t left = budget - b.n_decode;
   std::vector<std::pair<request*, int64_t>> chunks;
   for (auto& r : running_) {
     if (left <= 0) break;
     const int64_t n_prompt = static_cast<int64_t>(r->p.prompt.size());
     if (r->prefilled >= n_prompt) continue;
-    const int64_t n = std::min({left, cfg_.max_prefill_chunk, n_prompt - r->prefilled});
+    const int64_t n = std::min({left, chunk_cap, n_prompt - r->prefilled});
     batch_entry e;
     e.slot = r->slot;
     e.pos = r->prefilled;

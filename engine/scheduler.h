@@ -19,7 +19,8 @@
 //
 // Invariants:
 //   - Every decoding request gets exactly one token in every step (decodes are never starved, whatever the prompts).
-//   - A step carries at most token_budget tokens; prefill chunks fill what decodes leave, in admission order (FCFS),
+//   - A step carries at most token_budget tokens (prefill_only_budget when no request is decoding); prefill chunks
+//     fill what decodes leave, in admission order (FCFS),
 //     so a 100K-token prompt advances by up to token_budget - n_decoding tokens per step. token_budget > max_sequences
 //     (checked at construction), so prefill also advances by at least one token in every step.
 //   - Admission is FCFS and head-of-line: a queued request that does not fit now blocks the ones behind it (no
@@ -129,7 +130,11 @@ class step_model_i {
 struct scheduler_config {
   int64_t token_budget = 2048;    // tokens per step (decodes + prefill chunks); must exceed the backend's
                                   // max_sequences so a full batch of decodes leaves room for prefill
-  int64_t max_prefill_chunk = 0;  // most tokens of one prompt per step; 0 = token_budget
+  int64_t prefill_only_budget = 0;  // tokens of a step with no decode entry (only prompt chunks); 0 = token_budget.
+                                    // Bigger prompt-only steps keep prefill efficient (on the GPU each of the 512
+                                    // experts gets more rows per read of its weights) while no request waits for a
+                                    // token; >= token_budget and <= the backend's max_step_tokens
+  int64_t max_prefill_chunk = 0;  // most tokens of one prompt per step; 0 = the step's budget
   int64_t max_queue = 4096;       // queued requests beyond this are rejected ("queue full")
 };
 

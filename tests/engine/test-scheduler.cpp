@@ -255,6 +255,40 @@ TEST(scheduler, decode_not_starved_by_long_prompt) {
   EXPECT_EQ(m.ended, 2);
 }
 
+// With nobody decoding a step may carry prefill_only_budget prompt tokens; once a request decodes, token_budget
+// applies again, so that decode's step stays short.
+TEST(scheduler, prefill_only_budget) {
+  fake_model m(4, 100000, 16, 100000);
+  scheduler_config cfg;
+  cfg.token_budget = 64;
+  cfg.prefill_only_budget = 1000;
+  scheduler s(m, cfg);
+  run_log log;
+  const auto pa = make_request(2500, 5, 1), pb = make_request(300, 3, 2);
+  const auto a = s.submit(pa);
+  std::vector<int32_t> sizes;
+  for (int i = 0; i < 3; ++i) {
+    collect(s.step(), log);
+    EXPECT_EQ(s.last_batch().n_decode, 0);
+    sizes.push_back(s.last_batch().entries.at(0).n_tokens);
+  }
+  EXPECT_EQ(sizes, (std::vector<int32_t>{1000, 1000, 500}));
+  ASSERT_EQ(log.tokens[a.id].size(), 1u);
+  const auto b = s.submit(pb);
+  collect(s.step(), log);
+  EXPECT_EQ(s.last_batch().n_decode, 1);
+  ASSERT_EQ(s.last_batch().entries.size(), 2u);
+  EXPECT_EQ(s.last_batch().entries[1].n_tokens, 63);  // token_budget - 1 decode
+  drain(s, log);
+  EXPECT_EQ(log.tokens[a.id], sequential_fake(pa));
+  EXPECT_EQ(log.tokens[b.id], sequential_fake(pb));
+  EXPECT_LE(s.stats().max_step_tokens, 1000);
+  scheduler_config bad;
+  bad.token_budget = 64;
+  bad.prefill_only_budget = 32;
+  EXPECT_THROW(scheduler(m, bad), evident::error);
+}
+
 // Chunks split at max_prefill_chunk and at the budget, positions follow on, only a prompt's last chunk asks for logits,
 // several prompts share a step, decodes come first.
 TEST(scheduler, chunk_boundaries) {
