@@ -626,6 +626,12 @@ __global__ void __launch_bounds__(kScanWarps * 32, 1)
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
 
+__device__ __forceinline__ void cp_async16_s(uint32_t smem, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async16_zfill(uint32_t smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(valid ? 16 : 0));
+}
 __device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -668,7 +674,7 @@ __device__ __forceinline__ void acc_to_a(const float (&acc)[2 * N][4], uint32_t 
   }
 }
 
-template <int NW, int NS>
+template <int NW, int NS, bool kSplit>
 struct mma_scan_smem {
   static constexpr int BV = 16 * NW;
   static constexpr int kLdV = BV + 8;  // bf16 pitch of the V tile (ldmatrix rows land on distinct bank groups)
@@ -686,19 +692,88 @@ struct mma_scan_smem {
   };
   stage st[NS];
   nvbf o[NW][kChunk * kLdO];
+  // kSplit: the state (bf16 A fragments, 8 x 4 words) and V_new^T (4 x 4 words) of a column group, handed from its
+  // chain warp to its output warp; [buffer = chunk & 1][group][12 x uint4][lane].
+  uint4 hand[kSplit ? 2 : 1][kSplit ? NW : 1][12][32];
 };
 
-template <int NW, int NS>
-__global__ void __launch_bounds__(NW * 32, 1) gdn_mma_scan_kernel(gdn_shape shape, gdn_args args, workspace_view ws) {
-  using SM = mma_scan_smem<NW, NS>;
-  constexpr int BV = SM::BV, kThreads = NW * 32, kLdV = SM::kLdV, kLdO = SM::kLdO;
+// O^T = exp(G_t) (S^T Qn^T) + Vn^T P^T for one warp's 16 value columns and chunk stage `st`, staged through `o` and
+// written to out rows t0 .. t0 + len - 1.
+template <typename Stage>
+__device__ __forceinline__ void mma_scan_output(const Stage& st, const uint32_t (&sa)[8][4], const uint32_t (&va)[4][4],
+                                                nvbf* o, int kLdO, bf16* out, std::int64_t out_stride, int t0,
+                                                int len, int col0, int lane) {
+  const int q4 = lane & 3;
+  const int rowB = (lane & 7) + ((lane >> 4) << 3), colB = ((lane >> 3) & 1) << 3;
+  const uint32_t sq = smem_u32(st.q), sP = smem_u32(st.P);
+  float oacc[8][4];
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) oacc[j][e] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < 8; ++kk)
+#pragma unroll
+    for (int np = 0; np < 4; ++np) {
+      uint32_t b[4];
+      ldsm_x4(sq + uint32_t(((16 * np + rowB) * kLdQ + 16 * kk + colB) * 2), b);
+      mma_bf16(oacc[2 * np], sa[kk], b[0], b[1]);
+      mma_bf16(oacc[2 * np + 1], sa[kk], b[2], b[3]);
+    }
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const float2 eg = *reinterpret_cast<const float2*>(st.eg + 8 * j + 2 * q4);
+    oacc[j][0] *= eg.x, oacc[j][1] *= eg.y, oacc[j][2] *= eg.x, oacc[j][3] *= eg.y;
+  }
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+    for (int np = kk; np < 4; ++np) {
+      uint32_t b[4];
+      ldsm_x4(sP + uint32_t(((16 * np + rowB) * kLdT + 16 * kk + colB) * 2), b);
+      mma_bf16(oacc[2 * np], va[kk], b[0], b[1]);
+      mma_bf16(oacc[2 * np + 1], va[kk], b[2], b[3]);
+    }
+  const uint32_t o_base = smem_u32(o);
+#pragma unroll
+  for (int jp = 0; jp < 4; ++jp)
+    stsm_x4_t(o_base + uint32_t(((16 * jp + rowB) * kLdO + colB) * 2), pack_bf16(oacc[2 * jp][0], oacc[2 * jp][1]),
+              pack_bf16(oacc[2 * jp][2], oacc[2 * jp][3]), pack_bf16(oacc[2 * jp + 1][0], oacc[2 * jp + 1][1]),
+              pack_bf16(oacc[2 * jp + 1][2], oacc[2 * jp + 1][3]));
+  __syncwarp();
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int idx = lane + 32 * i, t = idx >> 1, half = idx & 1;
+    if (t < len)
+      *reinterpret_cast<uint4*>(dev(out) + std::int64_t(t0 + t) * out_stride + col0 + half * 8) =
+          *reinterpret_cast<const uint4*>(o + t * kLdO + half * 8);
+  }
+  // The caller's next block barrier orders these staging reads before the next stmatrix.
+}
+
+// kSplit = false: NW warps, each does everything for its 16 columns. kSplit = true: 2 NW warps; warp w < NW (chain)
+// carries the state of column group w through X, Y, V_new and the state update and hands S^T and V_new^T (bf16) to
+// warp NW + w, which computes and writes the output one chunk later and issues the copies. One block barrier per
+// chunk orders everything: chunk c's stage is read by the chain warps in iteration c and by the output warps in
+// iteration c + 1, so the copy for chunk c + NS - 2 (not NS - 1) goes out in iteration c.
+template <int NW, int NS, bool kSplit>
+__global__ void __launch_bounds__((kSplit ? 2 : 1) * NW * 32, 1)
+    gdn_mma_scan_kernel(gdn_shape shape, gdn_args args, workspace_view ws) {
+  using SM = mma_scan_smem<NW, NS, kSplit>;
+  constexpr int BV = SM::BV, kLdV = SM::kLdV, kLdO = SM::kLdO;
+  constexpr int kCopyThreads = NW * 32;           // the output warps when split, else all warps
+  constexpr int kDist = kSplit ? NS - 2 : NS - 1;  // chunks in flight ahead of the one being read
+  static_assert(kDist >= 1, "too few stages");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   SM& sm = *reinterpret_cast<SM*>(smem_raw);
   const int n_vt = kDv / BV;
   const int hv = blockIdx.x / n_vt, v0 = (blockIdx.x % n_vt) * BV, seq = blockIdx.y;
   const int hk = hv / (shape.n_v_heads / shape.n_k_heads);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q4 = lane & 3;
-  const int vw = v0 + warp * 16;  // this warp's first value column
+  const bool is_chain = !kSplit || warp < NW, is_out = !kSplit || warp >= NW;
+  const int cw = kSplit ? warp % NW : warp;  // column group of this warp
+  const int ctid = kSplit ? tid - NW * 32 : tid;  // copy thread index (valid when is_out)
+  const int vw = v0 + cw * 16;                    // the group's first value column
   const int seq_begin = args.cu_seqlens[seq], seq_len = args.cu_seqlens[seq + 1] - seq_begin;
   const int n_chunks = (seq_len + kChunk - 1) / kChunk;
   const int slot0 = chunk_base(args.cu_seqlens, seq);
@@ -711,177 +786,195 @@ __global__ void __launch_bounds__(NW * 32, 1) gdn_mma_scan_kernel(gdn_shape shap
   for (int j = 0; j < 16; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e)
-      sacc[j][e] = args.initial_state
+      sacc[j][e] = is_chain && args.initial_state
                        ? args.initial_state[state_off + std::size_t(8 * j + 2 * q4 + (e & 1)) * kDv + vw + g + 8 * (e >> 1)]
                        : 0.f;
 
+  // Per-thread pieces of the chunk copy, fixed for the whole scan: each loop below steps by a compile-time stride, so
+  // every cp.async is one instruction with immediate offsets.
+  constexpr int kSegV = BV / 8;                      // 16-byte segments per V row
+  const int qk_row = ctid >> 4, qk_seg = ctid & 15;  // q/k: 16 segments per row
+  const int tp_row = ctid >> 3, tp_seg = ctid & 7;   // T/P: 8 segments per row
+  const int v_row = ctid / kSegV, v_seg = ctid % kSegV;
+  const uint32_t st0 = smem_u32(&sm.st[0]);
+  constexpr uint32_t kStageBytes = sizeof(typename SM::stage);
+  const uint32_t s_qk = uint32_t((qk_row * kLdQ + qk_seg * 8) * 2), s_tp = uint32_t((tp_row * kLdT + tp_seg * 8) * 2),
+                 s_v = uint32_t((v_row * kLdV + v_seg * 8) * 2);
+  constexpr uint32_t kOffQ = offsetof(typename SM::stage, q), kOffK = offsetof(typename SM::stage, k),
+                     kOffT = offsetof(typename SM::stage, T), kOffP = offsetof(typename SM::stage, P),
+                     kOffV = offsetof(typename SM::stage, v), kOffEg = offsetof(typename SM::stage, eg);
+  const nvbf* const v_src = dev(args.v) + hv * kDv + v0 + v_seg * 8;
   auto issue = [&](int c) {  // chunk c's inputs into stage c % NS (the caller commits the group)
-    typename SM::stage& st = sm.st[c % NS];
+    const uint32_t sb = st0 + uint32_t(c % NS) * kStageBytes;
     const int t0 = seq_begin + c * kChunk, len = min(kChunk, seq_len - c * kChunk);
     const std::size_t kslot = std::size_t(slot0 + c) * shape.n_k_heads + hk;
     const std::size_t head_slot = std::size_t(slot0 + c) * shape.n_v_heads + hv;
-    const nvbf* qn = ws.Qe + kslot * kChunk * kDk;
-    const nvbf* kn = ws.Kn + kslot * kChunk * kDk;
-    for (int i = tid; i < kChunk * 16; i += kThreads) {
-      const int r = i >> 4, sgm = i & 15;
-      cp_async16(st.q + r * kLdQ + sgm * 8, qn + r * kDk + sgm * 8, true);
-      cp_async16(st.k + r * kLdQ + sgm * 8, kn + r * kDk + sgm * 8, true);
+    const nvbf* qn = ws.Qe + kslot * kChunk * kDk + qk_row * kDk + qk_seg * 8;
+    const nvbf* kn = ws.Kn + kslot * kChunk * kDk + qk_row * kDk + qk_seg * 8;
+#pragma unroll
+    for (int it = 0; it < kChunk * 16 / kCopyThreads; ++it) {
+      constexpr int kRows = kCopyThreads / 16;
+      cp_async16_s(sb + kOffQ + s_qk + uint32_t(it * kRows * kLdQ * 2), qn + it * kRows * kDk);
+      cp_async16_s(sb + kOffK + s_qk + uint32_t(it * kRows * kLdQ * 2), kn + it * kRows * kDk);
     }
-    const nvbf* T = ws.T + head_slot * kChunk * kChunk;
-    const nvbf* P = ws.P + head_slot * kChunk * kChunk;
-    for (int i = tid; i < kChunk * 8; i += kThreads) {
-      const int r = i >> 3, sgm = i & 7;
-      cp_async16(st.T + r * kLdT + sgm * 8, T + r * kChunk + sgm * 8, true);
-      cp_async16(st.P + r * kLdT + sgm * 8, P + r * kChunk + sgm * 8, true);
+    const nvbf* T = ws.T + head_slot * kChunk * kChunk + tp_row * kChunk + tp_seg * 8;
+    const nvbf* P = ws.P + head_slot * kChunk * kChunk + tp_row * kChunk + tp_seg * 8;
+#pragma unroll
+    for (int it = 0; it < kChunk * 8 / kCopyThreads; ++it) {
+      constexpr int kRows = kCopyThreads / 8;
+      cp_async16_s(sb + kOffT + s_tp + uint32_t(it * kRows * kLdT * 2), T + it * kRows * kChunk);
+      cp_async16_s(sb + kOffP + s_tp + uint32_t(it * kRows * kLdT * 2), P + it * kRows * kChunk);
     }
-    constexpr int kSegV = BV / 8;
-    for (int i = tid; i < kChunk * kSegV; i += kThreads) {
-      const int r = i / kSegV, sgm = i % kSegV;
+    // V rows past the sequence end are zero-filled (source size 0, address of the chunk's first row).
+#pragma unroll
+    for (int it = 0; it < kChunk * kSegV / kCopyThreads; ++it) {
+      constexpr int kRows = kCopyThreads / kSegV;
+      const int r = v_row + it * kRows;
       const bool valid = r < len;
-      const std::int64_t tr = valid ? t0 + r : t0;
-      cp_async16(st.v + r * kLdV + sgm * 8, dev(args.v) + tr * args.v_stride + hv * kDv + v0 + sgm * 8, valid);
+      cp_async16_zfill(sb + kOffV + s_v + uint32_t(it * kRows * kLdV * 2),
+                       v_src + std::int64_t(valid ? t0 + r : t0) * args.v_stride, valid);
     }
     const std::size_t vec = head_slot * kChunk;
-    for (int i = tid; i < 48; i += kThreads) {  // exp(G), exp(G_last - G), beta: 16 segments each
-      float* dst = i < 16 ? st.eg : i < 32 ? st.ed : st.beta;
-      const float* src = i < 16 ? ws.eg : i < 32 ? ws.ed : ws.beta;
-      cp_async16(dst + (i & 15) * 4, src + vec + (i & 15) * 4, true);
+#pragma unroll
+    for (int i0 = 0; i0 < 48; i0 += kCopyThreads) {  // exp(G), exp(G_last - G), beta: 16 segments each, contiguous
+      const int i = i0 + ctid;
+      if (i < 48) {
+        const float* src = i < 16 ? ws.eg : i < 32 ? ws.ed : ws.beta;
+        cp_async16_s(sb + kOffEg + uint32_t(i * 16), src + vec + (i & 15) * 4);
+      }
     }
   };
-  // NS - 1 chunks in flight; one commit group per chunk, empty past the end, so wait_group NS - 2 at the top of
-  // chunk c always means "chunk c has landed".
+  // kDist chunks in flight; one commit group per chunk, empty past the end, so wait_group kDist - 1 at the top of
+  // iteration c always means "chunk c has landed".
 #pragma unroll
-  for (int c = 0; c < NS - 1; ++c) {
-    if (c < n_chunks) issue(c);
+  for (int c = 0; c < kDist; ++c) {
+    if (is_out && c < n_chunks) issue(c);
     cp_async_commit();
   }
 
-  // Lane offsets of ldmatrix row addresses (bytes). Non-transposed B from [n][k] rows: rows n0 + (lane & 7) +
-  // 8 (lane >> 4), columns k0 + 8 ((lane >> 3) & 1). Transposed from [k][n] rows: rows k0 + (lane & 7) +
-  // 8 ((lane >> 3) & 1), columns n0 + 8 (lane >> 4).
+  // Lane offsets of ldmatrix row addresses. Non-transposed B from [n][k] rows: rows n0 + rowB, columns k0 + colB.
+  // Transposed B from [k][n] rows: rows k0 + rowT, columns n0 + colT.
   const int rowB = (lane & 7) + ((lane >> 4) << 3), colB = ((lane >> 3) & 1) << 3;
   const int rowT = (lane & 7) + (((lane >> 3) & 1) << 3), colT = (lane >> 4) << 3;
-  const uint32_t o_base = smem_u32(sm.o[warp]);
 
-  for (int c = 0; c < n_chunks; ++c) {
-    typename SM::stage& st = sm.st[c % NS];
-    const int t0 = seq_begin + c * kChunk, len = min(kChunk, seq_len - c * kChunk);
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(NS - 2));
-    __syncthreads();  // chunk c landed for every thread; every warp is done with chunk c-1 (its stage is free)
-    if (c + NS - 1 < n_chunks) issue(c + NS - 1);
+  for (int c = 0; c < n_chunks + (kSplit ? 1 : 0); ++c) {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(kDist - 1));
+    __syncthreads();  // chunk c landed; every warp is done with the stage and hand-off buffer being refilled
+    if (is_out && c + kDist < n_chunks) issue(c + kDist);
     cp_async_commit();
-    const uint32_t sq = smem_u32(st.q), sk = smem_u32(st.k), sT = smem_u32(st.T), sP = smem_u32(st.P),
-                   sv = smem_u32(st.v);
-
-    // S^T as bf16 A fragments (k = d_k).
-    uint32_t sa[8][4];
-    acc_to_a<8>(sacc, sa);
-    // X^T = S^T K^T and O1^T = S^T Qn^T (n = token).
-    float xacc[8][4], oacc[8][4];
+    if (is_chain && c < n_chunks) {
+      const typename SM::stage& st = sm.st[c % NS];
+      const int t0 = seq_begin + c * kChunk, len = min(kChunk, seq_len - c * kChunk);
+      const uint32_t sk = smem_u32(st.k), sT = smem_u32(st.T), sv = smem_u32(st.v);
+      // S^T as bf16 A fragments (k = d_k).
+      uint32_t sa[8][4];
+      acc_to_a<8>(sacc, sa);
+      // X^T = S^T K^T (n = token).
+      float xacc[8][4];
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
+      for (int j = 0; j < 8; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) xacc[j][e] = oacc[j][e] = 0.f;
+        for (int e = 0; e < 4; ++e) xacc[j][e] = 0.f;
 #pragma unroll
-    for (int kk = 0; kk < 8; ++kk)
+      for (int kk = 0; kk < 8; ++kk)
 #pragma unroll
-      for (int np = 0; np < 4; ++np) {
-        const uint32_t off = uint32_t(((16 * np + rowB) * kLdQ + 16 * kk + colB) * 2);
-        uint32_t b[4], bq[4];
-        ldsm_x4(sk + off, b);
-        ldsm_x4(sq + off, bq);
-        mma_bf16(xacc[2 * np], sa[kk], b[0], b[1]);
-        mma_bf16(xacc[2 * np + 1], sa[kk], b[2], b[3]);
-        mma_bf16(oacc[2 * np], sa[kk], bq[0], bq[1]);
-        mma_bf16(oacc[2 * np + 1], sa[kk], bq[2], bq[3]);
+        for (int np = 0; np < 4; ++np) {
+          uint32_t b[4];
+          ldsm_x4(sk + uint32_t(((16 * np + rowB) * kLdQ + 16 * kk + colB) * 2), b);
+          mma_bf16(xacc[2 * np], sa[kk], b[0], b[1]);
+          mma_bf16(xacc[2 * np + 1], sa[kk], b[2], b[3]);
+        }
+      // Y^T = beta (V^T - exp(G) X^T), in place; tile j covers tokens 8j..8j+7, this lane's 8j + 2 q4 + {0,1}.
+#pragma unroll
+      for (int jp = 0; jp < 4; ++jp) {
+        uint32_t vv[4];  // (tile 2jp, v g), (tile 2jp, v g+8), (tile 2jp+1, v g), (tile 2jp+1, v g+8)
+        ldsm_x4_t(sv + uint32_t(((16 * jp + rowB) * kLdV + cw * 16 + colB) * 2), vv);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int j = 2 * jp + h, t = 8 * j + 2 * q4;
+          const float2 eg = *reinterpret_cast<const float2*>(st.eg + t);
+          const float2 be = *reinterpret_cast<const float2*>(st.beta + t);
+          const float2 va = bf16x2_to_float2(vv[2 * h]), vb = bf16x2_to_float2(vv[2 * h + 1]);
+          xacc[j][0] = be.x * (va.x - eg.x * xacc[j][0]);
+          xacc[j][1] = be.y * (va.y - eg.y * xacc[j][1]);
+          xacc[j][2] = be.x * (vb.x - eg.x * xacc[j][2]);
+          xacc[j][3] = be.y * (vb.y - eg.y * xacc[j][3]);
+        }
       }
-    // Y^T = beta (V^T - exp(G) X^T), in place in xacc; tile j covers tokens 8j..8j+7, this lane's 8j + 2 q4 + {0,1}.
+      uint32_t ya[4][4];
+      acc_to_a<4>(xacc, ya);
+      // Vn^T = Y^T T^T: B[k = j][n = i] = T[i][j]; T is lower triangular, so k blocks kk <= np only.
+      float vacc[8][4];
 #pragma unroll
-    for (int jp = 0; jp < 4; ++jp) {
-      uint32_t vv[4];  // (tile 2jp, v g), (tile 2jp, v g+8), (tile 2jp+1, v g), (tile 2jp+1, v g+8)
-      ldsm_x4_t(sv + uint32_t(((16 * jp + rowB) * kLdV + warp * 16 + colB) * 2), vv);
+      for (int j = 0; j < 8; ++j)
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int j = 2 * jp + h, t = 8 * j + 2 * q4;
-        const float2 eg = *reinterpret_cast<const float2*>(st.eg + t);
-        const float2 be = *reinterpret_cast<const float2*>(st.beta + t);
-        const float2 va = bf16x2_to_float2(vv[2 * h]), vb = bf16x2_to_float2(vv[2 * h + 1]);
-        xacc[j][0] = be.x * (va.x - eg.x * xacc[j][0]);
-        xacc[j][1] = be.y * (va.y - eg.y * xacc[j][1]);
-        xacc[j][2] = be.x * (vb.x - eg.x * xacc[j][2]);
-        xacc[j][3] = be.y * (vb.y - eg.y * xacc[j][3]);
-        oacc[j][0] *= eg.x, oacc[j][1] *= eg.y, oacc[j][2] *= eg.x, oacc[j][3] *= eg.y;
+        for (int e = 0; e < 4; ++e) vacc[j][e] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)  // k block outer: chains on one accumulator are interleaved
+#pragma unroll
+        for (int np = kk; np < 4; ++np) {
+          uint32_t b[4];
+          ldsm_x4(sT + uint32_t(((16 * np + rowB) * kLdT + 16 * kk + colB) * 2), b);
+          mma_bf16(vacc[2 * np], ya[kk], b[0], b[1]);
+          mma_bf16(vacc[2 * np + 1], ya[kk], b[2], b[3]);
+        }
+      uint32_t va[4][4];
+      acc_to_a<4>(vacc, va);
+      if constexpr (kSplit) {  // hand S^T (before this chunk's update) and V_new^T to the output warp
+        uint4* h = &sm.hand[c & 1][cw][0][lane];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) h[32 * i] = make_uint4(sa[i][0], sa[i][1], sa[i][2], sa[i][3]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) h[32 * (8 + i)] = make_uint4(va[i][0], va[i][1], va[i][2], va[i][3]);
+      }
+      // Vd^T = Vn^T exp(G_last - G_t) for the state update.
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const float2 ed = *reinterpret_cast<const float2*>(st.ed + 8 * j + 2 * q4);
+        vacc[j][0] *= ed.x, vacc[j][1] *= ed.y, vacc[j][2] *= ed.x, vacc[j][3] *= ed.y;
+      }
+      uint32_t vda[4][4];
+      acc_to_a<4>(vacc, vda);
+      // S^T = exp(G_last) S^T + Vd^T K: B[k = t][n = d_k] = K[t][d_k], by ldmatrix.trans.
+      const float decay_last = st.eg[kChunk - 1];
+#pragma unroll
+      for (int j = 0; j < 16; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) sacc[j][e] *= decay_last;
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+        for (int np = 0; np < 8; ++np) {
+          uint32_t b[4];
+          ldsm_x4_t(sk + uint32_t(((16 * kk + rowT) * kLdQ + 16 * np + colT) * 2), b);
+          mma_bf16(sacc[2 * np], vda[kk], b[0], b[1]);
+          mma_bf16(sacc[2 * np + 1], vda[kk], b[2], b[3]);
+        }
+      if constexpr (!kSplit)
+        mma_scan_output(st, sa, va, sm.o[cw], kLdO, args.out, args.out_stride, t0, len,
+                        hv * kDv + vw, lane);
+    }
+    if constexpr (kSplit) {
+      if (is_out && c >= 1) {  // chunk c - 1
+        const int cp = c - 1;
+        const uint4* h = &sm.hand[cp & 1][cw][0][lane];
+        uint32_t sa[8][4], va[4][4];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          const uint4 x = h[32 * i];
+          sa[i][0] = x.x, sa[i][1] = x.y, sa[i][2] = x.z, sa[i][3] = x.w;
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const uint4 x = h[32 * (8 + i)];
+          va[i][0] = x.x, va[i][1] = x.y, va[i][2] = x.z, va[i][3] = x.w;
+        }
+        mma_scan_output(sm.st[cp % NS], sa, va, sm.o[cw], kLdO, args.out, args.out_stride, seq_begin + cp * kChunk,
+                        min(kChunk, seq_len - cp * kChunk), hv * kDv + vw, lane);
       }
     }
-    uint32_t ya[4][4];
-    acc_to_a<4>(xacc, ya);
-    // Vn^T = Y^T T^T: B[k = j][n = i] = T[i][j]; T is lower triangular, so k blocks kk <= np only.
-    float vacc[8][4];
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) vacc[j][e] = 0.f;
-#pragma unroll
-    for (int np = 0; np < 4; ++np)
-#pragma unroll
-      for (int kk = 0; kk <= np; ++kk) {
-        uint32_t b[4];
-        ldsm_x4(sT + uint32_t(((16 * np + rowB) * kLdT + 16 * kk + colB) * 2), b);
-        mma_bf16(vacc[2 * np], ya[kk], b[0], b[1]);
-        mma_bf16(vacc[2 * np + 1], ya[kk], b[2], b[3]);
-      }
-    uint32_t va[4][4];
-    acc_to_a<4>(vacc, va);
-    // Vd^T = Vn^T exp(G_last - G_t) for the state update.
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const float2 ed = *reinterpret_cast<const float2*>(st.ed + 8 * j + 2 * q4);
-      vacc[j][0] *= ed.x, vacc[j][1] *= ed.y, vacc[j][2] *= ed.x, vacc[j][3] *= ed.y;
-    }
-    uint32_t vda[4][4];
-    acc_to_a<4>(vacc, vda);
-    // O^T += Vn^T P^T (P lower triangular with its diagonal).
-#pragma unroll
-    for (int np = 0; np < 4; ++np)
-#pragma unroll
-      for (int kk = 0; kk <= np; ++kk) {
-        uint32_t b[4];
-        ldsm_x4(sP + uint32_t(((16 * np + rowB) * kLdT + 16 * kk + colB) * 2), b);
-        mma_bf16(oacc[2 * np], va[kk], b[0], b[1]);
-        mma_bf16(oacc[2 * np + 1], va[kk], b[2], b[3]);
-      }
-    // S^T = exp(G_last) S^T + Vd^T K: B[k = t][n = d_k] = K[t][d_k], by ldmatrix.trans.
-    const float decay_last = st.eg[kChunk - 1];
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) sacc[j][e] *= decay_last;
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-      for (int np = 0; np < 8; ++np) {
-        uint32_t b[4];
-        ldsm_x4_t(sk + uint32_t(((16 * kk + rowT) * kLdQ + 16 * np + colT) * 2), b);
-        mma_bf16(sacc[2 * np], vda[kk], b[0], b[1]);
-        mma_bf16(sacc[2 * np + 1], vda[kk], b[2], b[3]);
-      }
-    // Output: O^T tiles -> [t][16 v] staging (stmatrix.trans) -> 32-byte rows of out.
-#pragma unroll
-    for (int jp = 0; jp < 4; ++jp)
-      stsm_x4_t(o_base + uint32_t(((16 * jp + rowB) * kLdO + colB) * 2), pack_bf16(oacc[2 * jp][0], oacc[2 * jp][1]),
-                pack_bf16(oacc[2 * jp][2], oacc[2 * jp][3]), pack_bf16(oacc[2 * jp + 1][0], oacc[2 * jp + 1][1]),
-                pack_bf16(oacc[2 * jp + 1][2], oacc[2 * jp + 1][3]));
-    __syncwarp();
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int idx = lane + 32 * i, t = idx >> 1, half = idx & 1;
-      if (t < len)
-        *reinterpret_cast<uint4*>(dev(args.out) + std::int64_t(t0 + t) * args.out_stride + hv * kDv + vw + half * 8) =
-            *reinterpret_cast<const uint4*>(sm.o[warp] + t * kLdO + half * 8);
-    }
-    // The next chunk's top barrier orders these staging reads before the next stmatrix.
   }
-  if (args.final_state) {
+  if (is_chain && args.final_state) {
 #pragma unroll
     for (int j = 0; j < 16; ++j)
 #pragma unroll
@@ -983,14 +1076,14 @@ std::size_t gdn_chunked_workspace_bytes(const gdn_shape& shape) {
          3 * align_up(vecs * 4, 256);
 }
 
-template <int NW, int NS>
+template <int NW, int NS, bool kSplit>
 static status launch_mma_scan(const gdn_shape& shape, const gdn_args& args, const workspace_view& ws,
                               stream_t stream) {
-  const int smem = int(sizeof(mma_scan_smem<NW, NS>));
-  EV_CUDA_CHECK(
-      cudaFuncSetAttribute(gdn_mma_scan_kernel<NW, NS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  const int smem = int(sizeof(mma_scan_smem<NW, NS, kSplit>));
+  EV_CUDA_CHECK(cudaFuncSetAttribute(gdn_mma_scan_kernel<NW, NS, kSplit>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 grid(shape.n_v_heads * (kDv / (16 * NW)), shape.n_seq);
-  gdn_mma_scan_kernel<NW, NS><<<grid, NW * 32, smem, stream>>>(shape, args, ws);
+  gdn_mma_scan_kernel<NW, NS, kSplit><<<grid, (kSplit ? 2 : 1) * NW * 32, smem, stream>>>(shape, args, ws);
   EV_CUDA_CHECK_LAUNCH("gdn_mma_scan_kernel");
   return status::success();
 }
@@ -1013,8 +1106,6 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
   const int vt = options.v_tile == 0 ? 32 : options.v_tile;
   EV_KERNEL_SUPPORTED(vt == 16 || vt == 32 || vt == 64, "gdn_chunked_forward: v_tile = ", vt,
                       ", expected 16, 32 or 64");
-  EV_KERNEL_SUPPORTED(options.scan_stages == 0 || options.scan_stages == 2 || options.scan_stages == 3,
-                      "gdn_chunked_forward: scan_stages = ", options.scan_stages, ", expected 2 or 3");
   EV_KERNEL_SUPPORTED(options.scan_warps == 0 || options.scan_warps == 8 || options.scan_warps == 16,
                       "gdn_chunked_forward: scan_warps = ", options.scan_warps, ", expected 8 or 16");
   EV_KERNEL_REQUIRE(workspace && workspace_bytes >= gdn_chunked_workspace_bytes(shape),
@@ -1038,17 +1129,17 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
     gdn_prepare_kernel<true><<<prep_grid, kPrepThreads, prep_bytes, stream>>>(shape, args, ws);
     EV_CUDA_CHECK_LAUNCH("gdn_prepare_kernel");
     if (options.prepare_only) return status::success();
-    if (options.scan_stages == 3) {
+    if (!options.split_output) {
       switch (vt) {
-        case 16: return launch_mma_scan<1, 3>(shape, args, ws, stream);
-        case 64: return launch_mma_scan<4, 3>(shape, args, ws, stream);
-        default: return launch_mma_scan<2, 3>(shape, args, ws, stream);
+        case 16: return launch_mma_scan<1, 2, false>(shape, args, ws, stream);
+        case 64: return launch_mma_scan<4, 2, false>(shape, args, ws, stream);
+        default: return launch_mma_scan<2, 2, false>(shape, args, ws, stream);
       }
     }
     switch (vt) {
-      case 16: return launch_mma_scan<1, 2>(shape, args, ws, stream);
-      case 64: return launch_mma_scan<4, 2>(shape, args, ws, stream);
-      default: return launch_mma_scan<2, 2>(shape, args, ws, stream);
+      case 16: return launch_mma_scan<1, 3, true>(shape, args, ws, stream);
+      case 64: return launch_mma_scan<4, 2, false>(shape, args, ws, stream);  // split: 3 stages do not fit
+      default: return launch_mma_scan<2, 3, true>(shape, args, ws, stream);
     }
   }
   EV_CUDA_CHECK(

@@ -66,7 +66,7 @@ struct gdn_args {
 struct gdn_chunked_options {
   int v_tile = 0;              // value columns per scan block: 16, 32 or 64 (default 32)
   int scan_warps = 0;          // wmma_scan only: warps per scan block, 8 or 16 (default 16)
-  int scan_stages = 0;         // mma scan only: cp.async stages, 2 or 3 (default 2)
+  bool split_output = true;    // mma scan: the output product in separate warps, one chunk behind the state chain
   bool wmma_scan = false;      // the previous (v7) WMMA scan with its shared-memory state, kept for comparison
   bool prepare_only = false;   // benchmarks: run only the per-chunk preparation kernel (outputs are not written)
 };
