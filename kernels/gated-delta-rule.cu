@@ -159,7 +159,7 @@ __device__ int slot_to_seq(const int32_t* cu, int n_seq, int slot, int* chunk) {
 // Kernel 1: per-chunk preparation, one block per (chunk, key head) serving every value head of that key head.
 constexpr int kPrepThreads = 256;  // 8 warps; two blocks per SM (shared memory)
 constexpr int kLdF = kChunk + 4;   // fp32 pitch of 64x64 tiles
-constexpr int kLdTm = kChunk + 1;  // fp32 pitch of the T solve
+constexpr int kLdTm = kChunk + 4;  // fp32 pitch of the T solve (16-byte rows for the float4 reads)
 
 struct prep_smem {
   nvbf q[kChunk * kLdQ];  // normalised, scaled q (exp(G) applied per value head on the way out)
@@ -316,23 +316,34 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prepare_kernel(gdn_shape 
       for (int i = 0; i < 16; ++i) Tm[(base + i) * kLdTm + base + col] = x[i];
     }
     __syncthreads();
+    // Each of the ib * 64 active threads owns 4 adjacent columns of one row (float4 reads of T and R, one scalar of
+    // L or T per 4 FMAs: the solve was shared-memory bound with one element per thread).
     for (int ib = 1; ib < 4; ++ib) {
-      for (int idx = tid; idx < ib * 256; idx += kPrepThreads) {
-        const int j = idx >> 8, rr = (idx >> 4) & 15, c = idx & 15;
-        float acc = 0.f;
+      const int j = tid >> 6, rr = (tid >> 2) & 15, c = (tid & 3) * 4;
+      if (tid < ib * 64) {
+        const float* lrow = sm.L + (ib * 16 + rr) * kLdF;
+        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
         for (int m = j; m < ib; ++m)
 #pragma unroll
-          for (int kk = 0; kk < 16; ++kk)
-            acc += sm.L[(ib * 16 + rr) * kLdF + m * 16 + kk] * Tm[(m * 16 + kk) * kLdTm + j * 16 + c];
-        R[idx] = acc;
+          for (int kk = 0; kk < 16; ++kk) {
+            const float a = lrow[m * 16 + kk];
+            const float4 b = *reinterpret_cast<const float4*>(Tm + (m * 16 + kk) * kLdTm + j * 16 + c);
+            acc.x += a * b.x, acc.y += a * b.y, acc.z += a * b.z, acc.w += a * b.w;
+          }
+        *reinterpret_cast<float4*>(R + j * 256 + rr * 16 + c) = acc;
       }
       __syncthreads();
-      for (int idx = tid; idx < ib * 256; idx += kPrepThreads) {
-        const int j = idx >> 8, rr = (idx >> 4) & 15, c = idx & 15;
-        float acc = 0.f;
+      if (tid < ib * 64) {
+        const float* trow = Tm + (ib * 16 + rr) * kLdTm + ib * 16;
+        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-        for (int kk = 0; kk < 16; ++kk) acc += Tm[(ib * 16 + rr) * kLdTm + ib * 16 + kk] * R[(j << 8) + kk * 16 + c];
-        Tm[(ib * 16 + rr) * kLdTm + j * 16 + c] = -acc;
+        for (int kk = 0; kk < 16; ++kk) {
+          const float a = trow[kk];
+          const float4 b = *reinterpret_cast<const float4*>(R + j * 256 + kk * 16 + c);
+          acc.x += a * b.x, acc.y += a * b.y, acc.z += a * b.z, acc.w += a * b.w;
+        }
+        *reinterpret_cast<float4*>(Tm + (ib * 16 + rr) * kLdTm + j * 16 + c) =
+            make_float4(-acc.x, -acc.y, -acc.z, -acc.w);
       }
       __syncthreads();
     }
