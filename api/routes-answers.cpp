@@ -418,7 +418,8 @@ void chat_completions(server::impl& s, const httplib::Request& req, httplib::Res
     return sse_data(last.dump(-1, ' ', false, json::error_handler_t::replace)) + sse_data("[DONE]");
   };
   fmt.error = [](const http_error& e) {
-    return sse_data(json{{"error", {{"code", e.code}, {"message", e.message}, {"type", "server_error"}}}}.dump()) +
+    return sse_data(json{{"error", {{"code", e.code}, {"message", e.message}, {"type", "server_error"}}}}.dump(
+               -1, ' ', false, json::error_handler_t::replace)) +
            sse_data("[DONE]");
   };
   stream_answer(s, res, std::move(areq), std::move(fmt));

@@ -66,8 +66,8 @@ scheduler::~scheduler() {
   for (auto& r : running_) model_.end_sequence(r->slot);
 }
 
-int64_t scheduler::blocks_for(const request& r) const {
-  const int64_t tokens = static_cast<int64_t>(r.p.prompt.size()) + r.p.sampling.max_tokens;
+int64_t scheduler::blocks_for(const request_params& p) const {
+  const int64_t tokens = static_cast<int64_t>(p.prompt.size()) + p.sampling.max_tokens;
   return (tokens + model_.kv_block_tokens() - 1) / model_.kv_block_tokens();
 }
 
@@ -83,7 +83,7 @@ std::string scheduler::check_fits(const request_params& p) const {
   if (need > model_.max_context())
     return concat("prompt (", p.prompt.size(), ") + max_tokens (", p.sampling.max_tokens, ") = ", need,
                   " tokens exceeds the context limit of ", model_.max_context());
-  const int64_t blocks = (need + model_.kv_block_tokens() - 1) / model_.kv_block_tokens();
+  const int64_t blocks = blocks_for(p);
   if (blocks > model_.kv_blocks())
     return concat("prompt + max_tokens = ", need, " tokens needs ", blocks, " KV blocks of ", model_.kv_block_tokens(),
                   " tokens; the cache holds ", model_.kv_blocks(), " blocks in all");
@@ -139,7 +139,7 @@ bool scheduler::cancel(request_id id) {
 void scheduler::admit() {
   while (!queue_.empty() && !free_slots_.empty()) {
     auto& r = queue_.front();
-    const int64_t blocks = blocks_for(*r);
+    const int64_t blocks = blocks_for(r->p);
     if (reserved_blocks_ + blocks > model_.kv_blocks()) break;  // head-of-line: wait for memory
     r->blocks = blocks;
     reserved_blocks_ += blocks;

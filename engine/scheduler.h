@@ -214,7 +214,7 @@ class scheduler {
  private:
   struct request;
   std::string check_fits(const request_params& p) const;  // empty when it fits the empty machine
-  int64_t blocks_for(const request& r) const;
+  int64_t blocks_for(const request_params& p) const;  // KV blocks of the worst case: prompt + max_tokens
   void admit();
   void finish(request& r, const std::string& reason, std::vector<scheduler_event>& ev);
 
