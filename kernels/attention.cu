@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 
 #include "kernels/attention.h"
 #include "kernels/moe.h"  // moe_wgmma_available
@@ -476,6 +477,7 @@ constexpr int kWgAttnSmem = kWgQBytes + 4 * kWgKvBytes + 1024;
 // Byte offset of 16-byte chunk c (0..31) of row `row` in a tile of `rows` rows split into four 64-dim blocks.
 __device__ __forceinline__ int blk256(int rows, int row, int c) { return (c >> 3) * rows * 128 + dev::swz64(row, c & 7); }
 
+template <bool OVERLAP>
 __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attention_prefill_args a, float scale_log2) {
 #if EV_SM90A
   extern __shared__ unsigned char smem_raw[];
@@ -490,7 +492,7 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
   const int i_last = min(n_new, i_first + tok_per_tile) - 1;
   const int base_pos = ctx - n_new;
   const int kv_len = max(base_pos + i_last + 1, 0);
-  const int n_tiles = (kv_len + kWgKeys - 1) / kWgKeys;
+  const int n_tiles = (kv_len + kWgKeys - 1) / kWgKeys;  // >= 1: the block's last query sits at position >= 0
   const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7, wr = (tid >> 5) & 3;
 
   unsigned char* sq = smem;
@@ -506,23 +508,31 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
                          : a.q;
     dev::cp_async16(sq + blk256(128, rr, cc), src, ok);
   }
+  // This thread's 8 cache rows of a tile (rows tid / 32 + 8 i, chunk tid % 32): element offsets into the caches, -1
+  // past kv_len (zero fill). Computed once per tile for K and V (the block-table lookups are global loads).
   const std::int32_t* table = a.kv.block_tables + std::int64_t(s) * a.kv.max_blocks_per_seq;
-  auto load_kv = [&](int j, int b) {
-#pragma unroll 4
+  std::int64_t off[kWgKeys / 8];
+  auto lookup = [&](int j) {
+#pragma unroll
     for (int i = 0; i < kWgKeys / 8; ++i) {
-      const int rr = tid / 32 + 8 * i, pos = j * kWgKeys + rr;
-      const bool ok = pos < kv_len;
-      std::int64_t off = 0;
-      if (ok) {
+      const int pos = j * kWgKeys + tid / 32 + 8 * i;
+      off[i] = -1;
+      if (pos < kv_len) {
         const int blk = table[pos / a.kv.block_size];
-        off = ((std::int64_t(blk) * a.kv.block_size + pos % a.kv.block_size) * a.n_kv_heads + hk) * kD + cc * 8;
+        off[i] = ((std::int64_t(blk) * a.kv.block_size + pos % a.kv.block_size) * a.n_kv_heads + hk) * kD + cc * 8;
       }
-      dev::cp_async16(sk(b) + blk256(kWgKeys, rr, cc), a.kv.k_cache + off, ok);
-      dev::cp_async16(sv(b) + blk256(kWgKeys, rr, cc), a.kv.v_cache + off, ok);
     }
   };
-  if (n_tiles > 0) load_kv(0, 0);
-  dev::cp_async_commit();
+  auto load_rows = [&](const bf16* cache, unsigned char* dst) {
+#pragma unroll
+    for (int i = 0; i < kWgKeys / 8; ++i)
+      dev::cp_async16(dst + blk256(kWgKeys, tid / 32 + 8 * i, cc), cache + (off[i] >= 0 ? off[i] : 0), off[i] >= 0);
+  };
+  lookup(0);
+  load_rows(a.kv.k_cache, sk(0));
+  dev::cp_async_commit();  // {Q, K_0}
+  load_rows(a.kv.v_cache, sv(0));
+  dev::cp_async_commit();  // {V_0}
 
   int pos_row[2];
 #pragma unroll
@@ -537,15 +547,11 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
   for (int i = 0; i < 128; ++i) o[i] = 0.f;
   float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
   const std::uint32_t q_base = dev::smem_u32(sq) + wg * 64 * 128;
-
-  for (int j = 0; j < n_tiles; ++j) {
-    dev::cp_async_wait<0>();
-    dev::fence_proxy_async();
-    __syncthreads();  // tile j landed for every thread; every warpgroup is done with tile j - 1's buffer
-    if (j + 1 < n_tiles) load_kv(j + 1, (j + 1) & 1);
-    dev::cp_async_commit();
-    const std::uint32_t k_base = dev::smem_u32(sk(j & 1)), v_base = dev::smem_u32(sv(j & 1));
-    float sacc[32];
+  // P as bf16 A fragments (OVERLAP: P_{j-1}; zero before the first tile, whose P V step then adds 0 * V_0: V_0 has
+  // landed and is finite, cache rows or zero fill, which keeps the loop free of branches around the MMAs).
+  std::uint32_t pf[kWgKeys / 16][4] = {};
+  auto issue_s = [&](float (&sacc)[32], int j) {
+    const std::uint32_t k_base = dev::smem_u32(sk(j & 1));
 #pragma unroll
     for (int i = 0; i < 32; ++i) sacc[i] = 0.f;
     dev::wgmma_fence();
@@ -554,9 +560,18 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
       dev::wgmma_m64n64k16(sacc, dev::wgmma_desc(q_base + (ks >> 2) * 128 * 128 + 32 * (ks & 3)),
                            dev::wgmma_desc(k_base + (ks >> 2) * kWgKeys * 128 + 32 * (ks & 3)), 1);
     dev::wgmma_commit();
-    dev::wgmma_wait<0>();
-    dev::fence_regs(sacc);
-    // Scale, mask, online softmax (sacc[4 n + e]: row r0 + 8 (e / 2), key kv0 + 8 n + 2 (lane % 4) + e % 2).
+  };
+  // O += P V_b: V is N-major (dims contiguous); 64-dim blocks kWgKeys * 128 bytes apart, 16 keys = 2048 bytes.
+  auto issue_pv = [&](int b) {
+    const std::uint32_t v_base = dev::smem_u32(sv(b));
+    dev::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kWgKeys / 16; ++kk)
+      dev::wgmma_m64n256k16_rs_tb(o, pf[kk], dev::wgmma_desc(v_base + kk * 16 * 128, kWgKeys * 128), 1);
+    dev::wgmma_commit();
+  };
+  // Scale, mask, running max (sacc[4 n + e]: row r0 + 8 (e / 2), key kv0 + 8 n + 2 (lane % 4) + e % 2).
+  auto softmax_max = [&](float (&sacc)[32], int j, float (&alpha)[2], float (&m_use)[2]) {
     const int kv0 = j * kWgKeys;
     const bool need_mask = kv0 + kWgKeys - 1 > pos_first;
     float mx[2] = {m_run[0], m_run[1]};
@@ -570,7 +585,6 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
         sacc[4 * n + e] = v;
         mx[h] = fmaxf(mx[h], v);
       }
-    float alpha[2], m_use[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
@@ -580,12 +594,8 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
       m_run[h] = mx[h];
       l_run[h] *= alpha[h];
     }
-#pragma unroll
-    for (int d = 0; d < kD / 8; ++d) {
-      o[4 * d + 0] *= alpha[0], o[4 * d + 1] *= alpha[0];
-      o[4 * d + 2] *= alpha[1], o[4 * d + 3] *= alpha[1];
-    }
-    std::uint32_t pf[kWgKeys / 16][4];
+  };
+  auto softmax_p = [&](const float (&sacc)[32], const float (&alpha)[2], const float (&m_use)[2]) {
 #pragma unroll
     for (int n = 0; n < kWgKeys / 8; ++n) {
       const float p0 = exp2f(sacc[4 * n + 0] - m_use[0]), p1 = exp2f(sacc[4 * n + 1] - m_use[0]);
@@ -595,12 +605,71 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
       pf[n >> 1][(n & 1) * 2 + 0] = dev::pack_bf16(p0, p1);
       pf[n >> 1][(n & 1) * 2 + 1] = dev::pack_bf16(p2, p3);
     }
-    // O += P V: V is N-major (dims contiguous); 64-dim blocks kWgKeys * 128 bytes apart, 16 keys = 2048 bytes.
-    dev::wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < kWgKeys / 16; ++kk)
-      dev::wgmma_m64n256k16_rs_tb(o, pf[kk], dev::wgmma_desc(v_base + kk * 16 * 128, kWgKeys * 128), 1);
-    dev::wgmma_commit();
+    for (int d = 0; d < kD / 8; ++d) {
+      o[4 * d + 0] *= alpha[0], o[4 * d + 1] *= alpha[0];
+      o[4 * d + 2] *= alpha[1], o[4 * d + 3] *= alpha[1];
+    }
+  };
+
+  if constexpr (!OVERLAP) {
+    // Per tile: S = Q K^T (async) while this thread looks up and loads tile j + 1 into the other buffers (read by
+    // tile j - 1, whose MMAs every warpgroup finished before the barrier); softmax; O += P V.
+    for (int j = 0; j < n_tiles; ++j) {
+      dev::cp_async_wait<0>();
+      dev::fence_proxy_async();
+      __syncthreads();
+      float sacc[32];
+      issue_s(sacc, j);
+      if (j + 1 < n_tiles) {
+        lookup(j + 1);
+        load_rows(a.kv.k_cache, sk((j + 1) & 1));
+        load_rows(a.kv.v_cache, sv((j + 1) & 1));
+      }
+      dev::cp_async_commit();
+      dev::wgmma_wait<0>();
+      dev::fence_regs(sacc);
+      float alpha[2], m_use[2];
+      softmax_max(sacc, j, alpha, m_use);
+      softmax_p(sacc, alpha, m_use);
+      issue_pv(j & 1);
+      dev::wgmma_wait<0>();
+      dev::fence_regs(o);
+    }
+  } else {
+    // FA3's intra-warpgroup overlap: iteration j issues S_j and O += P_{j-1} V_{j-1} back to back and runs the
+    // softmax of S_j while P V runs. K_{j+1} is loaded after the MMAs are issued (K_{j-1}'s buffer: S_{j-1} completed
+    // in iteration j - 1), V_{j+1} after P_{j-1} V_{j-1} completed in every warpgroup (a second barrier). cp.async
+    // groups in commit order: {Q, K_0}, {V_0}, then per iteration {K_{j+1}}, {V_{j+1}}; at the top of iteration j
+    // all but the newest ({V_j}) must have landed (K_j and V_{j-1}).
+    dev::cp_async_wait<0>();
+    for (int j = 0; j < n_tiles; ++j) {
+      dev::cp_async_wait<1>();
+      dev::fence_proxy_async();
+      __syncthreads();
+      float sacc[32];
+      issue_s(sacc, j);
+      issue_pv(j > 0 ? (j - 1) & 1 : 0);
+      if (j + 1 < n_tiles) {
+        lookup(j + 1);
+        load_rows(a.kv.k_cache, sk((j + 1) & 1));
+      }
+      dev::cp_async_commit();
+      dev::wgmma_wait<1>();  // S_j done (P V may still run)
+      dev::fence_regs(sacc);
+      float alpha[2], m_use[2];
+      softmax_max(sacc, j, alpha, m_use);
+      dev::wgmma_wait<0>();  // P_{j-1} V_{j-1} done: O and pf may change
+      dev::fence_regs(o);
+      softmax_p(sacc, alpha, m_use);
+      __syncthreads();  // every warpgroup is done with V_{j-1}'s buffer
+      if (j + 1 < n_tiles) load_rows(a.kv.v_cache, sv((j + 1) & 1));
+      dev::cp_async_commit();
+    }
+    dev::cp_async_wait<0>();
+    dev::fence_proxy_async();
+    __syncthreads();
+    issue_pv((n_tiles - 1) & 1);  // the last tile's P V
     dev::wgmma_wait<0>();
     dev::fence_regs(o);
   }
@@ -629,6 +698,16 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
 #else
   __trap();  // launched only where moe_wgmma_available()
 #endif
+}
+
+// EVIDENT_ATTN_PREFILL_OVERLAP=1 selects the overlapped wgmma kernel where args.wgmma_overlap is 0 (benchmarks: both
+// kernels from one binary). Read once.
+bool prefill_overlap_from_env() {
+  static const bool on = [] {
+    const char* v = std::getenv("EVIDENT_ATTN_PREFILL_OVERLAP");
+    return v && v[0] == '1';
+  }();
+  return on;
 }
 
 }  // namespace
@@ -670,12 +749,14 @@ status attention_prefill(const attention_prefill_args& a, stream_t stream) {
     kernel<<<dim3(unsigned(tiles), a.n_kv_heads, a.n_seq), rows * 2, pf_smem<rows>(), stream>>>(a, scale_log2);
     return cudaSuccess;
   };
-  if (a.tile_rows == 0 && moe_wgmma_available()) {
-    EV_CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       kWgAttnSmem));
+  int wg_variant = a.tile_rows == 0 && moe_wgmma_available() ? 1 : 0;  // 1 plain, 2 overlap
+  if (wg_variant && a.wgmma_overlap == 1) wg_variant = 2;
+  if (wg_variant && a.wgmma_overlap == 0 && prefill_overlap_from_env()) wg_variant = 2;
+  if (wg_variant) {
+    auto kernel = wg_variant == 2 ? attention_prefill_wgmma_kernel<true> : attention_prefill_wgmma_kernel<false>;
+    EV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWgAttnSmem));
     const long long tiles = (static_cast<long long>(a.max_n_new) * group + 127) / 128;
-    attention_prefill_wgmma_kernel<<<dim3(unsigned(tiles), a.n_kv_heads, a.n_seq), 256, kWgAttnSmem, stream>>>(
-        a, scale_log2);
+    kernel<<<dim3(unsigned(tiles), a.n_kv_heads, a.n_seq), 256, kWgAttnSmem, stream>>>(a, scale_log2);
   } else if (a.tile_rows == 64) {
     EV_CUDA_CHECK(launch(std::integral_constant<int, 64>{}));
   } else {

@@ -461,8 +461,8 @@ status launch_grouped(const gg_params& p, stream_t stream) {
 // columns; else 256 output columns), BK = 64. A (gathered rows, zero-filled past the expert's rows) and B go through
 // a kWgStages-deep cp.async pipeline into 128-byte-swizzled shared tiles (dev::swz64, the wgmma K-major layout);
 // each k tile is 4 wgmma.m64n256k16 per warpgroup, one commit group kept in flight. Loads run kWgStages - 2 tiles
-// ahead, so the stage a load overwrites was read by the MMAs of two iterations ago, which every thread has waited
-// for (wgmma_wait<1>) before the barrier that precedes the load.
+// ahead and are issued right after the tile's MMAs, so the stage a load overwrites was read by the MMAs of two
+// iterations ago, which every thread has waited for (wgmma_wait<1>) before this iteration's barrier.
 // Grid: x = column tiles (fastest, so the blocks of one row tile run together and share its A rows in L2),
 // y = an upper bound of the row tiles (as in grouped_gemm_kernel).
 constexpr int kWgStages = 4;
@@ -565,14 +565,15 @@ __global__ void __launch_bounds__(256, 1) grouped_gemm_wgmma_kernel(gg_params p)
     dev::cp_async_wait<kWgStages - 3>();
     dev::fence_proxy_async();
     __syncthreads();
-    if (kt + kWgStages - 2 < KT) load_stage(kt + kWgStages - 2);
-    dev::cp_async_commit();
     const std::uint32_t st = dev::smem_u32(smem + (kt % kWgStages) * kWgStageBytes);
     const std::uint64_t da = dev::wgmma_desc(st + wg * 64 * 128), db = dev::wgmma_desc(st + 128 * 128);
     dev::wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks) dev::wgmma_m64n256k16(acc, da + 2 * ks, db + 2 * ks, 1);
     dev::wgmma_commit();
+    // The copies go out while the MMAs run (their stage was read by the MMAs of iteration kt - 2).
+    if (kt + kWgStages - 2 < KT) load_stage(kt + kWgStages - 2);
+    dev::cp_async_commit();
     dev::wgmma_wait<1>();
   }
   dev::wgmma_wait<0>();

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "tests/kernels/compare.h"
@@ -832,15 +833,17 @@ TEST_P(AttentionPrefillCuda, MatchesReference) {
   KERNEL_OK(kv_cache_write(w, nullptr));
   a.q = d_qg.p, a.gate = d_qg.p + D, a.cu_q = d_cu.p, a.seq_lens = d_lens.p, a.kv.k_cache = d_kc.p;
   a.kv.v_cache = d_vc.p, a.kv.block_tables = d_tables.p, a.out = d_out.p;
-  for (int rows : {0, 128, 64}) {  // the default (sm_90a: the wgmma kernel), the 128-row and 64-row mma.sync tilings
-    a.tile_rows = rows;
+  // The default (sm_90a: the plain wgmma kernel), the overlapped wgmma kernel, the 128-row and 64-row mma.sync ones.
+  for (auto [rows, overlap] : {std::pair{0, -1}, std::pair{0, 1}, std::pair{128, 0}, std::pair{64, 0}}) {
+    a.tile_rows = rows, a.wgmma_overlap = overlap;
     d_out.poison();
     KERNEL_OK(attention_prefill(a, nullptr));
     auto got = to_float(d_out.download()), want = to_float(out_ref);
     got.resize(std::size_t(n_tok) * HQ * D), want.resize(got.size());
     const double e = rel_l2(got, want);
-    std::printf("  [attention prefill %s, %d query tokens, tile_rows %d] rel-L2 %.3e\n", c.name, n_tok, rows, e);
-    EXPECT_LT(e, 1e-2) << "tile_rows " << rows;
+    std::printf("  [attention prefill %s, %d query tokens, tile_rows %d, overlap %d] rel-L2 %.3e\n", c.name, n_tok,
+                rows, overlap, e);
+    EXPECT_LT(e, 1e-2) << "tile_rows " << rows << ", overlap " << overlap;
   }
 }
 
