@@ -85,15 +85,15 @@ index_writer::index_writer(store& s, const ingest_options& opt) : s_(s), opt_(op
     // Background checkpoints are asked for every 2048 frames (8 MiB), about once per batch: the frames left when the
     // writer closes are copied by the closing connection on this thread (with 8192, SciFact's whole WAL was).
     checkpointer_ = std::make_unique<wal_checkpointer>(s.db(), s.dir() / store::db_file, 8192, 16384, 65536, 2048);
-    // The FTS deferral key only ever exists inside an open batch transaction (see write_fts); one that was committed
-    // would mean chunks_fts missed rows: drop it and rebuild the index from chunks.
-    if (s.meta("ingest.fts_deferred")) {
-      log::warn("store ", s.dir().string(), " has a stale ingest.fts_deferred key: rebuilding its full-text index");
-      sql::transaction tx(s.db());
-      s.db().exec("DELETE FROM meta WHERE key = 'ingest.fts_deferred'; "
-                  "INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')");
-      tx.commit();
-    }
+    // The FTS file: detached from this connection while the writer lives (fts-writer.h), synced with `chunks`, then
+    // written by the FTS thread.
+    s.set_fts_attached(false);
+    fts_writer_ = std::make_unique<fts_writer>(s.fts_path());
+    const fts_sync_report fr = sync_fts(s.db(), fts_writer_->db(), "");
+    if (fr.changed())
+      log::warn("repaired the full-text index of ", s.dir().string(), ": ", fr.added, " chunks indexed",
+                fr.rebuilt ? " (rebuilt: it held deleted chunks)" : "");
+    if (auto b = s.meta("fts.batch")) fts_batch_ = std::stoll(*b);
     embedder_ = std::make_unique<hashed_tfidf_embedder>(dim);
     df_n_ = load_df(s, df_);
     df_saved_ = df_;
@@ -112,6 +112,11 @@ index_writer::index_writer(store& s, const ingest_options& opt) : s_(s), opt_(op
     q.step();
     next_chunk_id_ = std::max<int64_t>(next ? std::stoll(*next) : 1, q.col_int(0));
   } catch (...) {
+    fts_writer_.reset();
+    try {
+      s_.set_fts_attached(true);
+    } catch (...) {
+    }
     ::close(lock_fd_);
     throw;
   }
@@ -126,6 +131,12 @@ index_writer::~index_writer() {
       s_.db().exec("ROLLBACK");
     } catch (...) {
     }
+  }
+  fts_writer_.reset();  // commits what evident.db committed; an open FTS transaction is rolled back
+  try {
+    s_.set_fts_attached(true);
+  } catch (const std::exception& e) {
+    log::warn("cannot attach the full-text index of ", s_.dir().string(), " again: ", e.what());
   }
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
@@ -158,12 +169,6 @@ void index_writer::begin_batch() {
     s_.db().exec("BEGIN IMMEDIATE");
     batch_open_ = true;
     batch_size_ = 0;
-    try {
-      stmt(10, "INSERT INTO meta(key, value) VALUES ('ingest.fts_deferred', '1')").run();
-    } catch (...) {
-      abort_batch();
-      throw;
-    }
   }
 }
 
@@ -198,41 +203,52 @@ void index_writer::abort_batch() {
   batch_open_ = false;
   batch_size_ = 0;
   fts_.clear();
+  try {
+    fts_writer_->rollback();  // the batch's rows it already has
+  } catch (...) {
+  }
 }
 
-void index_writer::write_fts() {
-  // Deletes carry the text that was indexed (external content: FTS5 needs it to find the entries to remove).
+void index_writer::finish_batch() {
   try {
-    for (const auto& r : fts_) {
-      if (r.del)
-        stmt(11, "INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', ?, ?)")
-            .bind(1, r.rowid).bind_static(2, r.text).run();
-      else
-        stmt(12, "INSERT INTO chunks_fts(rowid, text) VALUES (?, ?)").bind(1, r.rowid).bind_static(2, r.text).run();
-    }
     // ingest.next_chunk_id once per batch, in the batch's transaction (chunk ids are never reused).
     stmt(5, "INSERT INTO meta(key, value) VALUES ('ingest.next_chunk_id', ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value")
         .bind(1, std::to_string(next_chunk_id_))
         .run();
-    stmt(13, "DELETE FROM meta WHERE key = 'ingest.fts_deferred'").run();
+    stmt(10, "INSERT INTO meta(key, value) VALUES ('fts.batch', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+        .bind(1, std::to_string(fts_batch_ + 1))
+        .run();
   } catch (const std::exception& e) {
     abort_batch();
-    EV_THROW(io, "cannot write the full-text index of ", s_.dir().string(), " (batch rolled back): ", e.what());
+    EV_THROW(io, "cannot finish a batch in ", s_.dir().string(), " (batch rolled back): ", e.what());
   }
-  fts_.clear();
 }
 
 void index_writer::commit() {
   if (!batch_open_) return;
+  send_fts(1);  // every row of the batch before its commit (whole documents only: commit() runs between them)
+  finish_batch();
   const double t0 = thread_cpu_seconds();
-  write_fts();
-  const double t1 = thread_cpu_seconds();
-  s_.db().exec("COMMIT");
-  cpu_.fts += t1 - t0;
-  cpu_.commit += thread_cpu_seconds() - t1;
+  try {
+    s_.db().exec("COMMIT");
+  } catch (...) {
+    abort_batch();
+    throw;
+  }
+  cpu_.commit += thread_cpu_seconds() - t0;
   batch_open_ = false;
   batch_size_ = 0;
+  ++fts_batch_;
+  fts_writer_->commit(fts_batch_);
+}
+
+void index_writer::send_fts(size_t at_least) {
+  if (fts_.size() < at_least || fts_.empty()) return;
+  std::vector<fts_row> rows;
+  rows.swap(fts_);
+  fts_mark_ = 0;
+  fts_writer_->add(std::move(rows));
 }
 
 void index_writer::rebuild_df() {
@@ -349,6 +365,7 @@ int64_t index_writer::write_document(int64_t collection_id, const file_info& f, 
     throw;
   }
   if (!replace && batch_size_ >= batch_bytes) commit();
+  if (batch_open_) send_fts(fts_send_rows);
   // After the rows are written: FAISS and df in memory.
   apply_pending();
   std::vector<int64_t> ids(p.chunks.size());
@@ -381,6 +398,7 @@ void index_writer::remove(int64_t document_id) {
     end_doc(false);
     throw;
   }
+  if (batch_open_) send_fts(fts_send_rows);
   apply_pending();
 }
 
@@ -401,6 +419,10 @@ void index_writer::checkpoint(bool final) {
     vectors_dirty_ = false;
   }
   cpu_.checkpoint += thread_cpu_seconds() - t0;
+  if (final) {
+    fts_writer_->drain();
+    cpu_.fts = fts_writer_->cpu_seconds();
+  }
 }
 
 int64_t index_writer::begin_run(const std::string& root, int64_t collection_id) {

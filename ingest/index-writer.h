@@ -6,8 +6,9 @@
 // and repairs it against SQLite, and rebuilds the df table when meta embedder.df_n disagrees with the chunk count
 // (a crash between a document commit and the next checkpoint).
 //
-// Per document: one SQLite transaction (document row, old chunks deleted, new chunks inserted with fresh ids from
-// meta ingest.next_chunk_id; FTS rows follow through triggers), then the in-memory FAISS index and df are updated.
+// Per document: document row, old chunks deleted, new chunks inserted with fresh ids from meta ingest.next_chunk_id,
+// in the batch's SQLite transaction (see commit()); then the in-memory FAISS index and df are updated. The batch's
+// FTS rows go to the FTS thread after COMMIT (fts-writer.h); the constructor syncs the FTS file first.
 // checkpoint() persists df (one transaction, with embedder.df_n) and then saves vectors.faiss atomically.
 //
 // Thread-safety: one index_writer per store at a time (the lock enforces it across processes); its methods are
@@ -22,6 +23,7 @@
 
 #include "ingest/chunker.h"
 #include "ingest/document.h"
+#include "ingest/fts-writer.h"
 #include "ingest/hashed-embedder.h"
 #include "ingest/indexer.h"
 #include "ingest/token-count.h"
@@ -70,23 +72,25 @@ class index_writer {
   int64_t write_document(int64_t collection_id, const file_info& f, const prepared& p, std::optional<int64_t> replace);
   // Records a new mtime for a document whose content did not change.
   void touch(int64_t document_id, int64_t mtime);
-  // Deletes a document with its chunks (FTS rows via trigger), vectors and df contributions.
+  // Deletes a document with its chunks, their FTS entries (queued for the FTS thread), vectors and df contributions.
   void remove(int64_t document_id);
   // Commits the open batch (see below) and persists df and vectors.faiss. Intermediate checkpoints (final = false)
-  // always save the flat form: building HNSW (above opt.hnsw_above vectors) is left to the final one.
+  // always save the flat form: building HNSW (above opt.hnsw_above vectors) is left to the final one, which also
+  // waits for the FTS thread to commit every batch (the store is then wholly in sync).
   void checkpoint(bool final = true);
 
   // Batching: write_document/touch/remove open one transaction and keep it open across documents until commit() (or
   // until the batch holds `batch_bytes` of text); a document is always wholly in or wholly out, and a failed document
   // is rolled back alone: replacements, touch and remove run inside their own SAVEPOINT; a new document runs without
-  // one (each SAVEPOINT makes FTS5 flush its pending terms into a new segment, which costs the writer thread about a
-  // sixth of its FTS work on small files) and is undone on failure by deleting its rows again (its chunks' FTS rows
-  // follow through the delete trigger); when that undo fails too, the whole batch is rolled back and an io error is
-  // thrown. In-memory FAISS/df changes of a document are applied only after its rows are written.
+  // one (a savepoint per small file cost measurable writer time) and is undone on failure by deleting its rows again
+  // (its queued FTS rows are dropped); when that undo fails too, the whole batch is rolled back and an io error is
+  // thrown. In-memory FAISS/df changes of a document are applied only after its rows are written. After COMMIT the
+  // batch's FTS rows go to the FTS thread, tagged with the batch number written in the batch (meta fts.batch).
   void commit();
   int64_t batch_bytes = 8 << 20;
 
-  // CPU seconds this writer's thread spent writing FTS rows, in COMMIT and in checkpoint() (for profiles).
+  // CPU seconds of the FTS thread (up to the last final checkpoint) and of this writer's thread in COMMIT and in
+  // checkpoint() (for profiles).
   struct cpu_times {
     double fts = 0, commit = 0, checkpoint = 0;
   };
@@ -107,14 +111,11 @@ class index_writer {
   sql::stmt& stmt(int i, const char* sql);
   sql::stmt& chunk_insert(size_t rows);  // cached multi-row INSERT INTO chunks of `rows` rows, reset
   static constexpr size_t chunk_rows_per_insert = 64;  // 704 parameters, well under SQLite's 32766
-  void write_fts();  // writes the batch's queued FTS rows and drops the deferral key (see below); rolls back on error
-  // FTS rows of the open batch, written by commit() just before COMMIT (migration 0003: while meta key
-  // 'ingest.fts_deferred' exists in the batch transaction, the chunks triggers leave chunks_fts alone).
-  struct fts_row {
-    int64_t rowid;
-    std::string text;  // chunk text (an insert), or the text that was indexed (a delete)
-    bool del;
-  };
+  void finish_batch();  // the batch's meta (next chunk id, fts.batch) before COMMIT; rolls back on error
+  // FTS rows of the open batch's last documents, sent to the FTS thread (fts-writer.h) at a document boundary once
+  // there are `at_least` of them (whole documents only: a failed document drops its rows from fts_mark_).
+  void send_fts(size_t at_least);
+  static constexpr size_t fts_send_rows = 256;
   std::vector<fts_row> fts_;
   size_t fts_mark_ = 0;  // fts_.size() when the current document began (rolled back to on failure)
   store& s_;
@@ -136,6 +137,8 @@ class index_writer {
   std::vector<std::unique_ptr<sql::stmt>> stmts_;
   std::vector<std::unique_ptr<sql::stmt>> chunk_stmts_;  // by row count
   std::unique_ptr<wal_checkpointer> checkpointer_;
+  std::unique_ptr<fts_writer> fts_writer_;  // the FTS thread (evident-fts.db) while this writer lives
+  int64_t fts_batch_ = 0;                    // meta fts.batch of the last batch
   cpu_times cpu_;  // WAL checkpoints on a background thread while this writer lives
 };
 

@@ -1,10 +1,15 @@
 #include "ingest/store.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <iterator>
 
+#include "ingest/fts-writer.h"
 #include "ingest/hashed-embedder.h"
 #include "ingest/migrations.h"  // generated: evident::ingest::migrations[] = {{version, name, sql}, ...}
 
@@ -69,14 +74,63 @@ constexpr const char* chunk_columns =
     "id, document_id, ordinal, char_start, char_end, byte_start, byte_end, page, heading_path, token_count, text";
 }  // namespace
 
-store::store(const std::filesystem::path& dir, open_mode mode) : dir_(dir), db_(open_db(dir, mode)) {
-  if (mode == open_mode::read_write) {
+store::store(const std::filesystem::path& dir, open_mode mode)
+    : dir_(dir), db_(open_db(dir, mode)), write_(mode == open_mode::read_write) {
+  if (write_) {
     migrate();
   } else {
     EV_THROW_IF_NOT_KIND(schema_version() == latest_version(), corrupt, "store ", dir.string(),
                          " has schema version ", schema_version(), ", this build expects ", latest_version(),
                          " (open it read-write once to migrate)");
+    EV_THROW_IF_NOT_KIND(std::filesystem::exists(fts_path()), corrupt, "store ", dir.string(), " has no full-text index ",
+                         fts_path().string(), " (open it read-write once, e.g. `evident ingest`, to rebuild it)");
   }
+  set_fts_attached(true);
+  if (write_) {
+    // A never-synced FTS file (just created, e.g. after the upgrade to version 5) is filled now unless an ingest is
+    // running (it syncs the file itself, under the lock).
+    auto q = db_.prepare("SELECT 1 FROM fts.fts_state WHERE key = 'batch'");
+    if (!q.step()) {
+      q.reset();
+      const auto lock_path = dir_ / "ingest.lock";
+      const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+      if (fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+        try {
+          sync_fts(db_, db_, "fts.");
+        } catch (...) {
+          ::close(fd);
+          throw;
+        }
+      }
+      if (fd >= 0) ::close(fd);
+    }
+  }
+}
+
+void store::set_fts_attached(bool attached) {
+  if (attached == fts_attached_) return;
+  if (!attached) {
+    if (write_) db_.exec("DROP TRIGGER IF EXISTS temp.chunks_fts_ai; DROP TRIGGER IF EXISTS temp.chunks_fts_ad");
+    db_.exec("DETACH DATABASE fts");
+    fts_attached_ = false;
+    return;
+  }
+  try {
+    db_.prepare("ATTACH DATABASE ? AS fts").bind(1, fts_path().string()).run();  // read-only when the store is
+  } catch (const error& e) {
+    EV_THROW(io, "cannot open the full-text index of store ", dir_.string(), ": ", e.what());
+  }
+  fts_attached_ = true;
+  if (!write_) return;
+  db_.exec("PRAGMA fts.journal_mode=WAL; PRAGMA fts.synchronous=NORMAL");
+  create_fts_schema(db_, "fts.");
+  // Plain SQL writes of chunks (everyone but the ingest writer) keep the index in sync, as the triggers of migrations
+  // 0001/0003 did; TEMP, because a trigger in evident.db cannot write another database file.
+  db_.exec(
+      "CREATE TEMP TRIGGER IF NOT EXISTS chunks_fts_ai AFTER INSERT ON main.chunks BEGIN"
+      "  INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text); END;"
+      "CREATE TEMP TRIGGER IF NOT EXISTS chunks_fts_ad AFTER DELETE ON main.chunks BEGIN"
+      "  INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text); END;");
 }
 
 int store::schema_version() {

@@ -58,14 +58,24 @@ class store {
  public:
   static constexpr const char* db_file = "evident.db";
   static constexpr const char* vectors_file = "vectors.faiss";
+  static constexpr const char* fts_file = "evident-fts.db";  // the FTS5 index (migration 0005, fts-writer.h)
 
   // Opens the store at `dir`, creating the directory and database in read_write mode; applies pending migrations.
   // Throws evident::error (not_found for a missing store in read_only mode, corrupt for a damaged database).
+  // The full-text index (DIR/evident-fts.db) is attached as schema `fts`, so `chunks_fts` and `chunks_fts_docsize`
+  // name its tables. A read_write connection creates the file when missing, fills it from `chunks` when it was never
+  // synced and no ingest holds the writer lock (a store upgraded from version 4), and keeps it in sync for plain SQL
+  // writes of `chunks` through TEMP triggers.
   explicit store(const std::filesystem::path& dir, open_mode mode = open_mode::read_write);
 
   sql::db& db() { return db_; }
   const std::filesystem::path& dir() const { return dir_; }
   std::filesystem::path vectors_path() const { return dir_ / vectors_file; }
+  std::filesystem::path fts_path() const { return dir_ / fts_file; }
+  // The ingest writer detaches the FTS file from this connection while it runs (its BEGIN IMMEDIATE would lock that
+  // file too, and its FTS thread writes it) and attaches it again afterwards (with the TEMP triggers of a read_write
+  // store). Call outside a transaction.
+  void set_fts_attached(bool attached);
   int schema_version();
 
   // Collections. `collection_id` returns nullopt for an unknown name unless `create`.
@@ -93,6 +103,8 @@ class store {
   void migrate();
   std::filesystem::path dir_;
   sql::db db_;
+  bool write_ = false;
+  bool fts_attached_ = false;
 };
 
 }  // namespace evident::ingest

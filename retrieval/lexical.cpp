@@ -61,7 +61,8 @@ class lexical_retriever final : public retriever_i {
     // instead of copying each page through read() into a 2 MB cache. Read-only connection, so this only changes how
     // pages are fetched (SQLite falls back to read() where mmap is unavailable or above its compile-time cap).
     store_.db().exec("PRAGMA mmap_size = 4294967296; PRAGMA cache_size = -32768");
-    auto t = store_.db().prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chunks_fts_docsize'");
+    // The FTS5 tables live in the store's attached FTS file (schema `fts`, ingest/store.h).
+    auto t = store_.db().prepare("SELECT 1 FROM fts.sqlite_master WHERE type = 'table' AND name = 'chunks_fts_docsize'");
     lengths_ = t.step();
   }
 
@@ -323,7 +324,7 @@ class lexical_retriever final : public retriever_i {
   // Without a %_docsize table (FTS5 columnsize=0) lengths always come from xColumnSize.
   // Returns whether this query may use the copy.
   bool refresh_lengths(bool prune) {
-    raw_stmt& dv = kept(data_version_, "PRAGMA data_version");
+    raw_stmt& dv = kept(data_version_, "PRAGMA fts.data_version");  // the FTS file: %_docsize lives there
     int64_t v = 0;
     {
       use u(dv);

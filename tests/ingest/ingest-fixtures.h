@@ -30,6 +30,8 @@ std::string to_utf8(const std::u32string& s);
 struct store_check {
   std::string integrity;          // PRAGMA integrity_check result ("ok")
   bool fts_ok = false;            // FTS5 'integrity-check' passed
+  bool fts_match = false;         // the FTS file's rowids (chunks_fts_docsize) == chunk ids, as opened
+  bool fts_repaired_match = false;  // the same after ingest::sync_fts (what the next ingest writer does first)
   int64_t documents = 0, chunks = 0;
   int64_t vectors = 0;            // ids in vectors.faiss after open (without repair)
   bool vectors_match = false;     // the file's ids == chunk ids, before repair

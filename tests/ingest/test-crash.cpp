@@ -1,6 +1,7 @@
 // Crash safety: `evident ingest` is SIGKILLed at random points while ingesting a ~20 MB generated corpus, 10 times.
-// After every kill the store must open, pass PRAGMA integrity_check and the FTS5 integrity check, and its vectors must
-// agree with SQLite after the open-time repair; the next run resumes, and a final run completes with everything in.
+// After every kill the store must open, pass PRAGMA integrity_check and the FTS5 integrity check, and its vectors and
+// its FTS file (evident-fts.db) must agree with SQLite after the repairs the next writer makes; the next run resumes,
+// and a final run completes with everything in.
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -53,7 +54,7 @@ TEST(IngestCrash, SigkillAtRandomPointsLeavesARepairableStore) {
     test::write_file(file_path(root, i), test::generated_text(50000, 1000 + static_cast<uint64_t>(i)));
 
   std::mt19937_64 rng(7);
-  int needed_repair = 0;
+  int needed_repair = 0, fts_lagged = 0;
   for (int round = 0; round < 10; ++round) {
     if (round == 5) {  // make later runs replace documents too
       for (int i = 0; i < n_files; i += 40)
@@ -61,8 +62,8 @@ TEST(IngestCrash, SigkillAtRandomPointsLeavesARepairableStore) {
     }
     pid_t pid = spawn_ingest(bin, root, sdir);
     ASSERT_GT(pid, 0);
-    // Kill points spread over start-up, repair, parsing and checkpoints (a full run takes a few seconds).
-    auto delay = std::chrono::milliseconds(20 + rng() % 2500);
+    // Kill points spread over start-up, repair, parsing, commits and checkpoints (a full run takes 1.5-4 s).
+    auto delay = std::chrono::milliseconds(20 + rng() % 1200);
     std::this_thread::sleep_for(delay);
     kill(pid, SIGKILL);
     int status = 0;
@@ -73,11 +74,14 @@ TEST(IngestCrash, SigkillAtRandomPointsLeavesARepairableStore) {
     auto chk = test::check_store(sdir);
     EXPECT_EQ(chk.integrity, "ok");
     EXPECT_TRUE(chk.fts_ok);
+    EXPECT_TRUE(chk.fts_repaired_match) << "the FTS file disagrees with SQLite after sync_fts";
+    fts_lagged += !chk.fts_match;
     needed_repair += !chk.vectors_match;
     EXPECT_TRUE(chk.repaired_match) << "vectors disagree with SQLite after repair: " << chk.vectors << " vectors, "
                                     << chk.chunks << " chunks";
   }
-  std::printf("crash rounds whose vectors.faiss lagged SQLite (repaired on open): %d of 10\n", needed_repair);
+  std::printf("crash rounds whose vectors.faiss lagged SQLite (repaired on open): %d of 10; whose FTS file lagged: "
+              "%d of 10\n", needed_repair, fts_lagged);
   // A run without interruption completes and leaves a consistent store with every file in.
   pid_t pid = spawn_ingest(bin, root, sdir);
   int status = 0;
@@ -88,6 +92,7 @@ TEST(IngestCrash, SigkillAtRandomPointsLeavesARepairableStore) {
   EXPECT_EQ(chk.integrity, "ok");
   EXPECT_TRUE(chk.fts_ok);
   EXPECT_TRUE(chk.vectors_match);
+  EXPECT_TRUE(chk.fts_match);
   EXPECT_EQ(chk.documents, n_files);
   EXPECT_EQ(chk.vectors, chk.chunks);
   ingest::store s(sdir);

@@ -355,8 +355,9 @@ TEST(StoreSchema, PlainSqlChunkWritesStillMaintainFts) {
   EXPECT_TRUE(chk.fts_ok);
 }
 
-// A store written before migration 0003 (plain triggers, default FTS hashsize, user_version 2) opens, is upgraded,
-// answers every search exactly as before, and takes further ingests.
+// A store written by the first release (migrations 0001 + 0002 as they shipped: chunks_fts in evident.db, kept by
+// plain triggers, default FTS hashsize, user_version 2) opens, is upgraded (FTS index rebuilt in evident-fts.db from
+// the chunks), answers every search exactly as before, and takes further ingests.
 TEST(StoreSchema, Version2StoreIsUpgradedWithIdenticalSearchResults) {
   auto root = test::scratch_dir("ingest-migrate/docs");
   auto sdir = test::scratch_dir("ingest-migrate/store");
@@ -364,58 +365,51 @@ TEST(StoreSchema, Version2StoreIsUpgradedWithIdenticalSearchResults) {
     test::write_file(root / std::string(1, static_cast<char>('a' + i)).append(".txt"), test::generated_text(1200, 80 + i));
   const std::vector<std::string> words = {"the", "of", "and", "data", "system", "model", "results", "protein",
                                           "cell", "analysis", "time", "study"};
-  auto ranked = [&](store& s, const std::string& w) {
+  auto ranked = [&](sql::db& db, const std::string& w) {
     std::vector<int64_t> ids;
-    auto q = s.db().prepare("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank, rowid");
+    auto q = db.prepare("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank, rowid");
     q.bind(1, w);
     while (q.step()) ids.push_back(q.col_int(0));
     return ids;
   };
   std::map<std::string, std::vector<int64_t>> before;
   {
-    // Build the version-2 store: the 0001 triggers and FTS config, chunks indexed by the triggers.
-    store s(sdir);
-    s.db().exec(
-        "DROP TRIGGER chunks_ai; DROP TRIGGER chunks_ad;"
-        "CREATE TRIGGER chunks_ai AFTER INSERT ON chunks BEGIN"
-        "  INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text); END;"
-        "CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN"
-        "  INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text); END;"
-        "DELETE FROM chunks_fts_config WHERE k = 'hashsize';"
-        "PRAGMA user_version = 2;");
+    sql::db raw(sdir / store::db_file);
+    for (const char* m : {"0001-initial.sql", "0002-answers.sql"})
+      raw.exec(test::read_file(fs::path(EVIDENT_TEST_SOURCE_DIR) / "ingest" / "migrations" / m));
+    raw.exec("PRAGMA user_version = 2; INSERT INTO collections(id, name, created_at) VALUES (1, 'old', 0)");
     std::string text;
-    auto doc = s.db().prepare(
+    auto doc = raw.prepare(
         "INSERT INTO documents(collection_id, path, sha256, size, mtime, format, title, text, char_count, "
-        "ingested_at) VALUES (?, ?, '', 0, 0, 'txt', '', ?, ?, 0)");
-    const int64_t coll = *s.collection_id("old", true);
+        "ingested_at) VALUES (1, ?, '', 0, 0, 'txt', '', ?, ?, 0)");
     for (int i = 0; i < 6; ++i) {
       text = test::generated_text(900, 90 + i);
       doc.reset();
-      doc.bind(1, coll).bind(2, std::string("old").append(std::to_string(i))).bind(3, text).bind(4, static_cast<int64_t>(text.size()));
+      doc.bind(1, std::string("old").append(std::to_string(i))).bind(2, text).bind(3, static_cast<int64_t>(text.size()));
       doc.run();
-      const int64_t id = s.db().last_insert_rowid();
-      s.db()
-          .prepare("INSERT INTO chunks(document_id, ordinal, char_start, char_end, byte_start, byte_end, page, "
-                   "token_count, text) VALUES (?, 0, 0, ?, 0, ?, 1, 100, ?)")
+      const int64_t id = raw.last_insert_rowid();
+      raw.prepare("INSERT INTO chunks(document_id, ordinal, char_start, char_end, byte_start, byte_end, page, "
+                  "token_count, text) VALUES (?, 0, 0, ?, 0, ?, 1, 100, ?)")
           .bind(1, id).bind(2, static_cast<int64_t>(text.size())).bind(3, static_cast<int64_t>(text.size()))
           .bind(4, text)
           .run();
     }
-    ASSERT_EQ(s.schema_version(), 2);
-    for (const auto& w : words) before[w] = ranked(s, w);
+    for (const auto& w : words) before[w] = ranked(raw, w);
   }
   store s(sdir);  // opening read-write migrates
-  EXPECT_EQ(s.schema_version(), 4);
-  for (const auto& w : words) EXPECT_EQ(ranked(s, w), before[w]) << w;
+  EXPECT_EQ(s.schema_version(), 5);
+  EXPECT_TRUE(fs::exists(s.fts_path()));
+  for (const auto& w : words) EXPECT_EQ(ranked(s.db(), w), before[w]) << w;
   int64_t non_empty = 0;
   for (const auto& w : words) non_empty += before[w].empty() ? 0 : 1;
   EXPECT_GE(non_empty, 6);  // the comparison means something
   auto sum = ingest_folder(s, root, quiet(64, 8));
   EXPECT_EQ(sum.added, 6) << summary_json(sum);
-  for (const auto& w : words) EXPECT_GE(ranked(s, w).size(), before[w].size()) << w;
+  for (const auto& w : words) EXPECT_GE(ranked(s.db(), w).size(), before[w].size()) << w;
   auto chk = test::check_store(sdir);
   EXPECT_EQ(chk.integrity, "ok");
   EXPECT_TRUE(chk.fts_ok);
+  EXPECT_TRUE(chk.fts_match);
 }
 
 // A store written before migration 0004 keeps df as one row per bucket (table embedder_df): opening it read-write
@@ -444,7 +438,7 @@ TEST(StoreSchema, Version3DfRowsBecomePages) {
     s.db().exec("DROP TABLE embedder_df_pages; PRAGMA user_version = 3");
   }
   store s(sdir);  // migrates
-  EXPECT_EQ(s.schema_version(), 4);
+  EXPECT_EQ(s.schema_version(), 5);
   std::vector<uint32_t> after;
   load_df(s, after);
   EXPECT_EQ(after, before);
@@ -457,31 +451,55 @@ TEST(StoreSchema, Version3DfRowsBecomePages) {
   EXPECT_TRUE(test::df_matches_chunks(s));
 }
 
-// The FTS deferral key only ever lives inside an open batch; a committed one (never written by ingest) means
-// chunks_fts may have missed rows, so the next writer drops it and rebuilds the index.
-TEST(StoreSchema, StaleFtsDeferralKeyIsRepaired) {
-  auto root = test::scratch_dir("ingest-stale-key/docs");
-  auto sdir = test::scratch_dir("ingest-stale-key/store");
-  test::write_file(root / "a.txt", test::generated_text(1500, 75));
+// The FTS file only ever lags evident.db (fts-writer.h); a lagging one is repaired by the next ingest writer:
+// chunks it lacks are indexed, and when it holds entries of deleted chunks it is rebuilt.
+TEST(StoreSchema, LaggingFtsFileIsRepaired) {
+  auto root = test::scratch_dir("ingest-fts-lag/docs");
+  auto sdir = test::scratch_dir("ingest-fts-lag/store");
+  test::write_file(root / "a.txt", test::generated_text(3000, 75) + " Lagmarkerword here.");
   {
     store s(sdir);
     ingest_folder(s, root, quiet(64, 8));
-    s.db().exec("INSERT INTO meta(key, value) VALUES ('ingest.fts_deferred', '1')");
-    s.db().exec("INSERT INTO chunks(document_id, ordinal, char_start, char_end, byte_start, byte_end, page, "
-                "token_count, text) SELECT id, 1000, 0, 5, 0, 5, 1, 2, 'Missedmarkerword' FROM documents");
-    EXPECT_EQ(fts_hits(s, "missedmarkerword"), 0);  // the trigger stepped aside
+    ASSERT_GE(fts_hits(s, "lagmarkerword"), 1);
   }
-  store s(sdir);
-  test::write_file(root / "b.txt", test::generated_text(800, 76));
-  ingest_folder(s, root, quiet(64, 8));
-  EXPECT_FALSE(s.meta("ingest.fts_deferred").has_value());
-  EXPECT_EQ(fts_hits(s, "missedmarkerword"), 1);
-  auto chk = test::check_store(sdir);
-  EXPECT_TRUE(chk.fts_ok);
+  int64_t marked = 0;
+  {
+    store s(sdir);
+    marked = fts_hits(s, "lagmarkerword");
+  }
+  auto lag = [&](bool stale) {  // what a crash between the two commits leaves
+    std::vector<std::pair<int64_t, std::string>> rows;
+    {
+      store s(sdir);
+      auto q = s.db().prepare("SELECT id, text FROM chunks WHERE text LIKE '%Lagmarkerword%'");
+      while (q.step()) rows.emplace_back(q.col_int(0), q.col_text(1));
+    }
+    ASSERT_FALSE(rows.empty());
+    sql::db fts(sdir / store::fts_file);
+    for (const auto& [id, text] : rows)
+      fts.prepare("INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', ?, ?)").bind(1, id).bind(2, text).run();
+    if (stale)
+      fts.exec("INSERT INTO chunks_fts(rowid, text) VALUES (999999, 'Stalemarkerword of a deleted chunk')");
+    fts.exec("UPDATE fts_state SET value = value - 1 WHERE key = 'batch'");
+  };
+  for (bool stale : {false, true}) {
+    SCOPED_TRACE(stale ? "stale entry" : "missing entry");
+    lag(stale);
+    {
+      store s(sdir);
+      EXPECT_EQ(fts_hits(s, "lagmarkerword"), 0);
+      EXPECT_EQ(fts_hits(s, "stalemarkerword"), stale ? 1 : 0);
+      test::write_file(root / (stale ? "c.txt" : "b.txt"), test::generated_text(800, stale ? 77 : 76));
+      ingest_folder(s, root, quiet(64, 8));
+      EXPECT_EQ(fts_hits(s, "lagmarkerword"), marked);
+      EXPECT_EQ(fts_hits(s, "stalemarkerword"), 0);
+    }
+    auto chk = test::check_store(sdir);
+    EXPECT_TRUE(chk.fts_ok);
+    EXPECT_TRUE(chk.fts_match);
+  }
 }
 
-// WAL checkpoints on the background thread: the WAL file must be rewound (stay bounded) when the writer settles
-// before each BEGIN, and every committed row must be in the database afterwards.
 TEST(WalCheckpointer, KeepsTheWalBoundedAndLosesNothing) {
   auto dir = test::scratch_dir("ingest-wal-ckpt");
   const auto file = dir / "t.db";

@@ -1,0 +1,113 @@
+// ingest::fts_writer: the full-text index (FTS5 table chunks_fts) lives in its own database file, DIR/evident-fts.db
+// (migration 0005), and the ingest writer hands each committed batch's FTS rows to a thread that writes them there
+// through its own connection, one transaction per batch, while the writer goes on with the next batch.
+//
+// Why: FTS5 building its index was more than half of the ingest writer thread's CPU, and SQLite lets one connection
+// write one database file at a time. In a second file, on a second connection, it overlaps the writer's inserts.
+//
+// Consistency: SQLite (evident.db) is the source of truth, as for vectors.faiss. The writer commits a batch in
+// evident.db first, with meta key `fts.batch` = its batch number, then the FTS thread commits the batch's rows with
+// fts_state `batch` = the same number. The FTS file therefore only ever lags: after a crash it can miss the chunks of
+// the last batches (and keep entries of chunks those batches deleted). `sync_fts` compares the two numbers and, when
+// they differ (or the FTS file is new), compares chunk ids with the index's rowids (chunks_fts_docsize): missing
+// chunks are indexed from their stored text; when entries of deleted chunks remain (their text is gone, and a
+// contentless FTS5 table needs it to delete them), the index is rebuilt from `chunks`. It runs in every ingest
+// writer (under the writer lock) before anything is written, and when a read-write `store` opens an FTS file that was
+// never synced (a store upgraded from version 4) while no ingest runs.
+// Readers see the index through ATTACH (store.h); during an ingest it may lag evident.db by a batch or two.
+//
+// Thread-safety: an fts_writer is driven from one thread (the ingest writer); its own thread owns its connection.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ingest/sqlite.h"
+#include "ingest/wal-checkpointer.h"
+
+namespace evident::ingest {
+
+class store;
+
+// One FTS change: index `text` under `rowid` (a chunk id), or remove that entry (`del`, with the text that was
+// indexed: a contentless FTS5 table needs it).
+struct fts_row {
+  int64_t rowid;
+  std::string text;
+  bool del;
+};
+
+struct fts_sync_report {
+  int64_t added = 0;    // chunks indexed that the FTS file lacked
+  bool rebuilt = false; // the FTS file held entries of deleted chunks and was rebuilt from `chunks`
+  bool changed() const { return added > 0 || rebuilt; }
+};
+
+// Brings the FTS index in line with `chunks` when the batch numbers differ (see above). `main` reads evident.db;
+// `fts` writes the FTS tables, named with `fts_schema` ("fts." when attached to `main`, "" on its own connection).
+// The caller holds the writer lock.
+fts_sync_report sync_fts(sql::db& main, sql::db& fts, const std::string& fts_schema);
+
+// The schema of evident-fts.db (created when missing; `schema` as above). The FTS5 table is contentless (content=''):
+// chunk text stays in evident.db; same column and tokenizer as before (`porter unicode61 remove_diacritics 2`), so
+// tokens, document lengths and rankings are unchanged. FTS5 `hashsize` is 16 MiB (one segment per ingest batch).
+void create_fts_schema(sql::db& db, const std::string& schema);
+
+class fts_writer {
+ public:
+  // Opens `file` (evident-fts.db) on a connection of its own and starts the thread.
+  explicit fts_writer(const std::filesystem::path& file);
+  // Finishes what was sent (an open FTS transaction without its commit() is rolled back), then stops.
+  ~fts_writer();
+  fts_writer(const fts_writer&) = delete;
+  fts_writer& operator=(const fts_writer&) = delete;
+
+  sql::db& db() { return *db_; }  // only before the first add/commit (sync_fts)
+
+  // The protocol follows the writer's batch: add() the FTS rows of documents written in the open evident.db
+  // transaction (only whole documents: a failed one's rows are never sent); the thread inserts them into an open
+  // transaction of its own as they come (FTS5 keeps them in memory), so the batch's indexing overlaps the writer.
+  // After evident.db's COMMIT, commit(batch) commits the FTS transaction with fts_state batch = `batch`; after a
+  // ROLLBACK, rollback() drops it. Waits while too much is queued. Throws evident::error (io) when the thread failed
+  // (it then ignores everything until the next sync_fts).
+  void add(std::vector<fts_row> rows);
+  void commit(int64_t batch);
+  void rollback();
+  // Waits until everything sent is done; throws as add does.
+  void drain();
+  // CPU seconds of the thread so far (profiles).
+  double cpu_seconds();
+
+ private:
+  enum class op { rows, commit, rollback };
+  struct message {
+    op what;
+    std::vector<fts_row> rows;
+    int64_t batch = 0;
+  };
+  void send(message m);
+  void run();
+  void handle(message& m);
+  void check_error();  // under mu_
+  std::unique_ptr<sql::db> db_;
+  std::unique_ptr<wal_checkpointer> checkpointer_;  // evident-fts.db's WAL checkpoints, off this thread too
+  std::unique_ptr<sql::stmt> ins_, del_;
+  bool open_ = false;  // the thread's transaction (thread only)
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<message> queue_;
+  size_t queued_rows_ = 0;
+  bool busy_ = false, stop_ = false;
+  std::string error_;
+  double cpu_ = 0;
+};
+
+}  // namespace evident::ingest
