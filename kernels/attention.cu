@@ -474,8 +474,10 @@ constexpr int kWgQBytes = 128 * kPfRowBytes;       // 64 KiB
 constexpr int kWgKvBytes = kWgKeys * kPfRowBytes;  // 32 KiB
 constexpr int kWgAttnSmem = kWgQBytes + 4 * kWgKvBytes + 1024;
 
+#if EV_SM90A
 // Byte offset of 16-byte chunk c (0..31) of row `row` in a tile of `rows` rows split into four 64-dim blocks.
 __device__ __forceinline__ int blk256(int rows, int row, int c) { return (c >> 3) * rows * 128 + dev::swz64(row, c & 7); }
+#endif
 
 template <bool OVERLAP>
 __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attention_prefill_args a, float scale_log2) {

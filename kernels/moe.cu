@@ -469,6 +469,7 @@ constexpr int kWgStages = 4;
 constexpr int kWgStageBytes = (128 + 256) * 128;
 constexpr int kWgSmem = kWgStages * kWgStageBytes + 1024;  // + alignment of the tiles to 1024 bytes
 
+#if EV_SM90A  // used by the sm_90a kernel only
 __device__ bool find_tile_at(const gg_params& p, int tile, int bm, int* s_info) {
   __shared__ int scratch[33];
   const int per = (p.n_experts + blockDim.x - 1) / blockDim.x;
@@ -497,6 +498,7 @@ __device__ bool find_tile_at(const gg_params& p, int tile, int bm, int* s_info) 
   __syncthreads();
   return s_info[0] >= 0;
 }
+#endif
 
 template <bool SWIGLU>
 __global__ void __launch_bounds__(256, 1) grouped_gemm_wgmma_kernel(gg_params p) {
