@@ -25,6 +25,7 @@ local_generator::local_generator(const local_generator_options& options) : opt_(
   const model_config cfg = load_model_config(opt_.model_dir / "config.json");
   scheduler_config sc;
   sc.token_budget = opt_.token_budget;
+  sc.prefill_only_budget = std::max(opt_.token_budget, opt_.prefill_budget);
   if (opt_.device == "cpu") {
     model_ = qwen3next_model::load(opt_.model_dir);
   } else if (opt_.device == "cpu-scheduled") {
@@ -37,7 +38,7 @@ local_generator::local_generator(const local_generator_options& options) : opt_(
     co.device = opt_.cuda_device;
     co.max_sequences = opt_.max_sequences;
     co.max_context = opt_.max_context;
-    co.max_step_tokens = static_cast<int>(opt_.token_budget);
+    co.max_step_tokens = static_cast<int>(sc.prefill_only_budget);
     co.max_step_entries = std::max(64, opt_.max_sequences);
     co.max_logit_rows = co.max_step_entries;
     auto m = std::shared_ptr<cuda_model>(cuda_model::load(opt_.model_dir, co));

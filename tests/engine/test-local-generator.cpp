@@ -110,7 +110,8 @@ local_generator_options scheduled_opts() {
   o.device = "cpu-scheduled";
   o.max_sequences = 2;  // three concurrent callers below: one waits in the queue
   o.max_context = 256;
-  o.token_budget = 16;  // prompts of ~40 tokens prefill in chunks beside the others' decodes
+  o.token_budget = 16;    // prompts of ~40 tokens prefill in chunks beside the others' decodes
+  o.prefill_budget = 24;  // and in chunks of 24 while nothing decodes
   return o;
 }
 
