@@ -38,10 +38,11 @@ constexpr float kNormEps = 1e-6f;
 __device__ __forceinline__ int chunk_base(const int32_t* cu, int s) { return cu[s] / kChunk + s; }
 
 struct workspace_view {
-  nvbf* Qe;     // [slots, n_v_heads, 64, 128] q / |q| * d_k^-1/2 * exp(G_i), per value head
+  nvbf* Qe;     // WMMA scan: [slots, n_v_heads, 64, 128] q / |q| * d_k^-1/2 * exp(G_i), per value head;
+                // mma scan: [slots, n_k_heads, 64, 128] q / |q| * d_k^-1/2, per key head
   nvbf* Kn;     // [slots, n_k_heads, 64, 128] k / |k|
-  nvbf* T;      // [slots, n_v_heads, 64, 64]
-  nvbf* P;      // [slots, n_v_heads, 64, 64]
+  nvbf* T;      // [slots, n_v_heads, 64, 64]; the 16x16 blocks above the diagonal are not written (no scan uses them)
+  nvbf* P;      // [slots, n_v_heads, 64, 64]; likewise
   float* eg;    // [slots, n_v_heads, 64] exp(G_i), G the in-chunk cumulative sum of g
   float* ed;    // [slots, n_v_heads, 64] exp(G_last - G_i)
   float* beta;  // [slots, n_v_heads, 64] (0 past the sequence end)
@@ -268,6 +269,7 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prepare_kernel(gdn_shape 
     const std::size_t mat_off = head_slot * kChunk * kChunk;
     for (int e = tid * 4; e < kChunk * kChunk; e += kPrepThreads * 4) {
       const int i = e >> 6, j0 = e & 63;
+      if ((j0 >> 4) > (i >> 4)) continue;  // 16x16 blocks above the diagonal: zero, and no scan reads them
       const float gi = sm.G[i], bi = sm.beta[i];
       float p[4];
 #pragma unroll
@@ -348,12 +350,13 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prepare_kernel(gdn_shape 
       __syncthreads();
     }
     // Only the diagonal and lower blocks of Tm were written; the blocks above the diagonal are zero.
+    // Blocks above the diagonal are not written: both scans read only the blocks on and below it.
     for (int e = tid * 4; e < kChunk * kChunk; e += kPrepThreads * 4) {
       const int i = e >> 6, j0 = e & 63;
-      const bool upper = (j0 >> 4) > (i >> 4);
+      if ((j0 >> 4) > (i >> 4)) continue;
       float t[4];
 #pragma unroll
-      for (int u = 0; u < 4; ++u) t[u] = upper ? 0.f : Tm[i * kLdTm + j0 + u];
+      for (int u = 0; u < 4; ++u) t[u] = Tm[i * kLdTm + j0 + u];
       __nv_bfloat162 lo = __floats2bfloat162_rn(t[0], t[1]), hi = __floats2bfloat162_rn(t[2], t[3]);
       uint2 raw;
       raw.x = *reinterpret_cast<uint32_t*>(&lo);
@@ -831,10 +834,12 @@ __global__ void __launch_bounds__((kSplit ? 2 : 1) * NW * 32, 1)
     const nvbf* T = ws.T + head_slot * kChunk * kChunk + tp_row * kChunk + tp_seg * 8;
     const nvbf* P = ws.P + head_slot * kChunk * kChunk + tp_row * kChunk + tp_seg * 8;
 #pragma unroll
-    for (int it = 0; it < kChunk * 8 / kCopyThreads; ++it) {
+    for (int it = 0; it < kChunk * 8 / kCopyThreads; ++it) {  // only the 16x16 blocks on and below the diagonal
       constexpr int kRows = kCopyThreads / 8;
-      cp_async16_s(sb + kOffT + s_tp + uint32_t(it * kRows * kLdT * 2), T + it * kRows * kChunk);
-      cp_async16_s(sb + kOffP + s_tp + uint32_t(it * kRows * kLdT * 2), P + it * kRows * kChunk);
+      if ((tp_seg >> 1) <= ((tp_row + it * kRows) >> 4)) {
+        cp_async16_s(sb + kOffT + s_tp + uint32_t(it * kRows * kLdT * 2), T + it * kRows * kChunk);
+        cp_async16_s(sb + kOffP + s_tp + uint32_t(it * kRows * kLdT * 2), P + it * kRows * kChunk);
+      }
     }
     // V rows past the sequence end are zero-filled (source size 0, address of the chunk's first row).
 #pragma unroll
