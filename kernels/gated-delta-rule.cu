@@ -3,12 +3,15 @@
 //
 // Chunked path
 //   1. gdn_prepare_kernel, one block per (chunk, key head), all chunks in parallel: L2-normalises q, k of the chunk
-//      (k written out), forms K K^T and Q K^T once on tensor cores (WMMA bf16, fp32 accumulate), and for each value
-//      head of the key head writes to the workspace q * scale * exp(G) (bf16), T = (I + L)^-1 (blocked forward
-//      substitution in fp32, stored bf16), P = tril(Q K^T * exp(G_i - G_j)) (bf16), exp(G), exp(G_last - G), beta.
-//   2. gdn_chunk_scan_kernel, one block per (sequence, value head, value tile of BV columns): walks the chunks of its
-//      sequence in order with the fp32 state tile S [128, BV] resident in shared memory, next chunk's inputs prefetched
-//      by cp.async, all matrix products on tensor cores:
+//      (k and, for the mma scan, q written out), forms K K^T and Q K^T once on tensor cores (WMMA bf16, fp32
+//      accumulate), and for each value head of the key head writes to the workspace T = (I + L)^-1 (blocked forward
+//      substitution in fp32, stored bf16), P = tril(Q K^T * exp(G_i - G_j)) (bf16), exp(G), exp(G_last - G), beta
+//      (and, for the WMMA scan, q * scale * exp(G) per value head).
+//   2. gdn_mma_scan_kernel (default), one block per (sequence, value head, 32 value columns): walks the chunks of its
+//      sequence in order with the fp32 state held as mma.sync accumulator fragments in registers, in transposed form
+//      (value columns as the M dimension; see the comment above the kernel). Chain warps carry the state, output warps
+//      form O one chunk behind.
+//      gdn_chunk_scan_kernel (wmma_scan, the previous version): the state tile S [128, BV] in shared memory, WMMA:
 //        X = K S,  Y = beta (V - exp(G) X),  V_new = T Y,  O = (exp(G) Q) S + P V_new,
 //        S = exp(G_last) S + K^T (V_new exp(G_last - G))   (the decay moved from K's rows onto V_new's rows).
 #include <cuda_bf16.h>

@@ -64,7 +64,8 @@ struct gdn_args {
 
 // Tuning knobs of the chunked kernel (0 = the default measured best).
 struct gdn_chunked_options {
-  int v_tile = 0;              // value columns per scan block: 16, 32 or 64 (default 32)
+  int v_tile = 0;              // value columns per scan block: 16, 32 or 64 (default 32; the mma scan keeps 64
+                               // without split_output: 3 stages do not fit in shared memory)
   int scan_warps = 0;          // wmma_scan only: warps per scan block, 8 or 16 (default 16)
   bool split_output = true;    // mma scan: the output product in separate warps, one chunk behind the state chain
   bool wmma_scan = false;      // the previous (v7) WMMA scan with its shared-memory state, kept for comparison
@@ -72,8 +73,8 @@ struct gdn_chunked_options {
 };
 
 // Bytes of device workspace gdn_chunked_forward needs for `shape` (per chunk, for at most n_tokens/64 + n_seq
-// chunks: prepared q per value head and k per key head, T and masked QK^T in bf16, decays and betas in fp32; about
-// 3x the bytes of q, k and v together).
+// chunks: prepared q per value head (the WMMA scan; the mma scan uses a key head's share of it) and k per key head,
+// T and masked QK^T in bf16, decays and betas in fp32; about 3x the bytes of q, k and v together).
 std::size_t gdn_chunked_workspace_bytes(const gdn_shape& shape);
 
 // Chunked prompt path (chunk 64). requires: d_k == d_v == 128; q, k, v and out 16-byte aligned with strides that
