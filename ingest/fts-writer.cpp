@@ -114,8 +114,9 @@ void fts_writer::check_error() {
 
 void fts_writer::send(message m) {
   std::unique_lock<std::mutex> lk(mu_);
-  // At most ~64k rows (about 100 MB of chunk text) in flight.
-  cv_.wait(lk, [&] { return queued_rows_ < 65536 || !error_.empty(); });
+  // At most 4096 rows (about 6 MB of chunk text) in flight: what is queued here when the workers finish is indexed by
+  // this thread alone, so a long queue only moves work to the end of the run.
+  cv_.wait(lk, [&] { return queued_rows_ < 4096 || !error_.empty(); });
   check_error();
   queued_rows_ += m.rows.size();
   queue_.push_back(std::move(m));

@@ -235,10 +235,11 @@ ingest_summary ingest_folder(store& s, const fs::path& root_in, const ingest_opt
   std::mutex mu;
   std::condition_variable cv_put, cv_get;
   std::deque<result> queue;
-  // The queue is bounded by the input bytes it holds, not by a count of files: the writer works in bursts (a batch's
-  // FTS rows and COMMIT take a while), and a bound of a few files stopped the workers during each burst.
+  // The queue is bounded by the input bytes it holds (8 MB), not only by a count of files: the writer works in bursts
+  // (a batch's COMMIT), and a bound of a few small files stopped the workers during each burst. Not more: what the
+  // workers have queued when they finish still has to pass the writer and the FTS thread alone.
   const size_t max_queue = static_cast<size_t>(2 * n_workers + 2);
-  constexpr int64_t max_queue_bytes = 32 << 20;
+  constexpr int64_t max_queue_bytes = 8 << 20;
   int64_t queue_bytes = 0;
   std::atomic<size_t> next{0};
   std::atomic<bool> stop{false};

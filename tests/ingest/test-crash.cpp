@@ -56,9 +56,10 @@ TEST(IngestCrash, SigkillAtRandomPointsLeavesARepairableStore) {
   std::mt19937_64 rng(7);
   int needed_repair = 0, fts_lagged = 0;
   for (int round = 0; round < 10; ++round) {
-    if (round == 5) {  // make later runs replace documents too
-      for (int i = 0; i < n_files; i += 40)
-        test::write_file(file_path(root, i), test::generated_text(40000, 5000 + static_cast<uint64_t>(i)));
+    if (round > 0) {  // every later run replaces a quarter of the documents too (deletes: FTS entries, vectors, df)
+      for (int i = round % 4; i < n_files; i += 4)
+        test::write_file(file_path(root, i), test::generated_text(40000, 5000 + 1000 * static_cast<uint64_t>(round) +
+                                                                              static_cast<uint64_t>(i)));
     }
     pid_t pid = spawn_ingest(bin, root, sdir);
     ASSERT_GT(pid, 0);
