@@ -5,6 +5,7 @@
 #   GEN_MB=200 TMP=/tmp bench/ingest.sh
 #   DATA=/tmp/ingest-data bench/ingest.sh   keep the written-out corpora in DATA and reuse them (same inputs across
 #                                           builds); BIN=path/to/evident overrides BUILD_DIR's binary
+#   PROFILE=1 bench/ingest.sh               also print the run's EVIDENT_INGEST_PROFILE line (writer/FTS thread CPU)
 # Prints one line per corpus: files, MB, chunks, wall seconds, MB/s, chunks/s, CPU seconds (user+sys) and the load
 # average at the start (the numbers are only comparable on an otherwise idle machine). Record results in
 # bench/RESULTS.md.
@@ -71,7 +72,9 @@ run() {  # name dir
   mb=$(du -sb "$dir" | awk '{printf "%.1f", $1/1e6}')
   load=$(cut -d' ' -f1 /proc/loadavg)
   sync
-  /usr/bin/time -f "%e %U %S" -o "$WORK/time" "$BIN" ingest "$dir" --store "$store" --json > "$WORK/out.json"
+  EVIDENT_INGEST_PROFILE=${PROFILE:-0} /usr/bin/time -f "%e %U %S" -o "$WORK/time" "$BIN" ingest "$dir" --store "$store" \
+    --json > "$WORK/out.json" 2> "$WORK/err"
+  grep -h "ingest profile" "$WORK/err" || true
   python3 - "$name" "$files" "$mb" "$load" "$WORK/out.json" "$WORK/time" <<'PY'
 import json, sys
 name, files, mb, load, out, tm = sys.argv[1:]
@@ -81,6 +84,7 @@ print(f"{name}: {files} files, {mbytes:.1f} MB, {j['chunks']} chunks, {wall:.1f}
       f"{mbytes / wall:.1f} MB/s, {j['chunks'] / wall:.0f} chunks/s, {user + sys_:.1f} s CPU "
       f"({mbytes / (user + sys_):.1f} MB per CPU-second), load {load} at start")
 PY
+  rm -rf "$store"
 }
 
 DATA=${DATA:-$WORK}

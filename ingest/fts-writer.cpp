@@ -203,7 +203,8 @@ void fts_writer::handle(message& m) {
     }
     return;
   }
-  db_->prepare("INSERT INTO fts_state(key, value) VALUES ('batch', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+  db_->prepare("INSERT INTO fts_state(key, value) VALUES ('batch', ?) "
+               "ON CONFLICT(key) DO UPDATE SET value = excluded.value")
       .bind(1, m.batch)
       .run();
   db_->exec("COMMIT");

@@ -346,7 +346,8 @@ void migrate_df_rows_to_pages(sql::db& db) {
     auto q = db.prepare("SELECT feature, df FROM embedder_df");
     while (q.step()) {
       const int64_t f = q.col_int(0);
-      if (f >= 0 && f < hashed_tfidf_embedder::df_buckets) df[static_cast<size_t>(f)] = static_cast<uint32_t>(q.col_int(1));
+      if (f >= 0 && f < hashed_tfidf_embedder::df_buckets)
+        df[static_cast<size_t>(f)] = static_cast<uint32_t>(q.col_int(1));
     }
   }
   auto ins = db.prepare(put_page_sql);

@@ -216,7 +216,8 @@ void index_writer::finish_batch() {
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value")
         .bind(1, std::to_string(next_chunk_id_))
         .run();
-    stmt(10, "INSERT INTO meta(key, value) VALUES ('fts.batch', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+    stmt(10, "INSERT INTO meta(key, value) VALUES ('fts.batch', ?) "
+             "ON CONFLICT(key) DO UPDATE SET value = excluded.value")
         .bind(1, std::to_string(fts_batch_ + 1))
         .run();
   } catch (const std::exception& e) {

@@ -384,7 +384,8 @@ ingest_summary ingest_folder(store& s, const fs::path& root_in, const ingest_opt
   if (opt.progress && progress_shown) draw_progress(true);
   sum.seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
   w.end_run(run_id, summary_json(sum));
-  if (std::getenv("EVIDENT_INGEST_PROFILE")) {  // for bench/ingest.sh and profiling: where the writer thread went
+  // EVIDENT_INGEST_PROFILE=1 (bench/ingest.sh PROFILE=1): where the writer and FTS threads went.
+  if (const char* prof = std::getenv("EVIDENT_INGEST_PROFILE"); prof && *prof && std::string_view(prof) != "0") {
     auto secs = [](clock_type::duration d) { return std::chrono::duration<double>(d).count(); };
     std::fprintf(stderr,
                  "ingest profile: writer thread CPU %.3f s (open %.3f, loop %.3f, after the workers %.3f; of all that: "

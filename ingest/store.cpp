@@ -82,8 +82,9 @@ store::store(const std::filesystem::path& dir, open_mode mode)
     EV_THROW_IF_NOT_KIND(schema_version() == latest_version(), corrupt, "store ", dir.string(),
                          " has schema version ", schema_version(), ", this build expects ", latest_version(),
                          " (open it read-write once to migrate)");
-    EV_THROW_IF_NOT_KIND(std::filesystem::exists(fts_path()), corrupt, "store ", dir.string(), " has no full-text index ",
-                         fts_path().string(), " (open it read-write once, e.g. `evident ingest`, to rebuild it)");
+    EV_THROW_IF_NOT_KIND(std::filesystem::exists(fts_path()), corrupt, "store ", dir.string(),
+                         " has no full-text index ", fts_path().string(),
+                         " (open it read-write once, e.g. `evident ingest`, to rebuild it)");
   }
   set_fts_attached(true);
   if (write_) {

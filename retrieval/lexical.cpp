@@ -62,7 +62,8 @@ class lexical_retriever final : public retriever_i {
     // pages are fetched (SQLite falls back to read() where mmap is unavailable or above its compile-time cap).
     store_.db().exec("PRAGMA mmap_size = 4294967296; PRAGMA cache_size = -32768");
     // The FTS5 tables live in the store's attached FTS file (schema `fts`, ingest/store.h).
-    auto t = store_.db().prepare("SELECT 1 FROM fts.sqlite_master WHERE type = 'table' AND name = 'chunks_fts_docsize'");
+    auto t = store_.db().prepare(
+        "SELECT 1 FROM fts.sqlite_master WHERE type = 'table' AND name = 'chunks_fts_docsize'");
     lengths_ = t.step();
   }
 

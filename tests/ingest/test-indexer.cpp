@@ -385,7 +385,8 @@ TEST(StoreSchema, Version2StoreIsUpgradedWithIdenticalSearchResults) {
     for (int i = 0; i < 6; ++i) {
       text = test::generated_text(900, 90 + i);
       doc.reset();
-      doc.bind(1, std::string("old").append(std::to_string(i))).bind(2, text).bind(3, static_cast<int64_t>(text.size()));
+      doc.bind(1, std::string("old").append(std::to_string(i))).bind(2, text);
+      doc.bind(3, static_cast<int64_t>(text.size()));
       doc.run();
       const int64_t id = raw.last_insert_rowid();
       raw.prepare("INSERT INTO chunks(document_id, ordinal, char_start, char_end, byte_start, byte_end, page, "
@@ -418,7 +419,8 @@ TEST(StoreSchema, Version3DfRowsBecomePages) {
   auto root = test::scratch_dir("ingest-migrate-df/docs");
   auto sdir = test::scratch_dir("ingest-migrate-df/store");
   for (int i = 0; i < 4; ++i)
-    test::write_file(root / std::string(1, static_cast<char>('a' + i)).append(".txt"), test::generated_text(1500, 60 + i));
+    test::write_file(root / std::string(1, static_cast<char>('a' + i)).append(".txt"),
+                     test::generated_text(1500, 60 + i));
   std::vector<uint32_t> before;
   {
     store s(sdir);
@@ -477,7 +479,8 @@ TEST(StoreSchema, LaggingFtsFileIsRepaired) {
     ASSERT_FALSE(rows.empty());
     sql::db fts(sdir / store::fts_file);
     for (const auto& [id, text] : rows)
-      fts.prepare("INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', ?, ?)").bind(1, id).bind(2, text).run();
+      fts.prepare("INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', ?, ?)")
+          .bind(1, id).bind(2, text).run();
     if (stale)
       fts.exec("INSERT INTO chunks_fts(rowid, text) VALUES (999999, 'Stalemarkerword of a deleted chunk')");
     fts.exec("UPDATE fts_state SET value = value - 1 WHERE key = 'batch'");
