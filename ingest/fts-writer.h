@@ -1,13 +1,13 @@
 // ingest::fts_writer: the full-text index (FTS5 table chunks_fts) lives in its own database file, DIR/evident-fts.db
-// (migration 0005), and the ingest writer hands each committed batch's FTS rows to a thread that writes them there
-// through its own connection, one transaction per batch, while the writer goes on with the next batch.
+// (migration 0005), and the ingest writer hands each written document's FTS rows to a thread that writes them there
+// through its own connection (one transaction over several of the writer's batches), while the writer goes on.
 //
 // Why: FTS5 building its index was more than half of the ingest writer thread's CPU, and SQLite lets one connection
 // write one database file at a time. In a second file, on a second connection, it overlaps the writer's inserts.
 //
 // Consistency: SQLite (evident.db) is the source of truth, as for vectors.faiss. The writer commits a batch in
-// evident.db first, with meta key `fts.batch` = its batch number, then the FTS thread commits the batch's rows with
-// fts_state `batch` = the same number. The FTS file therefore only ever lags: after a crash it can miss the chunks of
+// evident.db first, with meta key `fts.batch` = its batch number; only then may the FTS thread commit that batch's rows
+// (with fts_state `batch` = the same number; it commits every few batches). The FTS file therefore only ever lags: after a crash it can miss the chunks of
 // the last batches (and keep entries of chunks those batches deleted). `sync_fts` compares the two numbers and, when
 // they differ (or the FTS file is new), compares chunk ids with the index's rowids (chunks_fts_docsize): missing
 // chunks are indexed from their stored text; when entries of deleted chunks remain (their text is gone, and a
@@ -57,7 +57,7 @@ fts_sync_report sync_fts(sql::db& main, sql::db& fts, const std::string& fts_sch
 
 // The schema of evident-fts.db (created when missing; `schema` as above). The FTS5 table is contentless (content=''):
 // chunk text stays in evident.db; same column and tokenizer as before (`porter unicode61 remove_diacritics 2`), so
-// tokens, document lengths and rankings are unchanged. FTS5 `hashsize` is 16 MiB (one segment per ingest batch).
+// tokens, document lengths and rankings are unchanged. FTS5 `hashsize` is 64 MiB (the fts_writer sets it too).
 void create_fts_schema(sql::db& db, const std::string& schema);
 
 class fts_writer {
@@ -71,22 +71,26 @@ class fts_writer {
 
   sql::db& db() { return *db_; }  // only before the first add/commit (sync_fts)
 
-  // The protocol follows the writer's batch: add() the FTS rows of documents written in the open evident.db
-  // transaction (only whole documents: a failed one's rows are never sent); the thread inserts them into an open
-  // transaction of its own as they come (FTS5 keeps them in memory), so the batch's indexing overlaps the writer.
-  // After evident.db's COMMIT, commit(batch) commits the FTS transaction with fts_state batch = `batch`; after a
-  // ROLLBACK, rollback() drops it. Waits while too much is queued. Throws evident::error (io) when the thread failed
-  // (it then ignores everything until the next sync_fts).
+  // The protocol follows the writer's batches: add() the FTS rows of documents written in the open evident.db
+  // transaction (only whole documents: a failed one's rows are never sent); the thread applies them to an open
+  // transaction of its own as they come (FTS5 keeps them in memory), so indexing overlaps the writer. After
+  // evident.db's COMMIT, commit(batch) lets those rows be committed: the FTS transaction is committed, with fts_state
+  // batch = `batch`, once it holds commit_rows rows (so it spans several batches: fewer segments), and by drain()
+  // and at destruction. After evident.db's ROLLBACK, rollback() undoes the rows sent since the last commit(batch)
+  // (each change's exact inverse), keeping the rest. Waits while too much is queued. Throws evident::error (io) when
+  // the thread failed (it then drops its open transaction and ignores everything: the next sync_fts repairs).
   void add(std::vector<fts_row> rows);
   void commit(int64_t batch);
   void rollback();
-  // Waits until everything sent is done; throws as add does.
+  // flush(): asks the thread to commit what evident.db committed, without waiting. drain(): the same, then waits
+  // until everything sent is done; both throw as add does.
+  void flush();
   void drain();
   // CPU seconds of the thread so far (profiles).
   double cpu_seconds();
 
  private:
-  enum class op { rows, commit, rollback };
+  enum class op { rows, commit, rollback, flush };
   struct message {
     op what;
     std::vector<fts_row> rows;
@@ -94,12 +98,21 @@ class fts_writer {
   };
   void send(message m);
   void run();
-  void handle(message& m);
+  void handle(message& m);  // thread only, as are the members below up to thread_
+  void apply(const fts_row& r, bool inverse);
+  void commit_open();       // commits the open transaction (or records a batch without rows) as pending_batch_
+  void undo_uncommitted();
+  void finish();
+  static constexpr size_t commit_rows = 12000;  // commit after the batch that brings the transaction to this many rows
   void check_error();  // under mu_
   std::unique_ptr<sql::db> db_;
   std::unique_ptr<wal_checkpointer> checkpointer_;  // evident-fts.db's WAL checkpoints, off this thread too
   std::unique_ptr<sql::stmt> ins_, del_;
-  bool open_ = false;  // the thread's transaction (thread only)
+  bool open_ = false;  // the thread's transaction
+  bool failed_ = false;
+  size_t rows_in_txn_ = 0;
+  int64_t pending_batch_ = -1, stored_batch_ = -1;  // last batch evident.db committed / recorded in fts_state
+  std::vector<std::vector<fts_row>> uncommitted_;   // rows of the batch evident.db has not committed yet
   std::thread thread_;
   std::mutex mu_;
   std::condition_variable cv_;

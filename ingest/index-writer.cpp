@@ -405,6 +405,7 @@ void index_writer::remove(int64_t document_id) {
 
 void index_writer::checkpoint(bool final) {
   commit();
+  if (final) fts_writer_->flush();  // the FTS thread writes its last segment while df and vectors.faiss are saved
   const double t0 = thread_cpu_seconds();
   {
     sql::transaction tx(s_.db());
