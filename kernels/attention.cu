@@ -702,6 +702,258 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
 #endif
 }
 
+// ---- sm_90a, warp-specialized (FA3's layout): 3 warpgroups. Warpgroup 2 is the producer: it loads Q and the K/V
+// tiles (cp.async, completion signalled on mbarriers: full_k/full_v per stage, 2 stages), gives most of its registers
+// to the consumers (setmaxnreg) and waits on empty_k/empty_v before refilling a stage. Warpgroups 0 and 1 each own 64
+// rows and run the overlapped loop (issue S_j and O += P_{j-1} V_{j-1} together, softmax of S_j while P V runs) in
+// ping-pong: a warpgroup issues its MMAs only after the other issued its own (two named barriers), so one warpgroup's
+// softmax runs under the other's MMAs instead of both waiting on a block-wide barrier every tile.
+constexpr int kWsSmem = kWgAttnSmem + 128;  // + 8 mbarriers
+
+#if EV_SM90A
+constexpr int kWsProducerRegs = 24, kWsConsumerRegs = 240;  // 128 x (24 + 2 x 240) = 64512 <= 65536
+__device__ __forceinline__ void mbar_init(std::uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(std::uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Arrives on `bar` once every cp.async this thread issued so far has landed (counts as one of the expected arrivals).
+__device__ __forceinline__ void mbar_arrive_cp_async(std::uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(std::uint32_t bar, std::uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred p;\nWAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+      "@!p bra WAIT;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+__device__ __forceinline__ void named_bar_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_bar_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+#endif
+
+__global__ void __launch_bounds__(384, 1) attention_prefill_ws_kernel(attention_prefill_args a, float scale_log2) {
+#if EV_SM90A
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) &
+                                                         ~std::uintptr_t(1023));
+  const int s = blockIdx.z, hk = blockIdx.y;
+  const int tile = gridDim.x - 1 - blockIdx.x;  // heavier (later) tiles first
+  const int group = a.n_q_heads / a.n_kv_heads, tok_per_tile = 128 / group;
+  const int q0 = a.cu_q[s], n_new = a.cu_q[s + 1] - q0, ctx = a.seq_lens[s];
+  const int i_first = tile * tok_per_tile;
+  if (i_first >= n_new) return;
+  const int i_last = min(n_new, i_first + tok_per_tile) - 1;
+  const int base_pos = ctx - n_new;
+  const int kv_len = max(base_pos + i_last + 1, 0);
+  const int n_tiles = (kv_len + kWgKeys - 1) / kWgKeys;  // >= 1: the block's last query sits at position >= 0
+  const int tid = threadIdx.x, wg = tid >> 7;
+
+  unsigned char* sq = smem;
+  auto sk = [&](int b) { return smem + kWgQBytes + b * kWgKvBytes; };
+  auto sv = [&](int b) { return smem + kWgQBytes + (2 + b) * kWgKvBytes; };
+  // mbarriers: full_k[2], full_v[2] (128 producer arrivals), empty_k[2], empty_v[2] (256 consumer arrivals).
+  const std::uint32_t bars = dev::smem_u32(smem + kWgQBytes + 4 * kWgKvBytes);
+  auto full_k = [&](int b) { return bars + 8 * b; };
+  auto full_v = [&](int b) { return bars + 16 + 8 * b; };
+  auto empty_k = [&](int b) { return bars + 32 + 8 * b; };
+  auto empty_v = [&](int b) { return bars + 48 + 8 * b; };
+  if (tid == 0) {
+    for (int b = 0; b < 2; ++b) {
+      mbar_init(full_k(b), 128);
+      mbar_init(full_v(b), 128);
+      mbar_init(empty_k(b), 256);
+      mbar_init(empty_v(b), 256);
+    }
+  }
+  __syncthreads();
+
+  if (wg == 2) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kWsProducerRegs));
+    const int p = tid - 256;
+    {  // Q: rows p / 32 + 4 i, chunk p % 32 (lands with K_0: full_k(0) covers it)
+      const int cc = p & 31;
+#pragma unroll 1
+      for (int i = 0; i < 32; ++i) {
+        const int rr = p / 32 + 4 * i, pi = tile * 128 + rr, tok = pi / group;
+        const bool ok = tok < n_new;
+        const bf16* src = ok ? a.q + std::int64_t(q0 + tok) * a.q_stride +
+                                   std::int64_t(hk * group + pi % group) * a.q_head_stride + cc * 8
+                             : a.q;
+        dev::cp_async16(sq + blk256(128, rr, cc), src, ok);
+      }
+    }
+    // K/V: rows p / 8 + 16 i (i < 4), chunks p % 8 + 8 c (c < 4): a warp covers 4 rows x 128 contiguous bytes per
+    // instruction. Row i of chunk c sits at dst0 + c * kWgKeys * 128 + i * 16 * 128 (blk256 with the row's low 3 bits
+    // fixed). Cache rows as int32 indices (-1: past kv_len, zero fill).
+    const std::int32_t* table = a.kv.block_tables + std::int64_t(s) * a.kv.max_blocks_per_seq;
+    const int c0 = p & 7, r0 = p >> 3;
+    const int dst0 = r0 * 128 + ((c0 ^ (r0 & 7)) << 4);
+    for (int j = 0; j < n_tiles; ++j) {
+      const int b = j & 1;
+      int row[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int pos = j * kWgKeys + r0 + 16 * i;
+        row[i] = -1;
+        if (pos < kv_len)
+          row[i] = (table[pos / a.kv.block_size] * a.kv.block_size + pos % a.kv.block_size) * a.n_kv_heads + hk;
+      }
+      auto load = [&](const bf16* cache, unsigned char* dst) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const bf16* src = cache + (row[i] >= 0 ? std::int64_t(row[i]) * kD + c0 * 8 : 0);
+#pragma unroll
+          for (int c = 0; c < 4; ++c)
+            dev::cp_async16(dst + dst0 + c * kWgKeys * 128 + i * 16 * 128, src + 64 * c, row[i] >= 0);
+        }
+      };
+      if (j >= 2) mbar_wait(empty_k(b), ((j >> 1) - 1) & 1);
+      load(a.kv.k_cache, sk(b));
+      mbar_arrive_cp_async(full_k(b));
+      if (j >= 2) mbar_wait(empty_v(b), ((j >> 1) - 1) & 1);
+      load(a.kv.v_cache, sv(b));
+      mbar_arrive_cp_async(full_v(b));
+    }
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kWsConsumerRegs));
+  const int lane = tid & 31, wr = (tid >> 5) & 3;
+  int pos_row[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int rr = wg * 64 + wr * 16 + (lane >> 2) + 8 * h, tok = (tile * 128 + rr) / group;
+    pos_row[h] = tok < n_new ? base_pos + tok : -1;
+  }
+  const int pos_first = base_pos + i_first;
+
+  float o[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+  const std::uint32_t q_base = dev::smem_u32(sq) + wg * 64 * 128;
+  // P as bf16 A fragments (P_{j-1}; zero before the first tile, whose P V step then adds 0 * V_0: V_0 has landed and
+  // is finite, cache rows or zero fill, which keeps the MMA waits unconditional).
+  std::uint32_t pf[kWgKeys / 16][4] = {};
+  auto issue_s = [&](float (&sacc)[32], int b) {
+    const std::uint32_t k_base = dev::smem_u32(sk(b));
+#pragma unroll
+    for (int i = 0; i < 32; ++i) sacc[i] = 0.f;
+    dev::wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < kD / 16; ++ks)
+      dev::wgmma_m64n64k16(sacc, dev::wgmma_desc(q_base + (ks >> 2) * 128 * 128 + 32 * (ks & 3)),
+                           dev::wgmma_desc(k_base + (ks >> 2) * kWgKeys * 128 + 32 * (ks & 3)), 1);
+    dev::wgmma_commit();
+  };
+  auto issue_pv = [&](int b) {
+    const std::uint32_t v_base = dev::smem_u32(sv(b));
+    dev::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kWgKeys / 16; ++kk)
+      dev::wgmma_m64n256k16_rs_tb(o, pf[kk], dev::wgmma_desc(v_base + kk * 16 * 128, kWgKeys * 128), 1);
+    dev::wgmma_commit();
+  };
+  // Ping-pong: turn barrier 1 + w is completed by warpgroup w's sync and the other warpgroup's arrive. Warpgroup 1
+  // lets warpgroup 0 go first.
+  const int my_turn = 1 + wg, other_turn = 2 - wg;
+  if (wg == 1) named_bar_arrive(1, 256);
+  for (int j = 0; j < n_tiles; ++j) {
+    const int b = j & 1;
+    const int jv = j > 0 ? j - 1 : 0;  // the V tile of this iteration's P V
+    mbar_wait(full_k(b), (j >> 1) & 1);
+    mbar_wait(full_v(jv & 1), (jv >> 1) & 1);
+    dev::fence_proxy_async();
+    float sacc[32];
+    named_bar_sync(my_turn, 256);
+    issue_s(sacc, b);
+    issue_pv(jv & 1);
+    named_bar_arrive(other_turn, 256);
+    dev::wgmma_wait<1>();  // S_j done (P V may still run)
+    dev::fence_regs(sacc);
+    mbar_arrive(empty_k(b));
+    // Scale, mask, running max (sacc[4 n + e]: row r0 + 8 (e / 2), key kv0 + 8 n + 2 (lane % 4) + e % 2).
+    const int kv0 = j * kWgKeys;
+    const bool need_mask = kv0 + kWgKeys - 1 > pos_first;
+    float mx[2] = {m_run[0], m_run[1]}, alpha[2], m_use[2];
+#pragma unroll
+    for (int n = 0; n < kWgKeys / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int h = e >> 1, key = kv0 + n * 8 + 2 * (lane & 3) + (e & 1);
+        float v = sacc[4 * n + e] * scale_log2;
+        if (need_mask && key > pos_row[h]) v = -INFINITY;
+        sacc[4 * n + e] = v;
+        mx[h] = fmaxf(mx[h], v);
+      }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+      m_use[h] = mx[h] == -INFINITY ? 0.f : mx[h];
+      alpha[h] = exp2f(m_run[h] - m_use[h]);
+      m_run[h] = mx[h];
+      l_run[h] *= alpha[h];
+    }
+    dev::wgmma_wait<0>();  // P_{j-1} V_{j-1} done: O and pf may change
+    dev::fence_regs(o);
+    if (j > 0) mbar_arrive(empty_v(jv & 1));
+#pragma unroll
+    for (int n = 0; n < kWgKeys / 8; ++n) {
+      const float p0 = exp2f(sacc[4 * n + 0] - m_use[0]), p1 = exp2f(sacc[4 * n + 1] - m_use[0]);
+      const float p2 = exp2f(sacc[4 * n + 2] - m_use[1]), p3 = exp2f(sacc[4 * n + 3] - m_use[1]);
+      l_run[0] += p0 + p1;
+      l_run[1] += p2 + p3;
+      pf[n >> 1][(n & 1) * 2 + 0] = dev::pack_bf16(p0, p1);
+      pf[n >> 1][(n & 1) * 2 + 1] = dev::pack_bf16(p2, p3);
+    }
+#pragma unroll
+    for (int d = 0; d < kD / 8; ++d) {
+      o[4 * d + 0] *= alpha[0], o[4 * d + 1] *= alpha[0];
+      o[4 * d + 2] *= alpha[1], o[4 * d + 3] *= alpha[1];
+    }
+  }
+  // The last tile's P V; the final sync balances warpgroup 1's first arrive on barrier 1.
+  mbar_wait(full_v((n_tiles - 1) & 1), ((n_tiles - 1) >> 1) & 1);
+  dev::fence_proxy_async();
+  issue_pv((n_tiles - 1) & 1);
+  if (wg == 0) named_bar_sync(1, 256);
+  dev::wgmma_wait<0>();
+  dev::fence_regs(o);
+
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float l = l_run[h];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int rr = wg * 64 + wr * 16 + (lane >> 2) + 8 * h, pi = tile * 128 + rr, tok = pi / group;
+    if (tok >= n_new) continue;
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    const int head = hk * group + pi % group;
+    const bf16* g = a.gate + std::int64_t(q0 + tok) * a.gate_stride + std::int64_t(head) * a.gate_head_stride;
+    bf16* out = a.out + std::int64_t(q0 + tok) * a.out_stride + std::int64_t(head) * kD;
+#pragma unroll
+    for (int d = 0; d < kD / 8; ++d) {
+      const int col = d * 8 + 2 * (lane & 3);
+      const float2 gv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(g + col));
+      const float v0 = o[4 * d + 2 * h] * inv / (1.f + expf(-gv.x));
+      const float v1 = o[4 * d + 2 * h + 1] * inv / (1.f + expf(-gv.y));
+      *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(v0, v1);
+    }
+  }
+#else
+  __trap();  // launched only where moe_wgmma_available()
+#endif
+}
+
 // EVIDENT_ATTN_PREFILL_OVERLAP=1 selects the overlapped wgmma kernel where args.wgmma_overlap is 0 (benchmarks: both
 // kernels from one binary). Read once.
 bool prefill_overlap_from_env() {
@@ -710,6 +962,15 @@ bool prefill_overlap_from_env() {
     return v && v[0] == '1';
   }();
   return on;
+}
+// EVIDENT_ATTN_PREFILL_WS=0 selects the plain wgmma kernel instead of the warp-specialized one where
+// args.wgmma_overlap is 0 (benchmarks: both kernels from one binary). Read once.
+bool prefill_ws_off_from_env() {
+  static const bool off = [] {
+    const char* v = std::getenv("EVIDENT_ATTN_PREFILL_WS");
+    return v && v[0] == '0';
+  }();
+  return off;
 }
 
 }  // namespace
@@ -751,10 +1012,18 @@ status attention_prefill(const attention_prefill_args& a, stream_t stream) {
     kernel<<<dim3(unsigned(tiles), a.n_kv_heads, a.n_seq), rows * 2, pf_smem<rows>(), stream>>>(a, scale_log2);
     return cudaSuccess;
   };
-  int wg_variant = a.tile_rows == 0 && moe_wgmma_available() ? 1 : 0;  // 1 plain, 2 overlap
-  if (wg_variant && a.wgmma_overlap == 1) wg_variant = 2;
+  // 1 plain, 2 overlap, 3 warp-specialized (the default)
+  int wg_variant = a.tile_rows == 0 && moe_wgmma_available() ? 3 : 0;
+  if (wg_variant && a.wgmma_overlap != 0) wg_variant = a.wgmma_overlap == 1 ? 2 : a.wgmma_overlap == 2 ? 3 : 1;
   if (wg_variant && a.wgmma_overlap == 0 && prefill_overlap_from_env()) wg_variant = 2;
-  if (wg_variant) {
+  else if (wg_variant && a.wgmma_overlap == 0 && prefill_ws_off_from_env()) wg_variant = 1;
+  if (wg_variant == 3) {
+    EV_CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_ws_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       kWsSmem));
+    const long long tiles = (static_cast<long long>(a.max_n_new) * group + 127) / 128;
+    attention_prefill_ws_kernel<<<dim3(unsigned(tiles), a.n_kv_heads, a.n_seq), 384, kWsSmem, stream>>>(a,
+                                                                                                         scale_log2);
+  } else if (wg_variant) {
     auto kernel = wg_variant == 2 ? attention_prefill_wgmma_kernel<true> : attention_prefill_wgmma_kernel<false>;
     EV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWgAttnSmem));
     const long long tiles = (static_cast<long long>(a.max_n_new) * group + 127) / 128;

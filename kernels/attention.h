@@ -88,8 +88,9 @@ status kv_cache_write(const kv_write_args& args, stream_t stream);
 // Flash-attention-2 style: one block per (tile of 128 (token, head) rows of one KV head, sequence); fp32 online softmax
 // (running max / sum, rescaled accumulator in registers); Q K^T and P V on tensor cores (fp32 accumulate; P rounded
 // to bf16 as in flash-attention). No workspace. On an sm_90a build on a compute capability 9.0 device
-// (moe_wgmma_available()) the default runs on warpgroup MMAs (wgmma: 2 warpgroups x 64 rows, K/V tiles of 64
-// positions, P V with P from registers); elsewhere, and with tile_rows forced, on mma.sync.
+// (moe_wgmma_available()) the default runs on warpgroup MMAs (wgmma: 2 consumer warpgroups x 64 rows in ping-pong
+// and a producer warpgroup, K/V tiles of 64 positions, P V with P from registers); elsewhere, and with tile_rows
+// forced, on mma.sync.
 // CUDA: head_dim == 256, n_q_heads / n_kv_heads a divisor of 64; q/gate/out and the caches 16-byte aligned with
 // strides multiples of 8 elements.
 struct attention_prefill_args {
@@ -112,7 +113,9 @@ struct attention_prefill_args {
   int tile_rows = 0;  // 0: the default (sm_90a build on a 9.0 device: the wgmma kernel, else 128 rows / 8 warps of
                       // mma.sync); 128 or 64 force the mma.sync kernel with 128 rows / 8 warps or 64 rows / 4 warps
   int wgmma_overlap = 0;  // wgmma kernel only: 1 = the variant that overlaps the softmax of tile j with P V of tile
-                          // j - 1, -1 = the plain one, 0 = the default (plain unless EVIDENT_ATTN_PREFILL_OVERLAP=1)
+                          // j - 1 (both warpgroups in lockstep), 2 = the warp-specialized one (a producer warpgroup,
+                          // 2 consumer warpgroups in ping-pong), -1 = the plain one, 0 = the default: warp-specialized
+                          // (EVIDENT_ATTN_PREFILL_OVERLAP=1: overlap; EVIDENT_ATTN_PREFILL_WS=0: plain)
 };
 status attention_prefill(const attention_prefill_args& args, stream_t stream);
 

@@ -1,5 +1,6 @@
-// CUDA causal conv1d: one thread per (token, channel); the K-1 earlier inputs of the same channel are re-read (they
-// are in L1/L2: neighbouring threads of the block share them), so x is read from DRAM about once.
+// CUDA causal conv1d. Generic kernel: one thread per (token, channel); the K-1 earlier inputs of the same channel are
+// re-read (they are in L1/L2: neighbouring threads of the block share them), so x is read from DRAM about once. The
+// vectorized kernel (8 channels x 16 tokens a thread) is the prompt path of the model.
 #include <cuda_bf16.h>
 
 #include "kernels/conv1d.h"
@@ -45,10 +46,12 @@ __global__ void conv1d_fwd_kernel(conv1d_args a) {
   reinterpret_cast<nvbf*>(a.out)[std::int64_t(t) * a.out_stride + c] = __float2bfloat16(silu(acc));
 }
 
-// Fast path: one thread per (8 consecutive channels, 16 consecutive tokens), 16-byte loads and stores (n_channels,
-// strides multiples of 8; pointers 16-byte aligned). The K-1 earlier rows of each token are re-read (L1/L2 hits).
-__device__ __forceinline__ void ld8(const nvbf* p, float (&x)[8]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+// Fast path: one thread per (8 consecutive channels, kVecTokens consecutive tokens), 16-byte loads and stores
+// (n_channels, strides multiples of 8; pointers 16-byte aligned). A tile whose K-1 earlier rows lie in the same
+// sequence (all but a sequence's first tile and tiles across a boundary: the block decides, uniformly) issues all its
+// kVecTokens + K - 1 row loads at once and slides the window in registers, so x is read once (plus the K-1 halo rows,
+// L2 hits) with every load in flight together; the other tiles take the per-token loop below.
+__device__ __forceinline__ void unpack8(const uint4 raw, float (&x)[8]) {
   const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -57,13 +60,28 @@ __device__ __forceinline__ void ld8(const nvbf* p, float (&x)[8]) {
     x[2 * i + 1] = __high2float(h);
   }
 }
+__device__ __forceinline__ void ld8(const nvbf* p, float (&x)[8]) { unpack8(*reinterpret_cast<const uint4*>(p), x); }
+
+__device__ __forceinline__ uint4 silu_pack8(const float (&acc)[8]) {
+  uint32_t packed[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(silu(acc[2 * i]), silu(acc[2 * i + 1]));
+    packed[i] = *reinterpret_cast<uint32_t*>(&h);
+  }
+  return make_uint4(packed[0], packed[1], packed[2], packed[3]);
+}
 
 constexpr int kVecTokens = 16;  // tokens per thread: fewer, fuller blocks; weights loaded once
 
-__global__ void conv1d_fwd_vec8_kernel(conv1d_args a) {
-  const int c8 = (blockIdx.y * blockDim.x + threadIdx.x) * 8;
+// KT: the kernel size when known at compile time (the window path), 0: any K (per-token loop only).
+// 1-D grid, channel groups fastest: the blocks running together cover whole rows (DRAM page locality).
+template <int KT>
+__global__ void __launch_bounds__(128) conv1d_fwd_vec8_kernel(conv1d_args a, int n_groups) {
+  const int group = int(blockIdx.x % unsigned(n_groups)), tile = int(blockIdx.x / unsigned(n_groups));
+  const int c8 = (group * blockDim.x + threadIdx.x) * 8;
   if (c8 >= a.n_channels) return;
-  const int K = a.kernel;
+  const int K = KT > 0 ? KT : a.kernel;
   const nvbf* x = reinterpret_cast<const nvbf*>(a.x);
   const nvbf* st = reinterpret_cast<const nvbf*>(a.state);
   float w[kMaxK][8];
@@ -72,8 +90,34 @@ __global__ void conv1d_fwd_vec8_kernel(conv1d_args a) {
 #pragma unroll
     for (int i = 0; i < 8; ++i)
       w[j][i] = j < K ? __bfloat162float(reinterpret_cast<const nvbf*>(a.w)[std::size_t(c8 + i) * K + j]) : 0.f;
-  const int t_begin = blockIdx.x * kVecTokens, t_end = min(a.n_tokens, t_begin + kVecTokens);
+  const int t_begin = tile * kVecTokens, t_end = min(a.n_tokens, t_begin + kVecTokens);
   int s = find_seq(a.cu_seqlens, a.n_seq, t_begin);
+  if constexpr (KT > 0) {
+    if (t_begin - (KT - 1) >= a.cu_seqlens[s] && t_end <= a.cu_seqlens[s + 1]) {
+      constexpr int kRows = kVecTokens + KT - 1;
+      const int n_rows = t_end - t_begin + KT - 1;
+      const nvbf* src = x + std::int64_t(t_begin - (KT - 1)) * a.x_stride + c8;
+      uint4 raw[kRows];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r)
+        raw[r] = r < n_rows ? *reinterpret_cast<const uint4*>(src + std::int64_t(r) * a.x_stride)
+                            : make_uint4(0, 0, 0, 0);
+      nvbf* dst = reinterpret_cast<nvbf*>(a.out) + std::int64_t(t_begin) * a.out_stride + c8;
+#pragma unroll
+      for (int t = 0; t < kVecTokens; ++t) {
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll
+        for (int j = 0; j < KT; ++j) {
+          float xv[8];
+          unpack8(raw[t + j], xv);
+#pragma unroll
+          for (int i = 0; i < 8; ++i) acc[i] += w[j][i] * xv[i];
+        }
+        if (t < t_end - t_begin) *reinterpret_cast<uint4*>(dst + std::int64_t(t) * a.out_stride) = silu_pack8(acc);
+      }
+      return;
+    }
+  }
   for (int t = t_begin; t < t_end; ++t) {
     while (a.cu_seqlens[s + 1] <= t) ++s;
     const int pos = t - a.cu_seqlens[s];
@@ -89,14 +133,7 @@ __global__ void conv1d_fwd_vec8_kernel(conv1d_args a) {
 #pragma unroll
       for (int i = 0; i < 8; ++i) acc[i] += w[j][i] * xv[i];
     }
-    uint32_t packed[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      __nv_bfloat162 h = __floats2bfloat162_rn(silu(acc[2 * i]), silu(acc[2 * i + 1]));
-      packed[i] = *reinterpret_cast<uint32_t*>(&h);
-    }
-    *reinterpret_cast<uint4*>(reinterpret_cast<nvbf*>(a.out) + std::int64_t(t) * a.out_stride + c8) =
-        make_uint4(packed[0], packed[1], packed[2], packed[3]);
+    *reinterpret_cast<uint4*>(reinterpret_cast<nvbf*>(a.out) + std::int64_t(t) * a.out_stride + c8) = silu_pack8(acc);
   }
 }
 
@@ -159,7 +196,9 @@ status conv1d_forward(const conv1d_args& a, stream_t stream) {
                     a16(a.out) && (!a.state || a16(a.state));
   if (a.n_tokens > 0 && vec8) {
     const int threads = 128, by = (a.n_channels / 8 + threads - 1) / threads;
-    conv1d_fwd_vec8_kernel<<<dim3((a.n_tokens + kVecTokens - 1) / kVecTokens, by), threads, 0, stream>>>(a);
+    const unsigned grid = unsigned((a.n_tokens + kVecTokens - 1) / kVecTokens) * unsigned(by);
+    if (a.kernel == 4) conv1d_fwd_vec8_kernel<4><<<grid, threads, 0, stream>>>(a, by);
+    else conv1d_fwd_vec8_kernel<0><<<grid, threads, 0, stream>>>(a, by);
     EV_CUDA_CHECK_LAUNCH("conv1d_fwd_vec8_kernel");
   } else if (a.n_tokens > 0) {
     conv1d_fwd_kernel<<<dim3(a.n_tokens, bx), kThreads, 0, stream>>>(a);

@@ -30,7 +30,9 @@ void rmsnorm_residual_ref(const rmsnorm_args& a) {
 void rmsnorm_gated_ref(const rmsnorm_args& a) {
   for (int r = 0; r < a.n_rows; ++r) {
     const bf16* x = a.x + std::size_t(r) * a.x_stride;
-    const bf16* z = a.z + std::size_t(r) * a.z_stride;
+    const bf16* z = a.z + (a.z_group > 0 ? std::size_t(r / a.z_group) * std::size_t(a.z_group_stride) +
+                                               std::size_t(r % a.z_group) * std::size_t(a.z_stride)
+                                         : std::size_t(r) * std::size_t(a.z_stride));
     double ss = 0;
     for (int i = 0; i < a.dim; ++i) ss += double(bf16_to_float(x[i])) * bf16_to_float(x[i]);
     const float inv = float(1.0 / std::sqrt(ss / a.dim + a.eps));

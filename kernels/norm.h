@@ -31,6 +31,10 @@ struct rmsnorm_args {
   std::int64_t residual_stride = 0;
   const bf16* z = nullptr;   // rmsnorm_gated: the gate; unused otherwise
   std::int64_t z_stride = 0;
+  // rmsnorm_gated: with z_group > 0, row r's gate is z + (r / z_group) * z_group_stride + (r % z_group) * z_stride
+  // (e.g. (token, head) rows read from a wider per-token projection row, no copy); 0: z + r * z_stride.
+  int z_group = 0;
+  std::int64_t z_group_stride = 0;
   const bf16* w = nullptr;
   bf16* out = nullptr;
   std::int64_t out_stride = 0;

@@ -159,7 +159,9 @@ struct cuda_model::impl {
   std::int64_t conv_slot_elems = 0, rec_slot_elems = 0;
 
   // step buffers
-  std::size_t res = 0, xn = 0, mo = 0, proj = 0, core = 0, zc = 0, gn = 0, conv_out = 0, gbuf = 0, betabuf = 0;
+  std::size_t res = 0, xn = 0, mo = 0, proj = 0, core = 0, gn = 0, conv_out = 0, gbuf = 0, betabuf = 0;
+  std::size_t zc = 0;  // z gathered to contiguous rows: only where z can't be read in place (z_in_place false)
+  bool z_in_place = true;  // the gated norm reads z from the projection (8-byte aligned rows)
   std::size_t hbuf = 0, rlogits = 0, rids = 0, rweights = 0, eh = 0, sh_h = 0, sh_out = 0, sg = 0, xg = 0, logits = 0;
   std::size_t dec_h = 0;  // moe_decode scratch: bf16 [kDecodeMoeTokens * (top_k + 1), max(moe_inter, shared_inter)]
   std::size_t gdn_ws = 0, gdn_ws_bytes = 0, attn_ws = 0, attn_ws_bytes = 0;
@@ -432,7 +434,8 @@ void cuda_model::impl::plan_buffers() {
   mo = b.take(T * Hs * 2);
   proj = b.take(T * std::size_t(proj_cols) * 2);
   core = b.take(T * std::size_t(core_cols) * 2);
-  zc = b.take(T * std::size_t(vd) * 2);
+  z_in_place = P_gdn % 4 == 0 && (2 * kd + vd) % 4 == 0 && vd % 4 == 0;
+  if (!z_in_place) zc = b.take(T * std::size_t(vd) * 2);
   gn = b.take(T * std::size_t(vd) * 2);
   conv_out = b.take(T * std::size_t(cd) * 2);
   gbuf = b.take(T * std::size_t(nv) * 4);
@@ -902,10 +905,12 @@ void cuda_model::impl::deltanet_layer(cudaStream_t st, const layer& L) {
     mark(st, "deltanet: gated delta rule generic");
     ok(cuda_ops::gdn_recurrent_generic(sh, a, st), "gdn_recurrent_generic");
   }
-  // z (a column block of the projection) to contiguous rows for the gated norm, whose rows are (token, head). One
-  // token's z is already contiguous (its heads back to back): read it in place.
+  // z is a column block of the projection: the gated norm's rows are (token, head), read in place (a token's heads
+  // are back to back, tokens P_gdn apart) unless its rows are misaligned for the kernel's 8-byte loads (then it is
+  // gathered to contiguous rows first; one token's z is contiguous already).
   const bf16* z = pr + 2 * kd + vd;
-  if (n > 1) {
+  const bool z_copy = !z_in_place && n > 1;
+  if (z_copy) {
     mark(st, "deltanet: z copy");
     EV_CUDA_CALL(cudaMemcpy2DAsync(bp<bf16>(zc), std::size_t(vd) * 2, z, std::size_t(P_gdn) * 2,
                                    std::size_t(vd) * 2, std::size_t(n), cudaMemcpyDeviceToDevice, st));
@@ -919,6 +924,8 @@ void cuda_model::impl::deltanet_layer(cudaStream_t st, const layer& L) {
   na.x_stride = dv;
   na.z = z;
   na.z_stride = dv;
+  na.z_group = z_copy || n == 1 ? 0 : int(nv);  // 0: rows dv apart (gathered, or one token)
+  na.z_group_stride = P_gdn;
   na.w = wp<bf16>(L.gnorm);
   na.out = bp<bf16>(gn);
   na.out_stride = dv;

@@ -285,7 +285,11 @@ TEST_P(Conv1dCuda, ForwardAndUpdateMatchReference) {
 INSTANTIATE_TEST_SUITE_P(Cases, Conv1dCuda,
                          ::testing::Values(conv_case{"tiny", 8, {1}, false, true},
                                            conv_case{"odd_channels_mixed", 300, {1, 2, 5, 0, 64}, true, true},
-                                           conv_case{"real_channels", 8192, {37, 3}, true, false}),
+                                           conv_case{"real_channels", 8192, {37, 3}, true, false},
+                                           // vectorized path (channels % 8 == 0): window tiles, tiles across sequence
+                                           // boundaries, a partial last tile, empty and 1-token sequences
+                                           conv_case{"vec_mixed", 264, {1, 40, 0, 67, 5, 19}, true, true},
+                                           conv_case{"vec_long_zero_state", 1032, {300, 2, 129}, false, true}),
                          [](const auto& info) { return std::string(info.param.name); });
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -332,10 +336,45 @@ TEST_P(NormCuda, ResidualAndGatedMatchReference) {
   EXPECT_LT(max_rel(to_float(d_out.download()), to_float(gout_ref), 1e-2), 8e-3);
 }
 
+// Gated norm reading its gate in place from a wider per-token row (z_group): (token, head) rows, heads back to back
+// within a token, tokens z_group_stride apart (the DeltaNet in_proj layout). Same tolerance as above.
+TEST(NormCuda, GatedGroupedGateMatchesReference) {
+  EV_REQUIRE_CUDA();
+  std::mt19937 rng(6);
+  const int tokens = 13, heads = 6, dim = 128, zs = heads * dim + 72;  // token pitch of the gate rows
+  const int rows = tokens * heads;
+  auto x = to_bf16(uniform(std::size_t(rows) * dim, -3, 3, rng));
+  auto z = to_bf16(uniform(std::size_t(tokens) * zs, -4, 4, rng));
+  auto w = to_bf16(uniform(dim, -0.5f, 1.5f, rng));
+  rmsnorm_args a;
+  a.n_rows = rows, a.dim = dim, a.x_stride = dim, a.out_stride = dim;
+  a.z_stride = dim, a.z_group = heads, a.z_group_stride = zs;
+  std::vector<bf16> out_ref(std::size_t(rows) * dim);
+  a.x = x.data(), a.w = w.data(), a.z = z.data() + 40, a.out = out_ref.data();
+  rmsnorm_gated_ref(a);
+  // The grouped reference equals the ungrouped one on a gathered copy of the gates (checks the reference itself).
+  std::vector<bf16> zg(std::size_t(rows) * dim), out_plain(out_ref.size());
+  for (int r = 0; r < rows; ++r)
+    for (int i = 0; i < dim; ++i)
+      zg[std::size_t(r) * dim + i] = z[std::size_t(r / heads) * zs + 40 + (r % heads) * dim + i];
+  rmsnorm_args b = a;
+  b.z = zg.data(), b.z_group = 0, b.out = out_plain.data();
+  rmsnorm_gated_ref(b);
+  for (std::size_t i = 0; i < out_ref.size(); ++i) ASSERT_EQ(out_ref[i].bits, out_plain[i].bits) << "element " << i;
+  dbuf<bf16> d_x(x.size()), d_z(z.size()), d_w(w.size()), d_out(out_ref.size());
+  d_x.upload(x), d_z.upload(z), d_w.upload(w);
+  d_out.poison();
+  a.x = d_x.p, a.w = d_w.p, a.z = d_z.p + 40, a.out = d_out.p;
+  KERNEL_OK(rmsnorm_gated(a, nullptr));
+  EXPECT_LT(max_rel(to_float(d_out.download()), to_float(out_ref), 1e-2), 8e-3);
+}
+
 INSTANTIATE_TEST_SUITE_P(Cases, NormCuda,
                          ::testing::Values(norm_case{"one_row_hidden", 1, 2048, 2048, true},
                                            norm_case{"odd_rows_head", 33, 256, 512, false},
                                            norm_case{"gated_head", 7, 128, 132, true},
+                                           // dim 128, strides multiples of 8: the gated norm's 16-byte kernel
+                                           norm_case{"gated_head_aligned", 37, 128, 136, true},
                                            norm_case{"dim_not_pow2", 5, 388, 388, true}),
                          [](const auto& info) { return std::string(info.param.name); });
 
@@ -833,8 +872,10 @@ TEST_P(AttentionPrefillCuda, MatchesReference) {
   KERNEL_OK(kv_cache_write(w, nullptr));
   a.q = d_qg.p, a.gate = d_qg.p + D, a.cu_q = d_cu.p, a.seq_lens = d_lens.p, a.kv.k_cache = d_kc.p;
   a.kv.v_cache = d_vc.p, a.kv.block_tables = d_tables.p, a.out = d_out.p;
-  // The default (sm_90a: the plain wgmma kernel), the overlapped wgmma kernel, the 128-row and 64-row mma.sync ones.
-  for (auto [rows, overlap] : {std::pair{0, -1}, std::pair{0, 1}, std::pair{128, 0}, std::pair{64, 0}}) {
+  // The default (sm_90a: the plain wgmma kernel), the overlapped and the warp-specialized wgmma kernels, the 128-row
+  // and 64-row mma.sync ones.
+  for (auto [rows, overlap] :
+       {std::pair{0, -1}, std::pair{0, 1}, std::pair{0, 2}, std::pair{128, 0}, std::pair{64, 0}}) {
     a.tile_rows = rows, a.wgmma_overlap = overlap;
     d_out.poison();
     KERNEL_OK(attention_prefill(a, nullptr));
