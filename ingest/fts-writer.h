@@ -14,7 +14,8 @@
 // contentless FTS5 table needs it to delete them), the index is rebuilt from `chunks`. It runs in every ingest
 // writer (under the writer lock) before anything is written, and when a read-write `store` opens an FTS file that was
 // never synced (a store upgraded from version 4) while no ingest runs.
-// Readers see the index through ATTACH (store.h); during an ingest it may lag evident.db by a batch or two.
+// Readers see the index through ATTACH (store.h); during an ingest it may lag evident.db by up to about commit_rows
+// chunks plus the queue (a search then misses those chunks in BM25).
 //
 // Thread-safety: an fts_writer is driven from one thread (the ingest writer); its own thread owns its connection.
 #pragma once
