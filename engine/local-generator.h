@@ -62,10 +62,10 @@ struct local_generator_options {
   int max_sequences = 16;                 // requests decoding at once ("cuda", "cpu-scheduled"); more wait in a queue
   int64_t max_context = 32768;            // prompt + max_tokens of one request ("cuda", "cpu-scheduled")
   int64_t token_budget = 2048;            // tokens per step: decodes + prefill chunks ("cuda", "cpu-scheduled")
-  int64_t prefill_budget = 16384;         // tokens of a step while nothing decodes (scheduler_config::
-                                          // prefill_only_budget; "cuda": also sizes the step buffers, ~3.5 GB at 16K).
-                                          // 16K-token steps prefill a 32K prompt at 41% of the FLOP bound on H100,
-                                          // 2K-token steps at 23% (bench/RESULTS.md)
+  int64_t prefill_budget = 32768;         // tokens of a step while nothing decodes (scheduler_config::
+                                          // prefill_only_budget; "cuda": also sizes the step buffers, ~7 GB at 32K).
+                                          // 32K-token steps prefill a 32K prompt at 51.5% of the FLOP bound on H100;
+                                          // 2K-token steps reach less than 30% (bench/RESULTS.md)
 };
 
 class local_generator : public generator_i {
