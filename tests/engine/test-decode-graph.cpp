@@ -14,25 +14,21 @@
 #include "engine/cuda/cuda-step-model.h"
 #include "engine/scheduler.h"
 #include "engine/serving.h"
-#include "kernels/sampling.h"
 #include "tests/engine/fixture.h"
+#include "tests/engine/forwarding-model.h"
 #include "tests/test-util.h"
 
 using namespace evident::engine;
 
 namespace {
 
-// Forwards to a backend and keeps a copy of every logits row it returns (asks for logits, never the argmax).
-class recording_model final : public step_model_i {
+// Forwards to a backend and keeps a copy of every logits row it returns. It does not report supports_argmax() or
+// supports_sampling(), so the scheduler asks it for logits only.
+class recording_model final : public evident::test::forwarding_model {
  public:
-  explicit recording_model(step_model_i& inner) : inner_(inner) {}
-  int64_t vocab_size() const override { return inner_.vocab_size(); }
-  int max_sequences() const override { return inner_.max_sequences(); }
-  int64_t max_context() const override { return inner_.max_context(); }
-  int64_t kv_block_tokens() const override { return inner_.kv_block_tokens(); }
-  int64_t kv_blocks() const override { return inner_.kv_blocks(); }
-  void begin_sequence(int32_t s) override { inner_.begin_sequence(s); }
-  void end_sequence(int32_t s) override { inner_.end_sequence(s); }
+  using forwarding_model::forwarding_model;
+  bool supports_argmax() const override { return false; }
+  bool supports_sampling() const override { return false; }
   void step(const step_batch& b, const step_output& out) override {
     inner_.step(b, out);
     rows.insert(rows.end(), out.logits, out.logits + b.n_logits() * vocab_size());
@@ -40,9 +36,6 @@ class recording_model final : public step_model_i {
   }
   std::vector<float> rows;
   int decode_steps = 0;
-
- private:
-  step_model_i& inner_;
 };
 
 std::vector<request_params> workload(int64_t V) {
@@ -127,45 +120,11 @@ TEST(decode_graph, replay_matches_eager) {
 
 namespace {
 
-// kernels/sampling.h's CPU reference for one row: u from (seed, step), then the fixed-point draw.
-int32_t reference_draw(const float* row, int64_t V, const row_sampling& rs) {
-  float u = 0;
-  evident::kernels::uniforms_args ua;
-  ua.n_rows = 1;
-  ua.seeds = &rs.seed;
-  ua.steps = &rs.step;
-  ua.u = &u;
-  evident::kernels::fill_uniforms_ref(ua);
-  int32_t id = -1;
-  evident::kernels::sample_args a;
-  a.n_rows = 1;
-  a.vocab = static_cast<int>(V);
-  a.logits = row;
-  a.stride = V;
-  a.temperature = &rs.temperature;
-  a.top_k = &rs.top_k;
-  a.top_p = &rs.top_p;
-  a.min_p = &rs.min_p;
-  a.uniforms = &u;
-  a.ids = &id;
-  evident::kernels::sample_ref(a);
-  return id;
-}
-
-// Forwards to a backend, always asking for the logits too, and checks every sampled id against reference_draw on the
-// logits row of the same step.
-class sampling_checker final : public step_model_i {
+// Forwards to a backend, always asking for the logits too, and checks every sampled id against draw_row_on_host
+// (kernels::fill_uniforms_ref + kernels::sample_ref) on the logits row of the same step.
+class sampling_checker final : public evident::test::forwarding_model {
  public:
-  explicit sampling_checker(step_model_i& inner) : inner_(inner) {}
-  int64_t vocab_size() const override { return inner_.vocab_size(); }
-  int max_sequences() const override { return inner_.max_sequences(); }
-  int64_t max_context() const override { return inner_.max_context(); }
-  int64_t kv_block_tokens() const override { return inner_.kv_block_tokens(); }
-  int64_t kv_blocks() const override { return inner_.kv_blocks(); }
-  bool supports_argmax() const override { return inner_.supports_argmax(); }
-  bool supports_sampling() const override { return inner_.supports_sampling(); }
-  void begin_sequence(int32_t s) override { inner_.begin_sequence(s); }
-  void end_sequence(int32_t s) override { inner_.end_sequence(s); }
+  using forwarding_model::forwarding_model;
   void step(const step_batch& b, const step_output& out) override {
     const int64_t V = vocab_size();
     step_output o = out;
@@ -177,14 +136,13 @@ class sampling_checker final : public step_model_i {
       const row_sampling& rs = b.sampling[static_cast<size_t>(r)];
       if (rs.temperature <= 0) continue;  // placeholder rows of argmax / host requests
       ++drawn;
-      mismatches += out.sampled[r] != reference_draw(o.logits + r * V, V, rs) ? 1 : 0;
+      mismatches += out.sampled[r] != draw_row_on_host(o.logits + r * V, V, rs) ? 1 : 0;
       decode_only_draws += b.n_decode == static_cast<int64_t>(b.entries.size()) ? 1 : 0;
     }
   }
   int drawn = 0, mismatches = 0, decode_only_draws = 0;
 
  private:
-  step_model_i& inner_;
   std::vector<float> rows_;
 };
 

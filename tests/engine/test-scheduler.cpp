@@ -16,7 +16,6 @@
 #include "engine/models/qwen3next.h"
 #include "engine/sampling.h"
 #include "engine/scheduler.h"
-#include "kernels/sampling.h"
 #include "tests/test-util.h"
 
 using namespace evident::engine;
@@ -37,30 +36,10 @@ void fake_logits(const std::vector<int32_t>& hist, int64_t V, float* out) {
   }
 }
 
-// The device rule for one row, straight from the kernels' references (kernels/sampling.h), as the fake backend's
-// "device": u from (seed, token index), then the fixed-point top-k / top-p / min-p draw.
-int32_t kernel_draw(const std::vector<float>& row, const row_sampling& rs) {
-  float u = 0;
-  evident::kernels::uniforms_args ua;
-  ua.n_rows = 1;
-  ua.seeds = &rs.seed;
-  ua.steps = &rs.step;
-  ua.u = &u;
-  evident::kernels::fill_uniforms_ref(ua);
-  int32_t id = -1;
-  evident::kernels::sample_args a;
-  a.n_rows = 1;
-  a.vocab = static_cast<int>(row.size());
-  a.logits = row.data();
-  a.stride = static_cast<int64_t>(row.size());
-  a.temperature = &rs.temperature;
-  a.top_k = &rs.top_k;
-  a.top_p = &rs.top_p;
-  a.min_p = &rs.min_p;
-  a.uniforms = &u;
-  a.ids = &id;
-  evident::kernels::sample_ref(a);
-  return id;
+// The device rule for one row (draw_row_on_host: kernels::fill_uniforms_ref + kernels::sample_ref), as the fake
+// backend's "device"; the CUDA test (test_engine_decode_graph) checks the GPU kernels against the same function.
+int32_t draw_row_on_host_vec(const std::vector<float>& row, const row_sampling& rs) {
+  return draw_row_on_host(row.data(), static_cast<int64_t>(row.size()), rs);
 }
 
 // A backend that keeps each slot's token history, checks every entry against it and records the batches.
@@ -121,7 +100,7 @@ class fake_model final : public step_model_i {
       fake_logits(h, V, row.data());
       if (out.logits) std::copy(row.begin(), row.end(), out.logits + r * V);
       if (out.argmax) out.argmax[r] = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
-      if (out.sampled) out.sampled[r] = kernel_draw(row, b.sampling[static_cast<size_t>(r)]);
+      if (out.sampled) out.sampled[r] = draw_row_on_host_vec(row, b.sampling[static_cast<size_t>(r)]);
       ++r;
     }
     EXPECT_EQ(off, static_cast<int64_t>(b.tokens.size()));
@@ -159,7 +138,7 @@ std::vector<int32_t> sequential_fake(const request_params& p) {
   return out;
 }
 
-// The same with device draws: token i is kernel_draw with the request's params, its seed and step i.
+// The same with device draws: token i is draw_row_on_host with the request's params, its seed and step i.
 std::vector<int32_t> sequential_fake_device(const request_params& p) {
   std::vector<int32_t> hist = p.prompt, out;
   std::vector<float> row(fake_model::V);
@@ -172,7 +151,7 @@ std::vector<int32_t> sequential_fake_device(const request_params& p) {
   for (int i = 0; i < p.sampling.max_tokens; ++i) {
     fake_logits(hist, fake_model::V, row.data());
     rs.step = i;
-    const int32_t t = kernel_draw(row, rs);
+    const int32_t t = draw_row_on_host_vec(row, rs);
     out.push_back(t);
     if (std::find(p.stop_ids.begin(), p.stop_ids.end(), t) != p.stop_ids.end()) break;
     hist.push_back(t);

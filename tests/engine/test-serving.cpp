@@ -14,6 +14,7 @@
 #include "engine/models/qwen3next.h"
 #include "engine/sampling.h"
 #include "engine/serving.h"
+#include "tests/engine/forwarding-model.h"
 #include "tests/test-util.h"
 
 using namespace evident::engine;
@@ -21,18 +22,9 @@ using namespace evident::engine;
 namespace {
 
 // Forwards to a backend; counts entries per step, can hold steps at a gate, and can throw from the n-th step.
-class wrapped_model final : public step_model_i {
+class wrapped_model final : public evident::test::forwarding_model {
  public:
-  explicit wrapped_model(step_model_i& inner) : inner_(inner) {}
-  int64_t vocab_size() const override { return inner_.vocab_size(); }
-  int max_sequences() const override { return inner_.max_sequences(); }
-  int64_t max_context() const override { return inner_.max_context(); }
-  int64_t kv_block_tokens() const override { return inner_.kv_block_tokens(); }
-  int64_t kv_blocks() const override { return inner_.kv_blocks(); }
-  bool supports_argmax() const override { return inner_.supports_argmax(); }
-  bool supports_sampling() const override { return inner_.supports_sampling(); }
-  void begin_sequence(int32_t s) override { inner_.begin_sequence(s); }
-  void end_sequence(int32_t s) override { inner_.end_sequence(s); }
+  using forwarding_model::forwarding_model;
   void step(const step_batch& b, const step_output& out) override {
     while (!open.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     if (++steps == fail_at) throw std::runtime_error("injected device fault");
@@ -42,9 +34,6 @@ class wrapped_model final : public step_model_i {
   std::atomic<bool> open{true};
   std::atomic<int> steps{0}, max_entries{0};
   int fail_at = -1;
-
- private:
-  step_model_i& inner_;
 };
 
 std::vector<int32_t> prompt_of(int64_t len, uint64_t seed, int64_t V) {
