@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
   build-essential cmake ninja-build pkg-config git python3
-  libfaiss-dev libsqlite3-dev libcpp-httplib-dev nlohmann-json3-dev libicu-dev libspdlog-dev libgtest-dev
+  libfaiss-dev libsqlite3-dev libcpp-httplib-dev libssl-dev nlohmann-json3-dev libicu-dev libspdlog-dev libgtest-dev
   libgmock-dev libopenblas-dev libpoppler-cpp-dev libgumbo-dev
 )
 # Tools the tests use: a real browser for the web page test, PDF makers for ingest fixtures, a load generator.
