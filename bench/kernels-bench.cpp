@@ -358,6 +358,14 @@ int main(int argc, char** argv) {
               chunks * (2 * 64 * 64 * 2 + 3 * 64 * 4),
           0);
     }
+    // The split mma scan with v_tile 32 in clusters of 1 (none, the default) / 2 / 4 blocks, each twice (run-to-run spread).
+    for (int cl : {1, 2, 4, 1, 2, 4}) {
+      gdn_chunked_options opt;
+      opt.scan_cluster = cl;
+      const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
+      row("gdn chunked " + tag + " tokens, mma scan, v_tile 32, output split, cluster " + std::to_string(cl), ms,
+          bytes, flops);
+    }
     // The mma scan (default): v_tile 16 / 32 / 64 = 1 / 2 / 4 warps per block.
     for (bool split : {true, false})
       for (int vt : {32, 16, 64}) {

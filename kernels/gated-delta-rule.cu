@@ -10,7 +10,9 @@
 //   2. gdn_mma_scan_kernel (default), one block per (sequence, value head, 32 value columns): walks the chunks of its
 //      sequence in order with the fp32 state held as mma.sync accumulator fragments in registers, in transposed form
 //      (value columns as the M dimension; see the comment above the kernel). Chain warps carry the state, output warps
-//      form O one chunk behind.
+//      form O one chunk behind. For this scan, prepare stores q, k, T and P with the scan's shared-memory row pitch.
+//      Opt-in (scan_cluster 2 or 4): a value head's blocks in a thread-block cluster that loads the shared chunk
+//      inputs once by multicast bulk copies (measured slower than without clusters; kept for the next attempt).
 //      gdn_chunk_scan_kernel (wmma_scan, the previous version): the state tile S [128, BV] in shared memory, WMMA:
 //        X = K S,  Y = beta (V - exp(G) X),  V_new = T Y,  O = (exp(G) Q) S + P V_new,
 //        S = exp(G_last) S + K^T (V_new exp(G_last - G))   (the decay moved from K's rows onto V_new's rows).
@@ -18,6 +20,7 @@
 #include <cuda_runtime.h>
 #include <mma.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cuda-check.cuh"
@@ -35,6 +38,10 @@ constexpr int kDv = 128;
 constexpr int kLdQ = kDk + 8;     // bf16 row pitch of q/k tiles (272 B: keeps 32-byte fragment alignment, skews banks)
 constexpr int kLdT = kChunk + 8;  // bf16 row pitch of 64x64 tiles
 constexpr float kNormEps = 1e-6f;
+// Workspace tiles for the mma scan are stored with the scan's shared-memory row pitch (rows of q and k padded to kLdQ,
+// of T and P to kLdT; the padding is never read), so a block of rows is one contiguous copy; the WMMA scan's are dense.
+constexpr int kTileQ = kChunk * kLdQ;
+constexpr int kTileT = kChunk * kLdT;
 
 // Chunk slot of (sequence s, chunk 0): floor(cu[s]/64) + s. Slots of consecutive sequences never overlap because
 // floor(b/64) - floor(a/64) + 1 >= ceil((b - a)/64); the total is at most n_tokens/64 + n_seq.
@@ -42,10 +49,11 @@ __device__ __forceinline__ int chunk_base(const int32_t* cu, int s) { return cu[
 
 struct workspace_view {
   nvbf* Qe;     // WMMA scan: [slots, n_v_heads, 64, 128] q / |q| * d_k^-1/2 * exp(G_i), per value head;
-                // mma scan: [slots, n_k_heads, 64, 128] q / |q| * d_k^-1/2, per key head
-  nvbf* Kn;     // [slots, n_k_heads, 64, 128] k / |k|
-  nvbf* T;      // [slots, n_v_heads, 64, 64]; the 16x16 blocks above the diagonal are not written (no scan uses them)
-  nvbf* P;      // [slots, n_v_heads, 64, 64]; likewise
+                // mma scan: [slots, n_k_heads, 64, kLdQ] q / |q| * d_k^-1/2, per key head
+  nvbf* Kn;     // [slots, n_k_heads, 64, 128] k / |k| (mma scan: rows padded to kLdQ)
+  nvbf* T;      // [slots, n_v_heads, 64, 64] (mma scan: rows padded to kLdT); the 16x16 blocks above the diagonal are
+                // not written (no scan uses them)
+  nvbf* P;      // [slots, n_v_heads, 64, 64] (mma scan: rows padded to kLdT); likewise
   float* eg;    // [slots, n_v_heads, 64] exp(G_i), G the in-chunk cumulative sum of g
   float* ed;    // [slots, n_v_heads, 64] exp(G_last - G_i)
   float* beta;  // [slots, n_v_heads, 64] (0 past the sequence end)
@@ -54,14 +62,16 @@ struct workspace_view {
 __host__ __device__ inline std::size_t align_up(std::size_t x, std::size_t a) { return (x + a - 1) / a * a; }
 
 __host__ __device__ inline workspace_view make_view(void* ws, int n_slots, int n_k_heads, int n_v_heads) {
-  const std::size_t mats = std::size_t(n_slots) * n_v_heads * kChunk * kChunk;
+  const std::size_t mats = std::size_t(n_slots) * n_v_heads * kTileT;  // >= the dense 64 x 64 tiles
   const std::size_t vecs = std::size_t(n_slots) * n_v_heads * kChunk;
   char* p = static_cast<char*>(ws);
   workspace_view v;
   v.Qe = reinterpret_cast<nvbf*>(p);
-  p += align_up(std::size_t(n_slots) * n_v_heads * kChunk * kDk * sizeof(nvbf), 256);
+  p += align_up(std::max(std::size_t(n_slots) * n_v_heads * kChunk * kDk, std::size_t(n_slots) * n_k_heads * kTileQ) *
+                    sizeof(nvbf),
+                256);
   v.Kn = reinterpret_cast<nvbf*>(p);
-  p += align_up(std::size_t(n_slots) * n_k_heads * kChunk * kDk * sizeof(nvbf), 256);
+  p += align_up(std::size_t(n_slots) * n_k_heads * kTileQ * sizeof(nvbf), 256);
   v.T = reinterpret_cast<nvbf*>(p);
   p += align_up(mats * sizeof(nvbf), 256);
   v.P = reinterpret_cast<nvbf*>(p);
@@ -242,11 +252,10 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prepare_kernel(gdn_shape 
   // Normalised k rows to the workspace for the scan (zero rows past the sequence end).
   for (int e = tid * 8; e < kChunk * kDk; e += kPrepThreads * 8) {
     const int i = e >> 7, d = e & 127;
-    *reinterpret_cast<uint4*>(ws.Kn + (std::size_t(slot) * shape.n_k_heads + hk) * kChunk * kDk + e) =
-        *reinterpret_cast<const uint4*>(sm.k + i * kLdQ + d);
-    if constexpr (kQn)
-      *reinterpret_cast<uint4*>(ws.Qe + (std::size_t(slot) * shape.n_k_heads + hk) * kChunk * kDk + e) =
-          *reinterpret_cast<const uint4*>(sm.q + i * kLdQ + d);
+    const std::size_t tile = std::size_t(slot) * shape.n_k_heads + hk;
+    const std::size_t dst = kQn ? tile * kTileQ + i * kLdQ + d : tile * kChunk * kDk + e;
+    *reinterpret_cast<uint4*>(ws.Kn + dst) = *reinterpret_cast<const uint4*>(sm.k + i * kLdQ + d);
+    if constexpr (kQn) *reinterpret_cast<uint4*>(ws.Qe + dst) = *reinterpret_cast<const uint4*>(sm.q + i * kLdQ + d);
   }
   float* Tm = sm.Tm;                          // [64][65]
   float* R = reinterpret_cast<float*>(sm.k);  // [3][16][16]; k is dead after the products and the copy above
@@ -269,7 +278,8 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prepare_kernel(gdn_shape 
     if (tid >= 32 && tid < kChunk) sm.G[tid] += sm.G[31];
     __syncthreads();
     // L (strictly lower), P (lower with diagonal, straight to global), the per-row decays and beta.
-    const std::size_t mat_off = head_slot * kChunk * kChunk;
+    const std::size_t mat_off = head_slot * (kQn ? kTileT : kChunk * kChunk);
+    constexpr int kPitchT = kQn ? kLdT : kChunk;  // row pitch of T and P in the workspace
     for (int e = tid * 4; e < kChunk * kChunk; e += kPrepThreads * 4) {
       const int i = e >> 6, j0 = e & 63;
       if ((j0 >> 4) > (i >> 4)) continue;  // 16x16 blocks above the diagonal: zero, and no scan reads them
@@ -286,7 +296,7 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prepare_kernel(gdn_shape 
       uint2 raw;
       raw.x = *reinterpret_cast<uint32_t*>(&lo);
       raw.y = *reinterpret_cast<uint32_t*>(&hi);
-      *reinterpret_cast<uint2*>(ws.P + mat_off + e) = raw;
+      *reinterpret_cast<uint2*>(ws.P + mat_off + i * kPitchT + j0) = raw;
     }
     // q * scale * exp(G_i) for this value head, to the workspace.
     if constexpr (!kQn)
@@ -364,7 +374,7 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prepare_kernel(gdn_shape 
       uint2 raw;
       raw.x = *reinterpret_cast<uint32_t*>(&lo);
       raw.y = *reinterpret_cast<uint32_t*>(&hi);
-      *reinterpret_cast<uint2*>(ws.T + mat_off + e) = raw;
+      *reinterpret_cast<uint2*>(ws.T + mat_off + i * kPitchT + j0) = raw;
     }
     // The next head's first __syncthreads orders these reads of Tm before its zeroing.
   }
@@ -679,6 +689,74 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 __device__ __forceinline__ float2 bf16x2_to_float2(uint32_t x) {
   return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&x));
 }
+// Thread-block cluster pieces (sm_90): mbarriers with transaction counts, bulk copies multicast to every block of the
+// cluster, the cluster barrier. The sm_80 pass never launches the cluster kernels; their bodies trap there.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define EV_GDN_SM90 1
+#else
+#define EV_GDN_SM90 0
+#endif
+__device__ __forceinline__ uint32_t cluster_rank() {
+  uint32_t r = 0;
+#if EV_GDN_SM90
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+#endif
+  return r;
+}
+__device__ __forceinline__ void cluster_arrive() {
+#if EV_GDN_SM90
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void cluster_wait() {
+#if EV_GDN_SM90
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cluster_sync() {
+  cluster_arrive();
+  cluster_wait();
+}
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+#if EV_GDN_SM90
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+#if EV_GDN_SM90
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+#if EV_GDN_SM90
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+#endif
+}
+// `bytes` (a multiple of 16) from global `src` to shared offset `dst` of every block in `mask`, completing `bytes`
+// transactions on the mbarrier at offset `bar` of each of them.
+__device__ __forceinline__ void bulk_copy_multicast(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar,
+                                                    uint16_t mask) {
+#if EV_GDN_SM90
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1], %2, [%3], "
+      "%4;\n" ::"r"(dst),
+      "l"(src), "r"(bytes), "r"(bar), "h"(mask)
+      : "memory");
+#else
+  __trap();
+#endif
+}
+
 // A fragments (m16 x k16, bf16) from accumulator tiles acc[2kk], acc[2kk+1] (m16 x n8 each).
 template <int N>
 __device__ __forceinline__ void acc_to_a(const float (&acc)[2 * N][4], uint32_t (&a)[N][4]) {
@@ -712,6 +790,7 @@ struct mma_scan_smem {
   // kSplit: the state (bf16 A fragments, 8 x 4 words) and V_new^T (4 x 4 words) of a column group, handed from its
   // chain warp to its output warp; [buffer = chunk & 1][group][12 x uint4][lane].
   uint4 hand[kSplit ? 2 : 1][kSplit ? NW : 1][12][32];
+  unsigned long long full[NS];  // cluster kernels: stage s's shared inputs have landed (transaction-count mbarrier)
 };
 
 // O^T = exp(G_t) (S^T Qn^T) + Vn^T P^T for one warp's 16 value columns and chunk stage `st`, staged through `o` and
@@ -773,9 +852,15 @@ __device__ __forceinline__ void mma_scan_output(const Stage& st, const uint32_t 
 // warp NW + w, which computes and writes the output one chunk later and issues the copies. One block barrier per
 // chunk orders everything: chunk c's stage is read by the chain warps in iteration c and by the output warps in
 // iteration c + 1, so the copy for chunk c + NS - 2 (not NS - 1) goes out in iteration c.
-template <int NW, int NS, bool kSplit>
+// CS > 1 (split only): the CS column blocks of a value head (consecutive blockIdx.x) form a thread-block cluster.
+// The chunk inputs they share (q, k, T, P, exp(G), exp(G_last - G), beta; all but the V tile) are read from L2 once
+// per cluster: block `rank` issues rows rank * 64 / CS .. of each as bulk copies multicast into every block's stage,
+// completing on each block's mbarrier full[stage]. The cluster barrier replaces the block barrier (a stage is
+// refilled only when every block of the cluster is done with it).
+template <int NW, int NS, bool kSplit, int CS>
 __global__ void __launch_bounds__((kSplit ? 2 : 1) * NW * 32, 1)
     gdn_mma_scan_kernel(gdn_shape shape, gdn_args args, workspace_view ws) {
+  static_assert(CS == 1 || (kSplit && (CS == 2 || CS == 4)), "clusters of 2 or 4 split blocks only");
   using SM = mma_scan_smem<NW, NS, kSplit>;
   constexpr int BV = SM::BV, kLdV = SM::kLdV, kLdO = SM::kLdO;
   constexpr int kCopyThreads = NW * 32;           // the output warps when split, else all warps
@@ -821,27 +906,63 @@ __global__ void __launch_bounds__((kSplit ? 2 : 1) * NW * 32, 1)
                      kOffT = offsetof(typename SM::stage, T), kOffP = offsetof(typename SM::stage, P),
                      kOffV = offsetof(typename SM::stage, v), kOffEg = offsetof(typename SM::stage, eg);
   const nvbf* const v_src = dev(args.v) + hv * kDv + v0 + v_seg * 8;
+  const uint32_t bar0 = smem_u32(&sm.full[0]);
+  const int rank = CS > 1 ? int(cluster_rank()) : 0;
+  if constexpr (CS > 1) {
+    if (tid == 0)
+      for (int i = 0; i < NS; ++i) mbar_init(bar0 + 8 * i, 1);
+    cluster_sync();  // every block's mbarriers are initialised before any multicast reaches them
+  }
   auto issue = [&](int c) {  // chunk c's inputs into stage c % NS (the caller commits the group)
     const uint32_t sb = st0 + uint32_t(c % NS) * kStageBytes;
     const int t0 = seq_begin + c * kChunk, len = min(kChunk, seq_len - c * kChunk);
     const std::size_t kslot = std::size_t(slot0 + c) * shape.n_k_heads + hk;
     const std::size_t head_slot = std::size_t(slot0 + c) * shape.n_v_heads + hv;
-    const nvbf* qn = ws.Qe + kslot * kChunk * kDk + qk_row * kDk + qk_seg * 8;
-    const nvbf* kn = ws.Kn + kslot * kChunk * kDk + qk_row * kDk + qk_seg * 8;
+    if constexpr (CS > 1) {
+      // Bytes each block receives per stage: q, k, T, P (64 padded rows each) and three vectors of 64 floats.
+      constexpr uint32_t kTx = 2 * kTileQ * 2 + 2 * kTileT * 2 + 3 * kChunk * 4;
+      constexpr int kRowsPer = kChunk / CS;
+      const uint32_t bar = bar0 + uint32_t(c % NS) * 8;
+      if (ctid == 0) mbar_arrive_expect_tx(bar, kTx);
+      // Block `rank`: rows rank * kRowsPer .. of q, k, T, P as one copy each; rank 0 also the vectors.
+      if (ctid < (rank == 0 ? 7 : 4)) {
+        const int r0 = rank * kRowsPer;
+        const void* src;
+        uint32_t dst, bytes;
+        if (ctid < 2) {
+          src = (ctid == 0 ? ws.Qe : ws.Kn) + kslot * kTileQ + r0 * kLdQ;
+          dst = sb + (ctid == 0 ? kOffQ : kOffK) + uint32_t(r0 * kLdQ * 2);
+          bytes = kRowsPer * kLdQ * 2;
+        } else if (ctid < 4) {
+          src = (ctid == 2 ? ws.T : ws.P) + head_slot * kTileT + r0 * kLdT;
+          dst = sb + (ctid == 2 ? kOffT : kOffP) + uint32_t(r0 * kLdT * 2);
+          bytes = kRowsPer * kLdT * 2;
+        } else {
+          const int j = ctid - 4;
+          src = (j == 0 ? ws.eg : j == 1 ? ws.ed : ws.beta) + head_slot * kChunk;
+          dst = sb + kOffEg + uint32_t(j * kChunk * 4);
+          bytes = kChunk * 4;
+        }
+        bulk_copy_multicast(dst, src, bytes, bar, uint16_t((1u << CS) - 1));
+      }
+    } else {
+      const nvbf* qn = ws.Qe + kslot * kTileQ + qk_row * kLdQ + qk_seg * 8;
+      const nvbf* kn = ws.Kn + kslot * kTileQ + qk_row * kLdQ + qk_seg * 8;
 #pragma unroll
-    for (int it = 0; it < kChunk * 16 / kCopyThreads; ++it) {
-      constexpr int kRows = kCopyThreads / 16;
-      cp_async16_s(sb + kOffQ + s_qk + uint32_t(it * kRows * kLdQ * 2), qn + it * kRows * kDk);
-      cp_async16_s(sb + kOffK + s_qk + uint32_t(it * kRows * kLdQ * 2), kn + it * kRows * kDk);
-    }
-    const nvbf* T = ws.T + head_slot * kChunk * kChunk + tp_row * kChunk + tp_seg * 8;
-    const nvbf* P = ws.P + head_slot * kChunk * kChunk + tp_row * kChunk + tp_seg * 8;
+      for (int it = 0; it < kChunk * 16 / kCopyThreads; ++it) {
+        constexpr int kRows = kCopyThreads / 16;
+        cp_async16_s(sb + kOffQ + s_qk + uint32_t(it * kRows * kLdQ * 2), qn + it * kRows * kLdQ);
+        cp_async16_s(sb + kOffK + s_qk + uint32_t(it * kRows * kLdQ * 2), kn + it * kRows * kLdQ);
+      }
+      const nvbf* T = ws.T + head_slot * kTileT + tp_row * kLdT + tp_seg * 8;
+      const nvbf* P = ws.P + head_slot * kTileT + tp_row * kLdT + tp_seg * 8;
 #pragma unroll
-    for (int it = 0; it < kChunk * 8 / kCopyThreads; ++it) {  // only the 16x16 blocks on and below the diagonal
-      constexpr int kRows = kCopyThreads / 8;
-      if ((tp_seg >> 1) <= ((tp_row + it * kRows) >> 4)) {
-        cp_async16_s(sb + kOffT + s_tp + uint32_t(it * kRows * kLdT * 2), T + it * kRows * kChunk);
-        cp_async16_s(sb + kOffP + s_tp + uint32_t(it * kRows * kLdT * 2), P + it * kRows * kChunk);
+      for (int it = 0; it < kChunk * 8 / kCopyThreads; ++it) {  // only the 16x16 blocks on and below the diagonal
+        constexpr int kRows = kCopyThreads / 8;
+        if ((tp_seg >> 1) <= ((tp_row + it * kRows) >> 4)) {
+          cp_async16_s(sb + kOffT + s_tp + uint32_t(it * kRows * kLdT * 2), T + it * kRows * kLdT);
+          cp_async16_s(sb + kOffP + s_tp + uint32_t(it * kRows * kLdT * 2), P + it * kRows * kLdT);
+        }
       }
     }
     // V rows past the sequence end are zero-filled (source size 0, address of the chunk's first row).
@@ -853,13 +974,15 @@ __global__ void __launch_bounds__((kSplit ? 2 : 1) * NW * 32, 1)
       cp_async16_zfill(sb + kOffV + s_v + uint32_t(it * kRows * kLdV * 2),
                        v_src + std::int64_t(valid ? t0 + r : t0) * args.v_stride, valid);
     }
-    const std::size_t vec = head_slot * kChunk;
+    if constexpr (CS == 1) {
+      const std::size_t vec = head_slot * kChunk;
 #pragma unroll
-    for (int i0 = 0; i0 < 48; i0 += kCopyThreads) {  // exp(G), exp(G_last - G), beta: 16 segments each, contiguous
-      const int i = i0 + ctid;
-      if (i < 48) {
-        const float* src = i < 16 ? ws.eg : i < 32 ? ws.ed : ws.beta;
-        cp_async16_s(sb + kOffEg + uint32_t(i * 16), src + vec + (i & 15) * 4);
+      for (int i0 = 0; i0 < 48; i0 += kCopyThreads) {  // exp(G), exp(G_last - G), beta: 16 segments each, contiguous
+        const int i = i0 + ctid;
+        if (i < 48) {
+          const float* src = i < 16 ? ws.eg : i < 32 ? ws.ed : ws.beta;
+          cp_async16_s(sb + kOffEg + uint32_t(i * 16), src + vec + (i & 15) * 4);
+        }
       }
     }
   };
@@ -878,10 +1001,20 @@ __global__ void __launch_bounds__((kSplit ? 2 : 1) * NW * 32, 1)
 
   for (int c = 0; c < n_chunks + (kSplit ? 1 : 0); ++c) {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(kDist - 1));
-    __syncthreads();  // chunk c landed; every warp is done with the stage and hand-off buffer being refilled
+    // Chunk c landed (its cp.async part); every warp is done with the stage and hand-off buffer being refilled.
+    // Clusters: every thread arrives on the cluster barrier here (done with iteration c - 1), but only the output
+    // warps, which refill the stage in every block, wait for it now; the chain warps wait after their chunk.
+    if constexpr (CS > 1) {
+      cluster_arrive();
+      __syncthreads();
+      if (is_out) cluster_wait();
+    } else {
+      __syncthreads();
+    }
     if (is_out && c + kDist < n_chunks) issue(c + kDist);
     cp_async_commit();
     if (is_chain && c < n_chunks) {
+      if constexpr (CS > 1) mbar_wait(bar0 + uint32_t(c % NS) * 8, uint32_t(c / NS) & 1);  // the multicast part
       const typename SM::stage& st = sm.st[c % NS];
       const int t0 = seq_begin + c * kChunk, len = min(kChunk, seq_len - c * kChunk);
       const uint32_t sk = smem_u32(st.k), sT = smem_u32(st.T), sv = smem_u32(st.v);
@@ -973,9 +1106,13 @@ __global__ void __launch_bounds__((kSplit ? 2 : 1) * NW * 32, 1)
         mma_scan_output(st, sa, va, sm.o[cw], kLdO, args.out, args.out_stride, t0, len,
                         hv * kDv + vw, lane);
     }
+    if constexpr (CS > 1)
+      if (is_chain) cluster_wait();
     if constexpr (kSplit) {
       if (is_out && c >= 1) {  // chunk c - 1
         const int cp = c - 1;
+        // Completed in iteration c - 1 (the stage is refilled only after the next cluster barrier): returns at once.
+        if constexpr (CS > 1) mbar_wait(bar0 + uint32_t(cp % NS) * 8, uint32_t(cp / NS) & 1);
         const uint4* h = &sm.hand[cp & 1][cw][0][lane];
         uint32_t sa[8][4], va[4][4];
 #pragma unroll
@@ -993,6 +1130,7 @@ __global__ void __launch_bounds__((kSplit ? 2 : 1) * NW * 32, 1)
       }
     }
   }
+  if constexpr (CS > 1) cluster_sync();  // no block leaves while a peer may still multicast into it
   if (is_chain && args.final_state) {
 #pragma unroll
     for (int j = 0; j < 16; ++j)
@@ -1089,9 +1227,9 @@ status check_common(const gdn_shape& s, const gdn_args& a, const char* what) {
 
 std::size_t gdn_chunked_workspace_bytes(const gdn_shape& shape) {
   const std::size_t slots = std::size_t(n_slots_for(shape.n_tokens, shape.n_seq));
-  const std::size_t mats = slots * shape.n_v_heads * kChunk * kChunk, vecs = slots * shape.n_v_heads * kChunk;
-  return align_up(slots * shape.n_v_heads * kChunk * kDk * 2, 256) +
-         align_up(slots * shape.n_k_heads * kChunk * kDk * 2, 256) + 2 * align_up(mats * 2, 256) +
+  const std::size_t mats = slots * shape.n_v_heads * kTileT, vecs = slots * shape.n_v_heads * kChunk;
+  return align_up(std::max(slots * shape.n_v_heads * kChunk * kDk, slots * shape.n_k_heads * kTileQ) * 2, 256) +
+         align_up(slots * shape.n_k_heads * kTileQ * 2, 256) + 2 * align_up(mats * 2, 256) +
          3 * align_up(vecs * 4, 256);
 }
 
@@ -1099,11 +1237,38 @@ template <int NW, int NS, bool kSplit>
 static status launch_mma_scan(const gdn_shape& shape, const gdn_args& args, const workspace_view& ws,
                               stream_t stream) {
   const int smem = int(sizeof(mma_scan_smem<NW, NS, kSplit>));
-  EV_CUDA_CHECK(cudaFuncSetAttribute(gdn_mma_scan_kernel<NW, NS, kSplit>,
+  EV_CUDA_CHECK(cudaFuncSetAttribute(gdn_mma_scan_kernel<NW, NS, kSplit, 1>,
                                      cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 grid(shape.n_v_heads * (kDv / (16 * NW)), shape.n_seq);
-  gdn_mma_scan_kernel<NW, NS, kSplit><<<grid, (kSplit ? 2 : 1) * NW * 32, smem, stream>>>(shape, args, ws);
+  gdn_mma_scan_kernel<NW, NS, kSplit, 1><<<grid, (kSplit ? 2 : 1) * NW * 32, smem, stream>>>(shape, args, ws);
   EV_CUDA_CHECK_LAUNCH("gdn_mma_scan_kernel");
+  return status::success();
+}
+
+// The split mma scan in clusters of `cs` (1, 2 or 4) blocks; 0 means 1 (measured: clusters of 2 and 4 are slower).
+template <int NW>
+static status launch_mma_scan_cluster(const gdn_shape& shape, const gdn_args& args, const workspace_view& ws,
+                                      stream_t stream, int cs) {
+  using SM = mma_scan_smem<NW, 3, true>;
+  const int smem = int(sizeof(SM));
+  const dim3 grid(shape.n_v_heads * (kDv / (16 * NW)), shape.n_seq), block(2 * NW * 32);
+  auto kernel_for = [](int n) {
+    return n == 4 ? gdn_mma_scan_kernel<NW, 3, true, 4> : gdn_mma_scan_kernel<NW, 3, true, 2>;
+  };
+  if (cs <= 1) return launch_mma_scan<NW, 3, true>(shape, args, ws, stream);
+  int dev = 0, major = 0;
+  EV_CUDA_CHECK(cudaGetDevice(&dev));
+  EV_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  EV_KERNEL_SUPPORTED(major >= 9, "gdn_chunked_forward: scan_cluster = ", cs, " needs sm_90 (thread-block clusters)");
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = unsigned(cs), attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
+  cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = std::size_t(smem), cfg.stream = stream;
+  cfg.attrs = attr, cfg.numAttrs = 1;
+  EV_CUDA_CHECK(cudaFuncSetAttribute(kernel_for(cs), cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  EV_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel_for(cs), shape, args, ws));
+  EV_CUDA_CHECK_LAUNCH("gdn_mma_scan_kernel (cluster)");
   return status::success();
 }
 
@@ -1125,6 +1290,9 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
   const int vt = options.v_tile == 0 ? 32 : options.v_tile;
   EV_KERNEL_SUPPORTED(vt == 16 || vt == 32 || vt == 64, "gdn_chunked_forward: v_tile = ", vt,
                       ", expected 16, 32 or 64");
+  EV_KERNEL_SUPPORTED(options.scan_cluster == 0 || options.scan_cluster == 1 || options.scan_cluster == 2 ||
+                          options.scan_cluster == 4,
+                      "gdn_chunked_forward: scan_cluster = ", options.scan_cluster, ", expected 0, 1, 2 or 4");
   EV_KERNEL_SUPPORTED(options.scan_warps == 0 || options.scan_warps == 8 || options.scan_warps == 16,
                       "gdn_chunked_forward: scan_warps = ", options.scan_warps, ", expected 8 or 16");
   EV_KERNEL_REQUIRE(workspace && workspace_bytes >= gdn_chunked_workspace_bytes(shape),
@@ -1156,9 +1324,9 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
       }
     }
     switch (vt) {
-      case 16: return launch_mma_scan<1, 3, true>(shape, args, ws, stream);
+      case 16: return launch_mma_scan_cluster<1>(shape, args, ws, stream, options.scan_cluster);
       case 64: return launch_mma_scan<4, 2, false>(shape, args, ws, stream);  // split: 3 stages do not fit
-      default: return launch_mma_scan<2, 3, true>(shape, args, ws, stream);
+      default: return launch_mma_scan_cluster<2>(shape, args, ws, stream, options.scan_cluster);
     }
   }
   EV_CUDA_CHECK(

@@ -68,6 +68,9 @@ struct gdn_chunked_options {
                                // without split_output: 3 stages do not fit in shared memory)
   int scan_warps = 0;          // wmma_scan only: warps per scan block, 8 or 16 (default 16)
   bool split_output = true;    // mma scan: the output product in separate warps, one chunk behind the state chain
+  int scan_cluster = 0;        // mma scan with split_output, v_tile 16 or 32: the blocks of a value head in thread-block
+                               // clusters of this many (2 or 4; sm_90 only) that load the shared chunk inputs once,
+                               // by multicast bulk copies; 0 or 1 = no clusters (the default: clusters measured slower)
   bool wmma_scan = false;      // the previous (v7) WMMA scan with its shared-memory state, kept for comparison
   bool prepare_only = false;   // benchmarks: run only the per-chunk preparation kernel (outputs are not written)
 };

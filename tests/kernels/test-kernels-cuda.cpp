@@ -189,10 +189,12 @@ TEST_P(GdnCuda, MatchesReference) {
   // relative) with fp32 accumulation and an fp32 master state; a handful of chained roundings gives ~5e-3 rel-L2,
   // and fla's own tests accept similar. Tolerance 1.5e-2 for out and state.
   // Variants 0-2: the mma scan (default: output in separate warps) with 16, 32, 64 value columns per block; 3: the
-  // mma scan without the output split; 4-5: the WMMA scan.
-  for (int variant = 0; variant < 6; ++variant) {
-    const bool wmma = variant >= 4;
-    const int vt = variant == 0 ? 16 : variant == 2 ? 64 : 32, warps = variant == 5 ? 8 : 16;
+  // mma scan without the output split; 4-5: the WMMA scan; 6-9: the split mma scan with v_tile 32 in clusters of 1
+  // (none, the default), 2 and 4 blocks, and v_tile 16 in clusters of 4.
+  for (int variant = 0; variant < 10; ++variant) {
+    const bool wmma = variant == 4 || variant == 5;
+    const int vt = variant == 0 || variant == 9 ? 16 : variant == 2 ? 64 : 32, warps = variant == 5 ? 8 : 16;
+    const int cluster = variant == 6 ? 1 : variant == 7 ? 2 : variant >= 8 ? 4 : 0;
     dbuf<unsigned char> ws(gdn_chunked_workspace_bytes(s));
     d_out.poison(), d_fin.poison();
     gdn_chunked_options opt;
@@ -200,10 +202,11 @@ TEST_P(GdnCuda, MatchesReference) {
     opt.scan_warps = wmma ? warps : 0;
     opt.wmma_scan = wmma;
     opt.split_output = variant != 3;
+    opt.scan_cluster = cluster;
     KERNEL_OK(gdn_chunked_forward(s, a, ws.p, ws.n, nullptr, opt));
-    char label[64];
-    std::snprintf(label, sizeof label, "chunked %s v_tile %d%s", wmma ? "wmma" : "mma", vt,
-                  wmma ? (warps == 8 ? ", 8 warps" : ", 16 warps") : variant == 3 ? ", no output split" : "");
+    char label[80];
+    std::snprintf(label, sizeof label, "chunked %s v_tile %d%s, cluster %d", wmma ? "wmma" : "mma", vt,
+                  wmma ? (warps == 8 ? ", 8 warps" : ", 16 warps") : variant == 3 ? ", no output split" : "", cluster);
     auto [co, cs] = check(label);
     EXPECT_LT(co, 1.5e-2) << label;
     EXPECT_LT(cs, 1.5e-2) << label;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call for the chunked gated delta rule, with binaries built elsewhere for sm_90a and carried in .gdr-bin/
 # (test_kernels_cuda, bench_kernels): the GDN tests, compute-sanitizer memcheck + racecheck on the small GDN cases,
-# then bench_kernels --gdn-only (old WMMA scan and new mma scan in the same process). Logs go to $OUT.
+# then bench_kernels --gdn-only (old WMMA scan, mma scan, mma scan in clusters, in the same process). Logs go to $OUT.
 # Usage (on the GPU machine, repository root): tools/gpu/run-gdr.sh [--no-sanitizer] [--ncu]
 set -u
 OUT="${OUT:-$PWD/gpu-out}"
@@ -21,21 +21,22 @@ summary() { echo "$*" | tee -a "$OUT/summary.txt"; }
 summary "gpu: $(nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader 2>&1 | head -n1)"
 chmod +x "$BIN"/* 2>/dev/null
 
-timeout 200 "$BIN/test_kernels_cuda" --gtest_filter='*Gdn*' > "$OUT/test-gdn.log" 2>&1; rc=$?
+timeout 60 "$BIN/test_kernels_cuda" --gtest_filter='*Gdn*' > "$OUT/test-gdn.log" 2>&1; rc=$?
 summary "test_kernels_cuda *Gdn* rc=$rc $(grep -E '^\[  (PASSED|FAILED)  \] [0-9]+ test' "$OUT/test-gdn.log" | tr '\n' ' ')"
+
+# The benchmark before the sanitizers, so that a call cut short by its time limit still has the numbers.
+timeout 60 "$BIN/bench_kernels" --gdn-only > "$OUT/bench.md" 2>&1; summary "bench rc=$?"
 
 if [ "$SAN" = 1 ]; then
   export EVIDENT_KERNELS_SMALL=1
   for tool in memcheck racecheck; do
-    timeout 150 compute-sanitizer --tool $tool --error-exitcode 3 --print-limit 20 \
+    timeout "${GDR_SAN_TIMEOUT:-60}" compute-sanitizer --tool $tool --error-exitcode 3 --print-limit 20 \
       "$BIN/test_kernels_cuda" --gtest_filter='*Gdn*' > "$OUT/sanitizer-$tool.log" 2>&1
     rc=$?
     summary "compute-sanitizer $tool rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer-$tool.log" | tail -n1)"
   done
   unset EVIDENT_KERNELS_SMALL
 fi
-
-timeout 150 "$BIN/bench_kernels" --gdn-only > "$OUT/bench.md" 2>&1; summary "bench rc=$?"
 
 if [ "$NCU" = 1 ] && command -v ncu > /dev/null; then
   # The first launch of each: prepare (for the mma scan) and the mma scan with v_tile 32, 2 stages.
