@@ -669,10 +669,23 @@ __device__ __forceinline__ void ldsm_x4_t(uint32_t addr, uint32_t (&r)[4]) {
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
 }
+// sm_90 device code: the mma scan (stmatrix) and the cluster pieces below. The sm_80 pass compiles their bodies to a
+// trap; the host launches the mma scan only where its compiled binary is sm_90 (mma_scan_available()) and runs the
+// WMMA scan elsewhere.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define EV_GDN_SM90 1
+#else
+#define EV_GDN_SM90 0
+#endif
 __device__ __forceinline__ void stsm_x4_t(uint32_t addr, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
+#if EV_GDN_SM90
   asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(r0),
                "r"(r1), "r"(r2), "r"(r3)
                : "memory");
+#else
+  (void)addr, (void)r0, (void)r1, (void)r2, (void)r3;
+  __trap();
+#endif
 }
 // d += a * b, m16n8k16, bf16 in, fp32 accumulate.
 __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
@@ -691,11 +704,6 @@ __device__ __forceinline__ float2 bf16x2_to_float2(uint32_t x) {
 }
 // Thread-block cluster pieces (sm_90): mbarriers with transaction counts, bulk copies multicast to every block of the
 // cluster, the cluster barrier. The sm_80 pass never launches the cluster kernels; their bodies trap there.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define EV_GDN_SM90 1
-#else
-#define EV_GDN_SM90 0
-#endif
 __device__ __forceinline__ uint32_t cluster_rank() {
   uint32_t r = 0;
 #if EV_GDN_SM90
@@ -1223,6 +1231,16 @@ status check_common(const gdn_shape& s, const gdn_args& a, const char* what) {
   return status::success();
 }
 
+// True where the mma scan's machine code for the current device is sm_90 (the sm_80 pass of a "90a;80" build traps in
+// its stmatrix); cached on first use, like moe_wgmma_available().
+bool mma_scan_available() {
+  static const bool ok = [] {
+    cudaFuncAttributes fa{};
+    return cudaFuncGetAttributes(&fa, gdn_mma_scan_kernel<2, 2, false, 1>) == cudaSuccess && fa.binaryVersion >= 90;
+  }();
+  return ok;
+}
+
 }  // namespace
 
 std::size_t gdn_chunked_workspace_bytes(const gdn_shape& shape) {
@@ -1310,7 +1328,7 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
   const workspace_view ws = make_view(workspace, n_slots, shape.n_k_heads, shape.n_v_heads);
   const int prep_bytes = int(sizeof(prep_smem));
   const dim3 prep_grid(n_slots, shape.n_k_heads);
-  if (!options.wmma_scan) {
+  if (!options.wmma_scan && mma_scan_available()) {
     EV_CUDA_CHECK(
         cudaFuncSetAttribute(gdn_prepare_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, prep_bytes));
     gdn_prepare_kernel<true><<<prep_grid, kPrepThreads, prep_bytes, stream>>>(shape, args, ws);
