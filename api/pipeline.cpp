@@ -165,7 +165,9 @@ void save(ingest::store& st, ask_result& r, const ask_request& req, const std::s
   const nlohmann::json sampling = {{"temperature", req.sampling.temperature}, {"top_k", req.sampling.top_k},
                                    {"top_p", req.sampling.top_p},             {"min_p", req.sampling.min_p},
                                    {"seed", req.sampling.seed},               {"max_tokens", req.sampling.max_tokens}};
-  sql::transaction tx(st.db());
+  // Deferred, and its first statement writes evident.db: an IMMEDIATE transaction would also lock the attached FTS
+  // file, which a running ingest's FTS thread holds while waiting for the ingest writer, which may wait for us.
+  sql::transaction tx(st.db(), sql::begin_mode::deferred);
   auto s = st.db().prepare(
       "INSERT INTO answers (created_at, tenant, question, answer, raw_answer, reasoning, not_found, extractive, "
       "cancelled, finish_reason, generator, template, collection, budget_tokens, context_tokens, passages, "

@@ -15,6 +15,11 @@ void create_fts_schema(sql::db& db, const std::string& sc) {
     if (t.step()) return;
   }
   sql::transaction tx(db);
+  {
+    // Again inside the transaction: another connection may have created it since the check above.
+    auto t = db.prepare("SELECT 1 FROM " + sc + "sqlite_master WHERE type = 'table' AND name = 'fts_state'");
+    if (t.step()) return;
+  }
   db.exec("CREATE VIRTUAL TABLE IF NOT EXISTS " + sc +
           "chunks_fts USING fts5(text, content='', tokenize='porter unicode61 remove_diacritics 2');"
           "INSERT INTO " + sc + "chunks_fts(chunks_fts, rank) VALUES ('hashsize', 67108864);"

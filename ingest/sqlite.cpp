@@ -41,7 +41,9 @@ void db::exec(std::string_view sql) {
 
 stmt db::prepare(std::string_view sql) { return stmt(h_, sql); }
 
-transaction::transaction(db& d) : d_(d) { d_.exec("BEGIN IMMEDIATE"); }
+transaction::transaction(db& d, begin_mode mode) : d_(d) {
+  d_.exec(mode == begin_mode::immediate ? "BEGIN IMMEDIATE" : "BEGIN");
+}
 transaction::~transaction() {
   if (!done_) {
     try {

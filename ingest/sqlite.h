@@ -38,10 +38,14 @@ class db {
   sqlite3* h_ = nullptr;
 };
 
-// RAII transaction: BEGIN IMMEDIATE on construction, ROLLBACK on destruction unless commit() was called.
+// RAII transaction: BEGIN IMMEDIATE (or BEGIN, deferred) on construction, ROLLBACK on destruction unless commit() was
+// called. IMMEDIATE takes the write lock of every attached database file at once; a deferred transaction whose first
+// statement writes takes only the locks of the files it writes (e.g. evident.db, not the attached FTS file that an
+// ingest's FTS thread may be holding).
+enum class begin_mode { immediate, deferred };
 class transaction {
  public:
-  explicit transaction(db& d);
+  explicit transaction(db& d, begin_mode mode = begin_mode::immediate);
   ~transaction();
   void commit();
 

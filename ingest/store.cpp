@@ -88,11 +88,10 @@ store::store(const std::filesystem::path& dir, open_mode mode)
   }
   set_fts_attached(true);
   if (write_) {
-    // A never-synced FTS file (just created, e.g. after the upgrade to version 5) is filled now unless an ingest is
-    // running (it syncs the file itself, under the lock).
-    auto q = db_.prepare("SELECT 1 FROM fts.fts_state WHERE key = 'batch'");
-    if (!q.step()) {
-      q.reset();
+    // A never-synced FTS file (just created, e.g. after the upgrade to version 5) or one that lags evident.db (an
+    // ingest killed before its FTS thread committed) is repaired now unless an ingest is running (it syncs the file
+    // itself, under the lock). In step, sync_fts compares two counters and returns.
+    {
       const auto lock_path = dir_ / "ingest.lock";
       const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
       if (fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) == 0) {
