@@ -25,7 +25,8 @@ local_generator::local_generator(const local_generator_options& options) : opt_(
   const model_config cfg = load_model_config(opt_.model_dir / "config.json");
   scheduler_config sc;
   sc.token_budget = opt_.token_budget;
-  sc.prefill_only_budget = std::max(opt_.token_budget, opt_.prefill_budget);
+  const int64_t prefill = opt_.prefill_budget > 0 ? opt_.prefill_budget : opt_.device == "cuda" ? 32768 : 0;
+  sc.prefill_only_budget = prefill > 0 ? std::max(opt_.token_budget, prefill) : 0;
   if (opt_.device == "cpu") {
     model_ = qwen3next_model::load(opt_.model_dir);
   } else if (opt_.device == "cpu-scheduled") {

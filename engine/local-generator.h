@@ -60,12 +60,14 @@ struct local_generator_options {
   std::string device = "cpu";             // "cpu" | "cuda" | "cpu-scheduled" (see above)
   int cuda_device = 0;                    // CUDA device ordinal ("cuda")
   int max_sequences = 16;                 // requests decoding at once ("cuda", "cpu-scheduled"); more wait in a queue
-  int64_t max_context = 32768;            // prompt + max_tokens of one request ("cuda", "cpu-scheduled")
+  int64_t max_context = 131072;           // prompt + max_tokens of one request ("cuda", "cpu-scheduled"); sizes the
+                                          // block tables only (KV blocks are reserved per request at admission)
   int64_t token_budget = 2048;            // tokens per step: decodes + prefill chunks ("cuda", "cpu-scheduled")
-  int64_t prefill_budget = 32768;         // tokens of a step while nothing decodes (scheduler_config::
-                                          // prefill_only_budget; "cuda": also sizes the step buffers, ~7 GB at 32K).
-                                          // 32K-token steps prefill a 32K prompt at 51.5% of the FLOP bound on H100;
-                                          // 2K-token steps reach less than 30% (bench/RESULTS.md)
+  int64_t prefill_budget = 0;             // tokens of a step while nothing decodes (scheduler_config::
+                                          // prefill_only_budget); 0 = the device's default: "cuda" 32768 (also sizes
+                                          // the step buffers, ~7 GB; 32K-token steps prefill a 32K prompt at 51.5% of
+                                          // the FLOP bound on H100, 2K-token steps at under 30%, bench/RESULTS.md),
+                                          // "cpu-scheduled" token_budget (the CPU model's activations grow with it)
 };
 
 class local_generator : public generator_i {

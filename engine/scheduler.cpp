@@ -93,6 +93,16 @@ std::string scheduler::check_fits(const request_params& p) const {
 submit_result scheduler::submit(request_params params) {
   submit_result res;
   std::string why = check_fits(params);
+  // The sampler checks its params (top_p in (0, 1], ...); built before the lock, so a bad one is a rejection.
+  std::unique_ptr<sampler> smp;
+  if (why.empty()) {
+    try {
+      smp = std::make_unique<sampler>(params.sampling);
+      smp->set_prompt(params.prompt);
+    } catch (const evident::error& e) {
+      why = e.what();
+    }
+  }
   std::lock_guard<std::mutex> lock(mu_);
   res.id = next_id_++;
   if (why.empty() && static_cast<int64_t>(queue_.size()) >= cfg_.max_queue)
@@ -111,8 +121,7 @@ submit_result scheduler::submit(request_params params) {
             : sp.temperature <= 0 && model_.supports_argmax()    ? draw_mode::argmax
             : model_.supports_sampling()                          ? draw_mode::device
                                                                   : draw_mode::host;
-  r->smp = std::make_unique<sampler>(sp);
-  r->smp->set_prompt(r->p.prompt);
+  r->smp = std::move(smp);
   states_[res.id] = request_state::queued;
   queue_.push_back(std::move(r));
   res.accepted = true;

@@ -177,8 +177,9 @@ struct scheduler_stats {
 //   device  no penalties, backend supports_sampling(): the backend draws (row_sampling: seed, token index)
 //   host    otherwise: the request's engine::sampler on the logits row copied to the host (penalties, or a backend
 //           without device sampling; its own Mersenne Twister stream)
-// So the same seed gives the same tokens on every backend of one kind; device draws and host draws use different
-// random streams and are not interchangeable.
+// So the same seed gives the same random numbers whatever shares the steps; device draws and host draws use
+// different random streams and are not interchangeable. (On the GPU the logits themselves move with the batch's shape,
+// by rounding, so a seeded request is reproducible there only up to such near-ties.)
 enum class draw_mode { host = 0, argmax = 1, device = 2 };
 
 class scheduler {
@@ -188,7 +189,8 @@ class scheduler {
   ~scheduler();
 
   // Queues a request (or rejects it with a reason when it can never fit: empty prompt, id out of range, prompt +
-  // max_tokens beyond max_context, more KV blocks than the pool holds, max_tokens < 1, queue full). Thread-safe.
+  // max_tokens beyond max_context, more KV blocks than the pool holds, max_tokens < 1, invalid sampling params, queue
+  // full). Thread-safe.
   submit_result submit(request_params params);
   // Cancels a queued or running request; its "cancelled" finish event comes from the next step(). Returns false
   // when the id is unknown or already finished. Thread-safe.

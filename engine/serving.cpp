@@ -15,12 +15,30 @@ serving_engine::serving_engine(step_model_i& backend, scheduler_config cfg)
     : sched_(backend, cfg), thread_([this] { loop(); }) {}
 
 serving_engine::~serving_engine() {
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    stop_ = true;
-  }
+  std::unique_lock<std::mutex> lk(mu_);
+  stop_ = true;
+  if (failure_.empty()) failure_ = "the engine is shutting down";
+  fail_all_locked();
+  lk.unlock();
   work_.notify_all();
   thread_.join();
+  // Callers still inside generate() have their "error" finish; wait until they have left before members go.
+  lk.lock();
+  left_.wait(lk, [&] { return callers_ == 0; });
+}
+
+// Caller holds mu_. Ends every live request with "error" and failure_ as the message.
+void serving_engine::fail_all_locked() {
+  for (auto& [id, box] : boxes_) {
+    scheduler_event f;
+    f.kind = scheduler_event::finish;
+    f.id = id;
+    f.finish_reason = "error";
+    f.message = failure_;
+    box->events.push_back(std::move(f));
+    box->cv.notify_one();
+  }
+  boxes_.clear();
 }
 
 scheduler_stats serving_engine::stats() const {
@@ -37,26 +55,22 @@ void serving_engine::loop() {
     }
     // The step runs without mu_: callers keep submitting (the scheduler's submit/cancel are thread-safe).
     std::vector<scheduler_event> ev;
+    bool failed = false;
     std::string err;
     try {
       ev = sched_.step();
     } catch (const std::exception& e) {
+      failed = true;
       err = e.what();
+    } catch (...) {
+      failed = true;
+      err = "unknown exception";
     }
     std::lock_guard<std::mutex> lk(mu_);
     stats_ = sched_.stats();
-    if (!err.empty()) {
+    if (failed) {
       failure_ = "the engine's step failed: " + err;
-      for (auto& [id, box] : boxes_) {
-        scheduler_event f;
-        f.kind = scheduler_event::finish;
-        f.id = id;
-        f.finish_reason = "error";
-        f.message = failure_;
-        box->events.push_back(std::move(f));
-        box->cv.notify_one();
-      }
-      boxes_.clear();
+      fail_all_locked();
       return;  // the backend's state is unknown: no more steps
     }
     for (auto& e : ev) {
@@ -75,6 +89,18 @@ serving_result serving_engine::generate(request_params params, const std::functi
   serving_result out;
   auto box = std::make_shared<mailbox>();
   request_id id = 0;
+  // Counts this call in callers_ until it returns (the destructor waits for zero).
+  struct caller_guard {
+    serving_engine& e;
+    explicit caller_guard(serving_engine& eng) : e(eng) {
+      std::lock_guard<std::mutex> lk(e.mu_);
+      ++e.callers_;
+    }
+    ~caller_guard() {
+      std::lock_guard<std::mutex> lk(e.mu_);
+      if (--e.callers_ == 0) e.left_.notify_all();
+    }
+  } guard(*this);
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (!failure_.empty()) {

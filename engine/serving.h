@@ -12,8 +12,9 @@
 // A backend failure (an exception from a step) fails every live request with finish reason "error" and the failure's
 // message, and every later generate() too: the backend's state is unknown after a failed step, so the engine stops.
 //
-// Thread-safety: generate() may be called from any number of threads at once. The destructor stops the engine thread;
-// it must not run while a generate() call is in progress. `backend` must outlive the object.
+// Thread-safety: generate() may be called from any number of threads at once. The destructor stops the engine thread,
+// ends the requests of callers still inside generate() with "error" ("the engine is shutting down") and waits until
+// they have returned. `backend` must outlive the object.
 #pragma once
 
 #include <condition_variable>
@@ -53,14 +54,17 @@ class serving_engine {
  private:
   struct mailbox;
   void loop();
+  void fail_all_locked();
 
   scheduler sched_;
   mutable std::mutex mu_;        // guards everything below and the order of submit vs. the engine's wait
   std::condition_variable work_;  // the engine thread waits here for work or stop
   std::map<request_id, std::shared_ptr<mailbox>> boxes_;
   scheduler_stats stats_;
-  std::string failure_;  // set once a step failed
+  std::string failure_;  // set once a step failed (or the engine is shutting down)
   bool stop_ = false;
+  int callers_ = 0;                // generate() calls in progress
+  std::condition_variable left_;   // callers_ reached zero
   std::thread thread_;
 };
 

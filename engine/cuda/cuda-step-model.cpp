@@ -126,6 +126,8 @@ void cuda_step_model::end_sequence(int32_t slot) {
 }
 
 void cuda_step_model::step(const step_batch& batch, const step_output& out) {
+  // The thread that steps need not be the one that built the model (serving_engine's engine thread).
+  EV_STEP_CHECK(cudaSetDevice(model_.options().device));
   auto& es = p_->entries;
   es.clear();
   for (const auto& e : batch.entries) {

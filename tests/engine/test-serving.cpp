@@ -26,13 +26,14 @@ class wrapped_model final : public evident::test::forwarding_model {
  public:
   using forwarding_model::forwarding_model;
   void step(const step_batch& b, const step_output& out) override {
+    ++calls;
     while (!open.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     if (++steps == fail_at) throw std::runtime_error("injected device fault");
     max_entries = std::max(max_entries.load(), static_cast<int>(b.entries.size()));
     inner_.step(b, out);
   }
   std::atomic<bool> open{true};
-  std::atomic<int> steps{0}, max_entries{0};
+  std::atomic<int> calls{0}, steps{0}, max_entries{0};  // calls: steps entered (also those held at the gate)
   int fail_at = -1;
 };
 
@@ -123,11 +124,47 @@ TEST(serving, cancel_and_reject) {
   EXPECT_EQ(r.finish_reason, "cancelled");
   EXPECT_EQ(r.tokens.size(), 3u);
   EXPECT_EQ(long_tokens.size(), 30u);
+  // The cancel reached the scheduler: the cancelled request decoded a few tokens at most past its third, not to 50.
+  EXPECT_LT(eng.stats().decode_tokens, 29 + 2 + 8);
 
   auto big = eng.generate(greedy(prompt_of(200, 5, V), 100), [](int32_t) { return true; });
   EXPECT_EQ(big.finish_reason, "rejected");
   EXPECT_NE(big.message.find("exceeds the context limit of 256"), std::string::npos) << big.message;
   EXPECT_TRUE(big.tokens.empty());
+  auto bad = greedy(prompt_of(5, 6, V), 5);
+  bad.sampling.top_p = 0;  // the sampler refuses it: a rejection, not an exception
+  auto badr = eng.generate(bad, [](int32_t) { return true; });
+  EXPECT_EQ(badr.finish_reason, "rejected");
+  EXPECT_NE(badr.message.find("top_p"), std::string::npos) << badr.message;
+  // An exception from on_token leaves generate() and cancels the request; the engine keeps serving.
+  EXPECT_THROW(eng.generate(greedy(prompt_of(6, 7, V), 20), [](int32_t) -> bool { throw std::runtime_error("x"); }),
+               std::runtime_error);
+  EXPECT_EQ(eng.generate(greedy(prompt_of(6, 8, V), 4), [](int32_t) { return true; }).finish_reason, "length");
+}
+
+// Destroying the engine while a caller waits ends that caller's request with "error" and waits for it to return.
+TEST(serving, destructor_ends_waiting_callers) {
+  auto model = qwen3next_model::load(evident::test::source_path("tests/fixtures/tiny-a"));
+  cpu_step_model cpu(*model, 2, 256, 1024);
+  wrapped_model backend(cpu);
+  backend.open = false;  // the engine thread blocks in its first step, the caller waits for tokens
+  serving_result r;
+  std::atomic<bool> entered{false};
+  auto eng = std::make_unique<serving_engine>(backend);
+  std::thread caller([&] {
+    entered = true;
+    r = eng->generate(greedy(prompt_of(8, 9, model->vocab_size()), 20), [](int32_t) { return true; });
+  });
+  while (!entered.load() || backend.calls.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::thread opener([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    backend.open = true;  // lets the engine thread finish its step so the destructor's join returns
+  });
+  eng.reset();
+  caller.join();
+  opener.join();
+  EXPECT_EQ(r.finish_reason, "error");
+  EXPECT_NE(r.message.find("shutting down"), std::string::npos) << r.message;
 }
 
 // A step that throws ends the live request with "error" and the failure's text; later requests get the same error
