@@ -29,14 +29,20 @@ void create_fts_schema(sql::db& db, const std::string& sc) {
 
 fts_sync_report sync_fts(sql::db& main, sql::db& fts, const std::string& sc) {
   fts_sync_report rep;
-  int64_t main_batch = 0;
+  int64_t main_batch = 0, main_id = 0;
   {
-    auto q = main.prepare("SELECT value FROM meta WHERE key = 'fts.batch'");
-    if (q.step()) main_batch = std::stoll(q.col_text(0));
+    auto q = main.prepare("SELECT key, value FROM meta WHERE key IN ('fts.batch', 'store.id')");
+    while (q.step()) (q.col_text(0) == "fts.batch" ? main_batch : main_id) = std::stoll(q.col_text(1));
   }
+  bool same_store = false;
   {
-    auto q = fts.prepare("SELECT value FROM " + sc + "fts_state WHERE key = 'batch'");
-    if (q.step() && q.col_int(0) == main_batch) return rep;  // in step: the common case, no scan
+    auto q = fts.prepare("SELECT key, value FROM " + sc + "fts_state WHERE key IN ('batch', 'store_id')");
+    bool batch_equal = false;
+    while (q.step()) {
+      if (q.col_text(0) == "batch") batch_equal = q.col_int(1) == main_batch;
+      else same_store = q.col_int(1) == main_id;
+    }
+    if (batch_equal && same_store) return rep;  // in step: the common case, no scan
   }
   std::vector<int64_t> have, want, extra, missing;
   {
@@ -50,6 +56,7 @@ fts_sync_report sync_fts(sql::db& main, sql::db& fts, const std::string& sc) {
   std::set_difference(have.begin(), have.end(), want.begin(), want.end(), std::back_inserter(extra));
   std::set_difference(want.begin(), want.end(), have.begin(), have.end(), std::back_inserter(missing));
   sql::transaction tx(fts);
+  if (!same_store && !have.empty()) extra = have;  // another store's index (or one from before 0006): start again
   if (!extra.empty()) {  // entries of deleted chunks: their text is gone, so start again from `chunks`
     fts.exec("INSERT INTO " + sc + "chunks_fts(chunks_fts) VALUES ('delete-all')");
     missing = want;
@@ -77,9 +84,10 @@ fts_sync_report sync_fts(sql::db& main, sql::db& fts, const std::string& sc) {
       q.reset();
     }
   }
-  fts.prepare("INSERT INTO " + sc + "fts_state(key, value) VALUES ('batch', ?) "
+  fts.prepare("INSERT INTO " + sc + "fts_state(key, value) VALUES ('batch', ?), ('store_id', ?) "
               "ON CONFLICT(key) DO UPDATE SET value = excluded.value")
       .bind(1, main_batch)
+      .bind(2, main_id)
       .run();
   tx.commit();
   rep.added = static_cast<int64_t>(missing.size());
@@ -138,6 +146,11 @@ void fts_writer::commit(int64_t batch) { send({op::commit, {}, batch}); }
 void fts_writer::rollback() { send({op::rollback, {}, 0}); }
 
 void fts_writer::flush() { send({op::flush, {}, 0}); }
+
+void fts_writer::set_synced_batch(int64_t batch) {
+  std::lock_guard<std::mutex> lk(mu_);  // hands the values to the FTS thread with its next message
+  pending_batch_ = stored_batch_ = batch;
+}
 
 void fts_writer::drain() {
   flush();

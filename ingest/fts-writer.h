@@ -8,12 +8,12 @@
 // Consistency: SQLite (evident.db) is the source of truth, as for vectors.faiss. The writer commits a batch in
 // evident.db first, with meta key `fts.batch` = its batch number; only then may the FTS thread commit that batch's rows
 // (with fts_state `batch` = the same number; it commits every few batches). The FTS file therefore only ever lags: after a crash it can miss the chunks of
-// the last batches (and keep entries of chunks those batches deleted). `sync_fts` compares the two numbers and, when
-// they differ (or the FTS file is new), compares chunk ids with the index's rowids (chunks_fts_docsize): missing
-// chunks are indexed from their stored text; when entries of deleted chunks remain (their text is gone, and a
-// contentless FTS5 table needs it to delete them), the index is rebuilt from `chunks`. It runs in every ingest
-// writer (under the writer lock) before anything is written, and when a read-write `store` opens an FTS file that was
-// never synced (a store upgraded from version 4) while no ingest runs.
+// the last batches (and keep entries of chunks those batches deleted). `sync_fts` compares the two numbers and the
+// store ids (meta `store.id`, copied into fts_state `store_id`); when the numbers differ (or the FTS file is new), it
+// compares chunk ids with the index's rowids (chunks_fts_docsize): missing chunks are indexed from their stored
+// text; when entries of deleted chunks remain (their text is gone, and a contentless FTS5 table needs it to delete
+// them), or the file belongs to another store, the index is rebuilt from `chunks`. It runs in every ingest writer
+// (under the writer lock) before anything is written, and at every read-write `store` open while no ingest runs.
 // Readers see the index through ATTACH (store.h); during an ingest it may lag evident.db by up to about commit_rows
 // chunks plus the queue (a search then misses those chunks in BM25).
 //
@@ -87,6 +87,9 @@ class fts_writer {
   // until everything sent is done; both throw as add does.
   void flush();
   void drain();
+  // The batch sync_fts recorded (meta fts.batch): what the file holds before this writer's first message, so a run
+  // that only rolls back records it again rather than nothing. Call before the first add/commit.
+  void set_synced_batch(int64_t batch);
   // CPU seconds of the thread so far (profiles).
   double cpu_seconds();
 

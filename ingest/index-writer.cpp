@@ -94,6 +94,7 @@ index_writer::index_writer(store& s, const ingest_options& opt) : s_(s), opt_(op
       log::warn("repaired the full-text index of ", s.dir().string(), ": ", fr.added, " chunks indexed",
                 fr.rebuilt ? " (rebuilt: it held deleted chunks)" : "");
     if (auto b = s.meta("fts.batch")) fts_batch_ = std::stoll(*b);
+    fts_writer_->set_synced_batch(fts_batch_);
     embedder_ = std::make_unique<hashed_tfidf_embedder>(dim);
     df_n_ = load_df(s, df_);
     df_saved_ = df_;
@@ -355,8 +356,8 @@ int64_t index_writer::write_document(int64_t collection_id, const file_info& f, 
     }
     for (size_t i = 0; i < p.chunks.size(); ++i) fts_.push_back({first_id + static_cast<int64_t>(i), p.chunks[i].text, false});
     batch_size_ += static_cast<int64_t>(d.text.size()) * 2;
+    next_chunk_id_ = id;  // before end_doc, which may commit the batch and record ingest.next_chunk_id
     if (replace) end_doc(true);
-    next_chunk_id_ = id;
   } catch (...) {
     if (replace) {
       end_doc(false);

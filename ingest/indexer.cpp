@@ -279,7 +279,11 @@ ingest_summary ingest_folder(store& s, const fs::path& root_in, const ingest_opt
       }
       std::unique_lock<std::mutex> lk(mu);
       const auto tw = clock_type::now();
-      cv_put.wait(lk, [&] { return queue.size() < max_queue || queue_bytes < max_queue_bytes || stop; });
+      // Bounded by bytes (a few big files) or by count (many small ones), and never more than 4096 files: each
+      // result holds its vectors and strings, so the count bounds memory where files are tiny.
+      cv_put.wait(lk, [&] {
+        return ((queue.size() < max_queue || queue_bytes < max_queue_bytes) && queue.size() < 4096) || stop;
+      });
       workers_blocked += clock_type::now() - tw;
       queue_bytes += c.size;
       queue.push_back(std::move(r));

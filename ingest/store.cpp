@@ -87,6 +87,13 @@ store::store(const std::filesystem::path& dir, open_mode mode)
                          " (open it read-write once, e.g. `evident ingest`, to rebuild it)");
   }
   set_fts_attached(true);
+  if (!write_) {
+    auto q = db_.prepare("SELECT name FROM fts.sqlite_master WHERE type = 'table' AND name = 'fts_state'");
+    bool synced = q.step();
+    if (synced) synced = db_.prepare("SELECT 1 FROM fts.fts_state WHERE key = 'batch'").step();
+    EV_THROW_IF_NOT_KIND(synced, corrupt, "store ", dir_.string(), ": the full-text index ", fts_path().string(),
+                         " was never filled (open it read-write once, e.g. `evident ingest`, to rebuild it)");
+  }
   if (write_) {
     // A never-synced FTS file (just created, e.g. after the upgrade to version 5) or one that lags evident.db (an
     // ingest killed before its FTS thread committed) is repaired now unless an ingest is running (it syncs the file

@@ -431,7 +431,7 @@ TEST(StoreSchema, Version2StoreIsUpgradedWithIdenticalSearchResults) {
     for (const auto& w : words) before[w] = ranked(raw, w);
   }
   store s(sdir);  // opening read-write migrates
-  EXPECT_EQ(s.schema_version(), 5);
+  EXPECT_EQ(s.schema_version(), 6);
   EXPECT_TRUE(fs::exists(s.fts_path()));
   for (const auto& w : words) EXPECT_EQ(ranked(s.db(), w), before[w]) << w;
   int64_t non_empty = 0;
@@ -473,7 +473,7 @@ TEST(StoreSchema, Version3DfRowsBecomePages) {
     s.db().exec("DROP TABLE embedder_df_pages; PRAGMA user_version = 3");
   }
   store s(sdir);  // migrates
-  EXPECT_EQ(s.schema_version(), 5);
+  EXPECT_EQ(s.schema_version(), 6);
   std::vector<uint32_t> after;
   load_df(s, after);
   EXPECT_EQ(after, before);
@@ -559,6 +559,40 @@ TEST(StoreSchema, LaggingFtsFileIsRepaired) {
     EXPECT_TRUE(chk.fts_ok);
     EXPECT_TRUE(chk.fts_match);
   }
+}
+
+// An evident-fts.db copied from another store, even with the same batch counter, is not trusted: the store ids differ,
+// so the next read-write open rebuilds the index from this store's chunks.
+TEST(StoreSchema, FtsFileOfAnotherStoreIsRebuilt) {
+  auto root_a = test::scratch_dir("ingest-fts-foreign/a-docs");
+  auto root_b = test::scratch_dir("ingest-fts-foreign/b-docs");
+  auto dir_a = test::scratch_dir("ingest-fts-foreign/a");
+  auto dir_b = test::scratch_dir("ingest-fts-foreign/b");
+  test::write_file(root_a / "a.txt", test::generated_text(600, 81) + " Alphamarkerword.");
+  test::write_file(root_b / "b.txt", test::generated_text(600, 82) + " Betamarkerword.");
+  for (auto [root, dir] : {std::pair{root_a, dir_a}, std::pair{root_b, dir_b}}) {
+    store s(dir);
+    ingest_folder(s, root, quiet(64, 8));
+  }
+  std::string batch_a;
+  {
+    store s(dir_a);
+    batch_a = s.meta("fts.batch").value_or("0");
+    ASSERT_NE(s.meta("store.id").value_or(""), "");
+  }
+  std::filesystem::copy_file(dir_b / store::fts_file, dir_a / store::fts_file,
+                             std::filesystem::copy_options::overwrite_existing);
+  {
+    sql::db fts(dir_a / store::fts_file);
+    fts.prepare("UPDATE fts_state SET value = ? WHERE key = 'batch'").bind(1, static_cast<int64_t>(std::stoll(batch_a))).run();
+  }
+  {
+    store ro(dir_a, open_mode::read_only);  // what a reader sees before any repair: B's index
+    EXPECT_EQ(fts_hits(ro, "betamarkerword"), 1);
+  }
+  store s(dir_a);
+  EXPECT_EQ(fts_hits(s, "alphamarkerword"), 1);
+  EXPECT_EQ(fts_hits(s, "betamarkerword"), 0);
 }
 
 // A transaction that writes only evident.db (an answer being saved) must not wait for the attached FTS file, which a
