@@ -334,6 +334,10 @@ void save_df(store& s, const std::vector<uint32_t>& df, int64_t n, const std::ve
     put_page(ins, p, a);
   }
   s.set_meta("embedder.df_n", std::to_string(n));
+  // The chunk batch these counts include (every batch committed so far: callers save between batches). A writer
+  // recounts when it differs from meta fts.batch: a crash between a batch's commit and the next df save leaves df
+  // stale, and a batch that replaced documents can leave the chunk count (embedder.df_n) unchanged.
+  s.set_meta("embedder.df_batch", s.meta("fts.batch").value_or("0"));
 }
 
 void migrate_df_rows_to_pages(sql::db& db) {
