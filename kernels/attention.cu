@@ -477,6 +477,33 @@ constexpr int kWgAttnSmem = kWgQBytes + 4 * kWgKvBytes + 1024;
 #if EV_SM90A
 // Byte offset of 16-byte chunk c (0..31) of row `row` in a tile of `rows` rows split into four 64-dim blocks.
 __device__ __forceinline__ int blk256(int rows, int row, int c) { return (c >> 3) * rows * 128 + dev::swz64(row, c & 7); }
+
+// The epilogue of the wgmma prefill kernels: for this thread's two rows (row0 and row0 + 8 of the block's 128-row
+// tile), the quad-reduced row sum l, then out = o / l * sigmoid(gate) in bf16 (rows past the sequence are skipped).
+__device__ __forceinline__ void store_gated_rows(const attention_prefill_args& a, const float (&o)[128],
+                                                 const float (&l_run)[2], int row0, int lane, int tile, int group,
+                                                 int n_new, int hk, int q0) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float l = l_run[h];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int rr = row0 + 8 * h, pi = tile * 128 + rr, tok = pi / group;
+    if (tok >= n_new) continue;
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    const int head = hk * group + pi % group;
+    const bf16* g = a.gate + std::int64_t(q0 + tok) * a.gate_stride + std::int64_t(head) * a.gate_head_stride;
+    bf16* out = a.out + std::int64_t(q0 + tok) * a.out_stride + std::int64_t(head) * kD;
+#pragma unroll
+    for (int d = 0; d < kD / 8; ++d) {
+      const int col = d * 8 + 2 * (lane & 3);
+      const float2 gv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(g + col));
+      const float v0 = o[4 * d + 2 * h] * inv / (1.f + expf(-gv.x));
+      const float v1 = o[4 * d + 2 * h + 1] * inv / (1.f + expf(-gv.y));
+      *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(v0, v1);
+    }
+  }
+}
 #endif
 
 template <bool OVERLAP>
@@ -677,26 +704,7 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
   }
   dev::cp_async_wait<0>();
 
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    float l = l_run[h];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const int rr = wg * 64 + wr * 16 + (lane >> 2) + 8 * h, pi = tile * 128 + rr, tok = pi / group;
-    if (tok >= n_new) continue;
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    const int head = hk * group + pi % group;
-    const bf16* g = a.gate + std::int64_t(q0 + tok) * a.gate_stride + std::int64_t(head) * a.gate_head_stride;
-    bf16* out = a.out + std::int64_t(q0 + tok) * a.out_stride + std::int64_t(head) * kD;
-#pragma unroll
-    for (int d = 0; d < kD / 8; ++d) {
-      const int col = d * 8 + 2 * (lane & 3);
-      const float2 gv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(g + col));
-      const float v0 = o[4 * d + 2 * h] * inv / (1.f + expf(-gv.x));
-      const float v1 = o[4 * d + 2 * h + 1] * inv / (1.f + expf(-gv.y));
-      *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(v0, v1);
-    }
-  }
+  store_gated_rows(a, o, l_run, wg * 64 + wr * 16 + (lane >> 2), lane, tile, group, n_new, hk, q0);
 #else
   __trap();  // launched only where moe_wgmma_available()
 #endif
@@ -929,26 +937,7 @@ __global__ void __launch_bounds__(384, 1) attention_prefill_ws_kernel(attention_
   dev::wgmma_wait<0>();
   dev::fence_regs(o);
 
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    float l = l_run[h];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const int rr = wg * 64 + wr * 16 + (lane >> 2) + 8 * h, pi = tile * 128 + rr, tok = pi / group;
-    if (tok >= n_new) continue;
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    const int head = hk * group + pi % group;
-    const bf16* g = a.gate + std::int64_t(q0 + tok) * a.gate_stride + std::int64_t(head) * a.gate_head_stride;
-    bf16* out = a.out + std::int64_t(q0 + tok) * a.out_stride + std::int64_t(head) * kD;
-#pragma unroll
-    for (int d = 0; d < kD / 8; ++d) {
-      const int col = d * 8 + 2 * (lane & 3);
-      const float2 gv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(g + col));
-      const float v0 = o[4 * d + 2 * h] * inv / (1.f + expf(-gv.x));
-      const float v1 = o[4 * d + 2 * h + 1] * inv / (1.f + expf(-gv.y));
-      *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(v0, v1);
-    }
-  }
+  store_gated_rows(a, o, l_run, wg * 64 + wr * 16 + (lane >> 2), lane, tile, group, n_new, hk, q0);
 #else
   __trap();  // launched only where moe_wgmma_available()
 #endif
