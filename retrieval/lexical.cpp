@@ -87,13 +87,23 @@ class lexical_retriever final : public retriever_i {
       raw_stmt& s = kept(rank_,
                          "SELECT rowid, evident_bm25(chunks_fts, ?2, ?3) AS s FROM chunks_fts "
                          "WHERE chunks_fts MATCH ?1 ORDER BY s DESC, rowid ASC LIMIT ?4");
-      use u(s);
-      sqlite3_bind_text(s.h, 1, expr.data(), static_cast<int>(expr.size()), SQLITE_TRANSIENT);
-      sqlite3_bind_double(s.h, 2, opt_.k1);
-      sqlite3_bind_double(s.h, 3, opt_.b);
-      sqlite3_bind_int(s.h, 4, k);
-      while (s.step()) out.push_back({sqlite3_column_int64(s.h, 0), sqlite3_column_double(s.h, 1), 0, 0});
-      return locate(std::move(out));
+      // Entries whose chunk is gone (the FTS file lags evident.db during an ingest) are dropped by locate(); ask for
+      // more rows until k remain or FTS5 has no more.
+      for (int limit = k;; limit *= 2) {
+        out.clear();
+        use u(s);
+        sqlite3_bind_text(s.h, 1, expr.data(), static_cast<int>(expr.size()), SQLITE_TRANSIENT);
+        sqlite3_bind_double(s.h, 2, opt_.k1);
+        sqlite3_bind_double(s.h, 3, opt_.b);
+        sqlite3_bind_int(s.h, 4, limit);
+        while (s.step()) out.push_back({sqlite3_column_int64(s.h, 0), sqlite3_column_double(s.h, 1), 0, 0});
+        const size_t got = out.size();
+        auto kept_hits = locate(std::move(out));
+        if (kept_hits.size() >= static_cast<size_t>(k) || got < static_cast<size_t>(limit) || limit > (1 << 24)) {
+          if (kept_hits.size() > static_cast<size_t>(k)) kept_hits.resize(static_cast<size_t>(k));
+          return kept_hits;
+        }
+      }
     }
     std::string q =
         "SELECT c.id, c.document_id, c.ordinal, evident_bm25(chunks_fts, ?2, ?3) AS s "
@@ -304,13 +314,20 @@ class lexical_retriever final : public retriever_i {
     auto better = [](const hit& a, const hit& b2) {
       return a.score != b2.score ? a.score > b2.score : a.chunk_id < b2.chunk_id;
     };
-    if (out.size() > static_cast<size_t>(k)) {
-      std::partial_sort(out.begin(), out.begin() + k, out.end(), better);
-      out.resize(k);
-    } else {
-      std::sort(out.begin(), out.end(), better);
+    // The best k, located; entries whose chunk is gone (the FTS file lags evident.db during an ingest) are dropped
+    // by locate(), and the next best candidates take their places.
+    std::vector<hit> result;
+    size_t next = 0;
+    while (result.size() < static_cast<size_t>(k) && next < out.size()) {
+      const size_t take = std::min(out.size(), next + (static_cast<size_t>(k) - result.size()));
+      std::partial_sort(out.begin() + static_cast<std::ptrdiff_t>(next), out.begin() + static_cast<std::ptrdiff_t>(take),
+                        out.end(), better);
+      auto located = locate(std::vector<hit>(out.begin() + static_cast<std::ptrdiff_t>(next),
+                                             out.begin() + static_cast<std::ptrdiff_t>(take)));
+      result.insert(result.end(), located.begin(), located.end());
+      next = take;
     }
-    return locate(std::move(out));
+    return result;
   }
 
   // Row lengths for BM25's normalisation. FTS5 reads a row's length from its %_docsize table with one statement per
@@ -410,7 +427,7 @@ class lexical_retriever final : public retriever_i {
     std::vector<hit> kept;
     for (auto& h : out) {
       auto it = where.find(h.chunk_id);
-      if (it == where.end()) continue;  // FTS row without a chunk: cannot happen with the triggers; be safe
+      if (it == where.end()) continue;  // an FTS entry whose chunk is gone (the FTS file lags during an ingest)
       h.document_id = it->second.first;
       h.ordinal = it->second.second;
       kept.push_back(h);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 
+#include "ingest/sqlite.h"
 #include "ingest/store.h"
 #include "retrieval/retriever.h"
 #include "tests/retrieval/store-fixture.h"
@@ -206,6 +207,29 @@ TEST(Lexical, DirectScoringMatchesSqlRankingAcrossStoreChanges) {
   }
   check_all("after the change");
   check_all("store quiet again");
+}
+
+// While an ingest runs, the FTS file may hold entries of chunks evident.db no longer has (it lags by up to a batch
+// of commits). Such an entry that outscores everything is dropped, and the next best chunk takes its place: k hits
+// still come back, on the direct and the SQL ranking paths.
+TEST(Lexical, EntriesOfGoneChunksDoNotShrinkTheResults) {
+  auto dir = test::scratch_dir("retrieval-stale-fts");
+  test::make_store(dir, {{"1.txt", "t", {"cat dog dog", "cat fish"}},
+                         {"2.txt", "t", {"bird bird bird fish", "owl", "cat cat owl"}}});
+  {
+    sql::db fts(dir / ingest::store::fts_file);
+    fts.exec("INSERT INTO chunks_fts(rowid, text) VALUES (999999, 'cat cat cat cat')");
+  }
+  lexical_options sql_opt;
+  sql_opt.direct_scoring = false;
+  for (const auto& opt : {lexical_options{}, sql_opt}) {
+    SCOPED_TRACE(opt.direct_scoring ? "direct scoring" : "SQL ranking");
+    auto r = make_lexical(dir, opt);
+    const auto hits = r->search("cat", 2, {});
+    ASSERT_EQ(hits.size(), 2u);
+    for (const auto& h : hits) EXPECT_NE(h.chunk_id, 999999);
+    EXPECT_EQ(r->search("cat", 10, {}).size(), 3u);  // every real chunk with "cat", none more
+  }
 }
 
 TEST(Lexical, CapPerDocument) {
