@@ -98,7 +98,7 @@ index_writer::index_writer(store& s, const ingest_options& opt) : s_(s), opt_(op
     embedder_ = std::make_unique<hashed_tfidf_embedder>(dim);
     df_n_ = load_df(s, df_);
     df_saved_ = df_;
-    if (df_n_ != s.chunk_count() || s.meta("embedder.df_batch").value_or("") != s.meta("fts.batch").value_or("0"))
+    if (df_n_ != s.chunk_count() || s.meta("embedder.df_batch").value_or("0") != s.meta("fts.batch").value_or("0"))
       rebuild_df();
     embedder_->set_df(df_, df_n_);
 
