@@ -19,6 +19,7 @@
 #include <unordered_map>
 
 #include "engine/base/error.h"
+#include "engine/cuda/cuda-call.h"
 #include "engine/cuda/model-kernels.h"
 #include "kernels/attention.h"
 #include "kernels/conv1d.h"
@@ -34,13 +35,7 @@ namespace {
 
 using kernels::bf16;
 
-#define EV_CUDA_CALL(call)                                                                                     \
-  do {                                                                                                         \
-    cudaError_t ev_e_ = (call);                                                                                \
-    if (ev_e_ != cudaSuccess)                                                                                  \
-      EV_THROW(internal, "cuda_model: ", #call, " failed: ", cudaGetErrorName(ev_e_), " (",                    \
-               cudaGetErrorString(ev_e_), ") at ", __FILE__, ":", __LINE__);                                   \
-  } while (0)
+#define EV_CUDA_CALL(call) EV_CUDA_THROW("cuda_model", call)
 
 void ok(const kernels::status& s, const char* what) {
   EV_THROW_IF_NOT_KIND(s.ok(), internal, "cuda_model: ", what, ": ", kernels::to_string(s.code), ": ", s.message);

@@ -6,16 +6,11 @@
 #include <cstring>
 
 #include "engine/base/error.h"
+#include "engine/cuda/cuda-call.h"
 #include "engine/cuda/model-kernels.h"
 #include "kernels/sampling.h"
 
-#define EV_STEP_CHECK(call)                                                                        \
-  do {                                                                                             \
-    cudaError_t ev_err_ = (call);                                                                  \
-    if (ev_err_ != cudaSuccess)                                                                    \
-      EV_THROW(internal, "cuda_step_model: ", #call, " failed: ", cudaGetErrorName(ev_err_), " (", \
-               cudaGetErrorString(ev_err_), ") at ", __FILE__, ":", __LINE__);                     \
-  } while (0)
+#define EV_STEP_CHECK(call) EV_CUDA_THROW("cuda_step_model", call)
 
 namespace evident::engine {
 

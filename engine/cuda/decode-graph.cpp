@@ -5,14 +5,9 @@
 #include <algorithm>
 
 #include "engine/base/error.h"
+#include "engine/cuda/cuda-call.h"
 
-#define EV_GRAPH_CHECK(call)                                                                     \
-  do {                                                                                           \
-    cudaError_t ev_err_ = (call);                                                                \
-    if (ev_err_ != cudaSuccess)                                                                  \
-      EV_THROW(internal, "decode_graphs: ", #call, " failed: ", cudaGetErrorName(ev_err_), " (", \
-               cudaGetErrorString(ev_err_), ") at ", __FILE__, ":", __LINE__);                   \
-  } while (0)
+#define EV_GRAPH_CHECK(call) EV_CUDA_THROW("decode_graphs", call)
 
 namespace evident::engine {
 
