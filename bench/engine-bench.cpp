@@ -747,6 +747,7 @@ int run_engine_bench(int argc, char** argv) try {
   size_t dev_weights = 0, dev_states = 0, dev_buffers = 0;
 #ifdef EVIDENT_HAVE_CUDA
   std::unique_ptr<cuda_model> gpu_model;
+  int gemv_max_m = 1;  // --gemv-max-m as parsed (runs with :cublas set the model's to 0, so it is kept here)
 #endif
   if (device == "cpu") {
     pool = std::make_unique<thread_pool>(static_cast<int>(arg(argc, argv, "--threads", 0)));
@@ -772,7 +773,7 @@ int run_engine_bench(int argc, char** argv) try {
       kv_blocks = std::max(kv_blocks, r.B * ((r.P + r.G + o.block_size - 1) / o.block_size + 1));
     for (const auto& pc : prefill_profiles) kv_blocks = std::max(kv_blocks, (pc.first + 1) / o.block_size + 2);
     o.kv_blocks = kv_blocks + 64;
-    o.gemv_max_m = static_cast<int>(arg(argc, argv, "--gemv-max-m", o.gemv_max_m));
+    o.gemv_max_m = gemv_max_m = static_cast<int>(arg(argc, argv, "--gemv-max-m", o.gemv_max_m));
     gpu_model = cuda_model::from_tensors(c, lookup, o, "<random Qwen3-Next>");
     store.reset();  // the device has its copies
     dev_weights = gpu_model->weight_bytes();
@@ -800,7 +801,7 @@ int run_engine_bench(int argc, char** argv) try {
 #ifdef EVIDENT_HAVE_CUDA
     cuda_step_model* gpu_step = nullptr;
     if (device == "cuda") {
-      gpu_model->set_gemv_max_m(r.cublas ? 0 : static_cast<int>(arg(argc, argv, "--gemv-max-m", 1)));
+      gpu_model->set_gemv_max_m(r.cublas ? 0 : gemv_max_m);
       gpu_model->set_fast_decode(!r.legacy);
       cuda_step_options so;
       so.use_graphs = r.graphs;

@@ -6,7 +6,6 @@
 
 #include "engine/base/error.h"
 #include "engine/generation.h"
-#include "engine/model-config.h"
 #include "engine/sampling.h"
 #ifdef EVIDENT_HAVE_CUDA_ENGINE
 #include "engine/cuda/cuda-model.h"
@@ -22,15 +21,17 @@ double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_c
 }  // namespace
 
 local_generator::local_generator(const local_generator_options& options) : opt_(options) {
-  const model_config cfg = load_model_config(opt_.model_dir / "config.json");
+  std::vector<int64_t> eos;  // the model config's eos ids, from whichever engine loaded it
   scheduler_config sc;
   sc.token_budget = opt_.token_budget;
   const int64_t prefill = opt_.prefill_budget > 0 ? opt_.prefill_budget : opt_.device == "cuda" ? 32768 : 0;
   sc.prefill_only_budget = prefill > 0 ? std::max(opt_.token_budget, prefill) : 0;
   if (opt_.device == "cpu") {
     model_ = qwen3next_model::load(opt_.model_dir);
+    eos = model_->config().eos_token_ids;
   } else if (opt_.device == "cpu-scheduled") {
     model_ = qwen3next_model::load(opt_.model_dir);
+    eos = model_->config().eos_token_ids;
     const int64_t kv_tokens = opt_.max_context * opt_.max_sequences;
     backend_ = std::make_unique<cpu_step_model>(*model_, opt_.max_sequences, opt_.max_context, kv_tokens);
   } else if (opt_.device == "cuda") {
@@ -43,6 +44,7 @@ local_generator::local_generator(const local_generator_options& options) : opt_(
     co.max_step_entries = std::max(64, opt_.max_sequences);
     co.max_logit_rows = co.max_step_entries;
     auto m = std::shared_ptr<cuda_model>(cuda_model::load(opt_.model_dir, co));
+    eos = m->config().eos_token_ids;
     backend_ = std::make_unique<cuda_step_model>(*m, cuda_step_options{});
     cuda_model_ = std::move(m);
 #else
@@ -57,7 +59,7 @@ local_generator::local_generator(const local_generator_options& options) : opt_(
   std::string dirname = std::filesystem::absolute(opt_.model_dir).lexically_normal().filename().string();
   if (dirname.empty()) dirname = std::filesystem::absolute(opt_.model_dir).parent_path().filename().string();
   name_ = "engine:" + dirname;
-  for (int64_t id : cfg.eos_token_ids) stop_ids_.push_back(static_cast<int32_t>(id));
+  for (int64_t id : eos) stop_ids_.push_back(static_cast<int32_t>(id));
   for (const char* s : {"<|im_end|>", "<|endoftext|>"})
     if (auto id = tok_->find(s)) stop_ids_.push_back(*id);
   std::sort(stop_ids_.begin(), stop_ids_.end());

@@ -9,9 +9,7 @@
 
 namespace evident::engine {
 
-namespace {
-
-scheduler_event finish_event(request_id id, const std::string& reason, const std::string& message = {}) {
+scheduler_event finish_event(request_id id, const std::string& reason, const std::string& message) {
   scheduler_event e;
   e.kind = scheduler_event::finish;
   e.id = id;
@@ -19,8 +17,6 @@ scheduler_event finish_event(request_id id, const std::string& reason, const std
   e.message = message;
   return e;
 }
-
-}  // namespace
 
 int64_t step_batch::n_logits() const {
   int64_t n = 0;

@@ -158,6 +158,9 @@ struct scheduler_event {
   std::string message;        // for "rejected": why
 };
 
+// A finish event for request `id` (reason as in scheduler_event; message for "rejected" / "error").
+scheduler_event finish_event(request_id id, const std::string& reason, const std::string& message = {});
+
 struct submit_result {
   request_id id = 0;
   bool accepted = false;

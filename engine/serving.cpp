@@ -30,12 +30,7 @@ serving_engine::~serving_engine() {
 // Caller holds mu_. Ends every live request with "error" and failure_ as the message.
 void serving_engine::fail_all_locked() {
   for (auto& [id, box] : boxes_) {
-    scheduler_event f;
-    f.kind = scheduler_event::finish;
-    f.id = id;
-    f.finish_reason = "error";
-    f.message = failure_;
-    box->events.push_back(std::move(f));
+    box->events.push_back(finish_event(id, "error", failure_));
     box->cv.notify_one();
   }
   boxes_.clear();

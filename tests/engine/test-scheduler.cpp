@@ -616,12 +616,14 @@ TEST(scheduler, submit_and_cancel_from_another_thread) {
   scheduler s(m, cfg);
   std::vector<std::pair<request_id, request_params>> all;
   std::atomic<bool> done{false};
+  std::set<request_id> cancel_accepted;  // written by the client thread, read after join
   std::thread client([&] {
     for (int i = 0; i < 40; ++i) {
       auto p = make_request(5 + i % 37, 2 + i % 9, static_cast<uint32_t>(i));
       const auto r = s.submit(p);
       all.emplace_back(r.id, p);
-      if (i % 5 == 4) s.cancel(all[static_cast<size_t>(i - 2)].first);
+      if (i % 5 == 4 && s.cancel(all[static_cast<size_t>(i - 2)].first))
+        cancel_accepted.insert(all[static_cast<size_t>(i - 2)].first);
       std::this_thread::yield();
     }
     done = true;
@@ -634,6 +636,9 @@ TEST(scheduler, submit_and_cancel_from_another_thread) {
   for (auto& [id, p] : all) {
     ASSERT_EQ(log.finish.count(id), 1u) << id;
     if (log.finish[id] == "cancelled") {
+      // Only a request whose cancel() was accepted ends "cancelled" (one that finished in the step in flight may
+      // still end "length").
+      EXPECT_EQ(cancel_accepted.count(id), 1u) << id;
       ++cancelled;
       continue;
     }
@@ -641,5 +646,5 @@ TEST(scheduler, submit_and_cancel_from_another_thread) {
     EXPECT_EQ(log.tokens[id], sequential_fake(p)) << id;
   }
   EXPECT_EQ(m.begun, m.ended);
-  EXPECT_LE(cancelled, 8);
+  EXPECT_LE(cancelled, static_cast<int>(cancel_accepted.size()));
 }
