@@ -66,7 +66,7 @@ struct local_generator_options {
   int64_t prefill_budget = 0;             // tokens of a step while nothing decodes (scheduler_config::
                                           // prefill_only_budget); 0 = the device's default: "cuda" 32768 (also sizes
                                           // the step buffers, ~7 GB; 32K-token steps prefill a 32K prompt at 51.5% of
-                                          // the FLOP bound on H100, 2K-token steps at under 30%, bench/RESULTS.md),
+                                          // the FLOP bound on H100, 2K-token steps at 29.8% on H200, bench/RESULTS.md),
                                           // "cpu-scheduled" token_budget (the CPU model's activations grow with it)
 };
 
