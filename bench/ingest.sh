@@ -73,7 +73,8 @@ run() {  # name dir
   load=$(cut -d' ' -f1 /proc/loadavg)
   sync
   EVIDENT_INGEST_PROFILE=${PROFILE:-0} /usr/bin/time -f "%e %U %S" -o "$WORK/time" "$BIN" ingest "$dir" --store "$store" \
-    --json > "$WORK/out.json" 2> "$WORK/err"
+    --json > "$WORK/out.json" 2> "$WORK/err" || { echo "bench/ingest.sh: evident ingest failed on $name:" >&2
+                                                   cat "$WORK/err" >&2; exit 1; }
   grep -h "ingest profile" "$WORK/err" || true
   python3 - "$name" "$files" "$mb" "$load" "$WORK/out.json" "$WORK/time" <<'PY'
 import json, sys

@@ -97,10 +97,8 @@ fts_sync_report sync_fts(sql::db& main, sql::db& fts, const std::string& sc) {
 fts_writer::fts_writer(const std::filesystem::path& file) {
   db_ = std::make_unique<sql::db>(file, true, false);
   db_->exec("PRAGMA wal_autocheckpoint=8192; PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY");
-  create_fts_schema(*db_, "");
-  // 64 MiB of pending terms before FTS5 writes a segment (persistent; only writers use the memory).
-  db_->exec("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('hashsize', 67108864)");
-  checkpointer_ = std::make_unique<wal_checkpointer>(*db_, file, 8192, 16384, 65536, 2048);
+  create_fts_schema(*db_, "");  // also sets the 64 MiB hashsize, which FTS5 keeps in the file
+  checkpointer_ = std::make_unique<wal_checkpointer>(*db_, file);
   thread_ = std::thread([this] { run(); });
 }
 
@@ -215,13 +213,16 @@ void fts_writer::apply(const fts_row& r, bool inverse) {
   s.reset();
 }
 
+void fts_writer::begin_if_closed() {
+  if (open_) return;
+  checkpointer_->settle();
+  db_->exec("BEGIN IMMEDIATE");
+  open_ = true;
+}
+
 void fts_writer::commit_open() {
   if (!open_ && pending_batch_ == stored_batch_) return;
-  if (!open_) {
-    checkpointer_->settle();
-    db_->exec("BEGIN IMMEDIATE");
-    open_ = true;
-  }
+  begin_if_closed();
   db_->prepare("INSERT INTO fts_state(key, value) VALUES ('batch', ?) "
                "ON CONFLICT(key) DO UPDATE SET value = excluded.value")
       .bind(1, pending_batch_)
@@ -248,11 +249,7 @@ void fts_writer::handle(message& m) {
   // 8.1-9.6 s of FTS CPU committing every 2800 rows with a 16 MiB hash, 6.8-6.9 s every 11200 rows with 64 MiB).
   switch (m.what) {
     case op::rows:
-      if (!open_) {
-        checkpointer_->settle();
-        db_->exec("BEGIN IMMEDIATE");
-        open_ = true;
-      }
+      begin_if_closed();
       for (const auto& r : m.rows) apply(r, false);
       rows_in_txn_ += m.rows.size();
       uncommitted_.push_back(std::move(m.rows));

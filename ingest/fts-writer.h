@@ -58,7 +58,7 @@ fts_sync_report sync_fts(sql::db& main, sql::db& fts, const std::string& fts_sch
 
 // The schema of evident-fts.db (created when missing; `schema` as above). The FTS5 table is contentless (content=''):
 // chunk text stays in evident.db; same column and tokenizer as before (`porter unicode61 remove_diacritics 2`), so
-// tokens, document lengths and rankings are unchanged. FTS5 `hashsize` is 64 MiB (the fts_writer sets it too).
+// tokens, document lengths and rankings are unchanged. FTS5 `hashsize` is 64 MiB.
 void create_fts_schema(sql::db& db, const std::string& schema);
 
 class fts_writer {
@@ -104,6 +104,7 @@ class fts_writer {
   void run();
   void handle(message& m);  // thread only, as are the members below up to thread_
   void apply(const fts_row& r, bool inverse);
+  void begin_if_closed();   // BEGIN IMMEDIATE unless a transaction is open (after settling the WAL)
   void commit_open();       // commits the open transaction (or records a batch without rows) as pending_batch_
   void undo_uncommitted();
   void finish();

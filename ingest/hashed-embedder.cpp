@@ -250,9 +250,8 @@ void hashed_tfidf_embedder::embed_impl(std::string_view text, float* out, std::v
   const bool idf = query && n_ > 0 && !df_.empty();
   const double logn1 = std::log(static_cast<double>(n_) + 1.0);
   const uint32_t dim = static_cast<uint32_t>(dim_);
-  if (idf && buckets)
-    embed_features<true, true, false>(text, out, dim, df_, logn1, sc, buckets);  // queries: not the hot path
-  else if (idf)
+  EV_ASSERT(!(query && buckets), "queries record no df buckets");
+  if (idf)
     embed_features<true, false, false>(text, out, dim, df_, logn1, sc, nullptr);
   else if (buckets && dim_ == default_dim)
     embed_features<false, true, true>(text, out, dim, df_, logn1, sc, buckets);
@@ -324,7 +323,8 @@ int64_t load_df(store& s, std::vector<uint32_t>& df) {
   return n ? std::stoll(*n) : 0;
 }
 
-void save_df(store& s, const std::vector<uint32_t>& df, int64_t n, const std::vector<uint32_t>* saved) {
+void save_df(store& s, const std::vector<uint32_t>& df, int64_t n, int64_t batch,
+             const std::vector<uint32_t>* saved) {
   EV_ASSERT(df.size() == hashed_tfidf_embedder::df_buckets && (!saved || saved->size() == df.size()),
             "save_df needs df_buckets counts");
   auto ins = s.db().prepare(put_page_sql);
@@ -337,7 +337,7 @@ void save_df(store& s, const std::vector<uint32_t>& df, int64_t n, const std::ve
   // The chunk batch these counts include (every batch committed so far: callers save between batches). A writer
   // recounts when it differs from meta fts.batch: a crash between a batch's commit and the next df save leaves df
   // stale, and a batch that replaced documents can leave the chunk count (embedder.df_n) unchanged.
-  s.set_meta("embedder.df_batch", s.meta("fts.batch").value_or("0"));
+  s.set_meta("embedder.df_batch", std::to_string(batch));
 }
 
 void migrate_df_rows_to_pages(sql::db& db) {

@@ -61,10 +61,10 @@ class hashed_tfidf_embedder final : public embedder_i {
 
 // Loads the df table of a store into `df` (size df_buckets) and returns N (meta embedder.df_n, 0 when absent).
 int64_t load_df(store& s, std::vector<uint32_t>& df);
-// Writes df (size df_buckets), N (meta embedder.df_n) and the batch they include (meta embedder.df_batch = meta
-// fts.batch): every page, or only the pages that differ from `saved` (the df last written or loaded; size
-// df_buckets). Call inside a transaction, between chunk batches.
-void save_df(store& s, const std::vector<uint32_t>& df, int64_t n, const std::vector<uint32_t>* saved);
+// Writes df (size df_buckets), N (meta embedder.df_n) and `batch`, the last chunk batch the counts include (meta
+// embedder.df_batch; the value of meta fts.batch): every page, or only the pages that differ from `saved` (the df
+// last written or loaded; size df_buckets). Call inside a transaction, between chunk batches.
+void save_df(store& s, const std::vector<uint32_t>& df, int64_t n, int64_t batch, const std::vector<uint32_t>* saved);
 // Migration 0004 (called by store::migrate inside its transaction): the rows of the old embedder_df table become
 // pages of embedder_df_pages, and embedder_df is dropped (nothing happens when there is no embedder_df table).
 void migrate_df_rows_to_pages(sql::db& db);

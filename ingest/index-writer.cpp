@@ -82,9 +82,9 @@ index_writer::index_writer(store& s, const ingest_options& opt) : s_(s), opt_(op
     // Fewer, larger WAL checkpoints while writing (each one fsyncs): 32 MiB of WAL at 4 KiB pages, the setting the
     // connection keeps afterwards; while this writer lives, checkpoints run on a background thread.
     s.db().exec("PRAGMA wal_autocheckpoint=8192; PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY");
-    // Background checkpoints are asked for every 2048 frames (8 MiB), about once per batch: the frames left when the
-    // writer closes are copied by the closing connection on this thread (with 8192, SciFact's whole WAL was).
-    checkpointer_ = std::make_unique<wal_checkpointer>(s.db(), s.dir() / store::db_file, 8192, 16384, 65536, 2048);
+    // Background checkpoints are asked for every 2048 frames (the default): the frames left when the writer closes
+    // are copied by the closing connection on this thread (with 8192, SciFact's whole WAL was).
+    checkpointer_ = std::make_unique<wal_checkpointer>(s.db(), s.dir() / store::db_file);
     // The FTS file: detached from this connection while the writer lives (fts-writer.h), synced with `chunks`, then
     // written by the FTS thread.
     s.set_fts_attached(false);
@@ -98,7 +98,7 @@ index_writer::index_writer(store& s, const ingest_options& opt) : s_(s), opt_(op
     embedder_ = std::make_unique<hashed_tfidf_embedder>(dim);
     df_n_ = load_df(s, df_);
     df_saved_ = df_;
-    if (df_n_ != s.chunk_count() || s.meta("embedder.df_batch").value_or("0") != s.meta("fts.batch").value_or("0"))
+    if (df_n_ != s.chunk_count() || s.meta("embedder.df_batch").value_or("0") != std::to_string(fts_batch_))
       rebuild_df();
     embedder_->set_df(df_, df_n_);
 
@@ -267,7 +267,7 @@ void index_writer::rebuild_df() {
     ++df_n_;
   }
   sql::transaction tx(s_.db());
-  save_df(s_, df_, df_n_, nullptr);
+  save_df(s_, df_, df_n_, fts_batch_, nullptr);
   tx.commit();
   df_saved_ = df_;
 }
@@ -411,7 +411,7 @@ void index_writer::checkpoint(bool final) {
   const double t0 = thread_cpu_seconds();
   {
     sql::transaction tx(s_.db());
-    save_df(s_, df_, df_n_, &df_saved_);
+    save_df(s_, df_, df_n_, fts_batch_, &df_saved_);
     s_.set_meta("chunker.tokens", std::to_string(opt_.chunk_tokens));
     s_.set_meta("chunker.overlap", std::to_string(opt_.chunk_overlap));
     s_.set_meta("chunker.counter", counter_->name());

@@ -32,9 +32,12 @@ class wal_checkpointer {
  public:
   // `file`: the database file of `writer`. When the second connection cannot be opened, the writer keeps its
   // auto-checkpoint (`restore_pages`) and this object does nothing.
-  // `restart_frames` / `inline_frames` / `request_frames`: see above (tests use small values).
-  wal_checkpointer(sql::db& writer, const std::filesystem::path& file, int restore_pages,
-                   int restart_frames = 16384, int inline_frames = 65536, int request_frames = 8192);
+  // `restart_frames` / `inline_frames` / `request_frames`: see above (tests use small values). The defaults are the
+  // ingest writers' (index_writer, fts_writer): requests every 2048 frames (8 MiB), about once per batch, so few
+  // frames are left for the closing connection to copy; `restore_pages` 8192 (32 MiB) is the auto-checkpoint they
+  // keep afterwards.
+  wal_checkpointer(sql::db& writer, const std::filesystem::path& file, int restore_pages = 8192,
+                   int restart_frames = 16384, int inline_frames = 65536, int request_frames = 2048);
   ~wal_checkpointer();
   wal_checkpointer(const wal_checkpointer&) = delete;
   wal_checkpointer& operator=(const wal_checkpointer&) = delete;

@@ -41,7 +41,8 @@ void write_store_vectors(ingest::store& s, const vector_index_options& opt) {
   }
   {
     sql::transaction tx(s.db());
-    ingest::save_df(s, df, static_cast<int64_t>(ids.size()), nullptr);  // embedder_df_pages + meta embedder.df_n
+    const int64_t batch = std::stoll(s.meta("fts.batch").value_or("0"));  // counted over every chunk there is
+    ingest::save_df(s, df, static_cast<int64_t>(ids.size()), batch, nullptr);  // pages + meta df_n, df_batch
     tx.commit();
   }
   s.set_meta("embedder.name", emb.name());
