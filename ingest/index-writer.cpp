@@ -57,14 +57,9 @@ void index_writer::undo_new_document(int64_t doc_id) {
 }
 
 index_writer::index_writer(store& s, const ingest_options& opt) : s_(s), opt_(opt) {
-  auto lock_path = s.dir() / "ingest.lock";
-  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  EV_THROW_IF_NOT_KIND(lock_fd_ >= 0, io, "cannot open ", lock_path.string(), ": ", std::strerror(errno));
-  if (::flock(lock_fd_, LOCK_EX | (opt.wait_for_lock ? 0 : LOCK_NB)) != 0) {
-    ::close(lock_fd_);
-    lock_fd_ = -1;
-    EV_THROW(resource, "store ", s.dir().string(), " is being written by another ingest (", lock_path.string(), ")");
-  }
+  lock_fd_ = store::lock_writer(s.dir(), opt.wait_for_lock);
+  EV_THROW_IF_NOT_KIND(lock_fd_ >= 0, resource, "store ", s.dir().string(), " is being written by another ingest (",
+                       (s.dir() / store::lock_file).string(), ")");
   try {
     counter_ = make_token_counter(opt.tokenizer_path);
     // Embedder: recorded on first use, checked afterwards.

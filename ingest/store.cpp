@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <iterator>
 
 #include "ingest/fts-writer.h"
@@ -87,31 +89,35 @@ store::store(const std::filesystem::path& dir, open_mode mode)
                          " (open it read-write once, e.g. `evident ingest`, to rebuild it)");
   }
   set_fts_attached(true);
-  if (!write_) {
+  if (write_) {
+    // A never-synced FTS file (just created, e.g. after the upgrade to version 5) or one that lags evident.db (an
+    // ingest killed before its FTS thread committed) is repaired now unless an ingest is running (it syncs the file
+    // itself, under the lock). In step, sync_fts compares two counters and returns.
+    const int fd = lock_writer(dir_, false);
+    if (fd < 0) return;
+    struct unlock {
+      int fd;
+      ~unlock() { ::close(fd); }
+    } release{fd};
+    sync_fts(db_, db_, "fts.");
+  } else {
     auto q = db_.prepare("SELECT name FROM fts.sqlite_master WHERE type = 'table' AND name = 'fts_state'");
     bool synced = q.step();
     if (synced) synced = db_.prepare("SELECT 1 FROM fts.fts_state WHERE key = 'batch'").step();
     EV_THROW_IF_NOT_KIND(synced, corrupt, "store ", dir_.string(), ": the full-text index ", fts_path().string(),
                          " was never filled (open it read-write once, e.g. `evident ingest`, to rebuild it)");
   }
-  if (write_) {
-    // A never-synced FTS file (just created, e.g. after the upgrade to version 5) or one that lags evident.db (an
-    // ingest killed before its FTS thread committed) is repaired now unless an ingest is running (it syncs the file
-    // itself, under the lock). In step, sync_fts compares two counters and returns.
-    {
-      const auto lock_path = dir_ / "ingest.lock";
-      const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-      if (fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) == 0) {
-        try {
-          sync_fts(db_, db_, "fts.");
-        } catch (...) {
-          ::close(fd);
-          throw;
-        }
-      }
-      if (fd >= 0) ::close(fd);
-    }
+}
+
+int store::lock_writer(const std::filesystem::path& dir, bool wait) {
+  const auto path = dir / lock_file;
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  EV_THROW_IF_NOT_KIND(fd >= 0, io, "cannot open ", path.string(), ": ", std::strerror(errno));
+  if (::flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
+    ::close(fd);
+    return -1;
   }
+  return fd;
 }
 
 void store::set_fts_attached(bool attached) {

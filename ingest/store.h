@@ -59,6 +59,11 @@ class store {
   static constexpr const char* db_file = "evident.db";
   static constexpr const char* vectors_file = "vectors.faiss";
   static constexpr const char* fts_file = "evident-fts.db";  // the FTS5 index (migration 0005, fts-writer.h)
+  static constexpr const char* lock_file = "ingest.lock";    // the writer lock (flock), index-writer.h
+  // Takes the writer lock of the store in `dir`: returns the descriptor that holds it (close it to release), or -1
+  // when another writer holds it and `wait` is false (with `wait`, blocks until it is free). Throws evident::error
+  // (io) when the lock file cannot be opened.
+  static int lock_writer(const std::filesystem::path& dir, bool wait);
 
   // Opens the store at `dir`, creating the directory and database in read_write mode; applies pending migrations.
   // Throws evident::error (not_found for a missing store in read_only mode, corrupt for a damaged database).
