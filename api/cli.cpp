@@ -110,6 +110,17 @@ size_t parse_count(const std::string& flag, const std::string& text) {
   return std::stoull(digits) * mult;
 }
 
+void require_one_of(const std::string& flag, const std::string& value, std::initializer_list<const char*> allowed) {
+  std::string list;
+  size_t i = 0;
+  for (const char* a : allowed) {
+    if (value == a) return;
+    list += (i == 0 ? "" : i + 1 == allowed.size() ? " or " : ", ") + std::string(a);
+    ++i;
+  }
+  throw usage_error{flag + ": expected " + list + ", got '" + value + "'"};
+}
+
 std::vector<int32_t> parse_token_ids(const std::string& flag, const std::string& text) {
   std::vector<int32_t> ids;
   std::string cur;

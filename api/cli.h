@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <string>
@@ -62,6 +63,8 @@ class args {
 
 // Parses sizes such as "32k", "64K", "128000" into a count (k = 1024). Throws usage_error naming the flag.
 size_t parse_count(const std::string& flag, const std::string& text);
+// Throws usage_error "FLAG: expected a, b or c, got 'VALUE'" unless `value` is one of `allowed` (non-empty).
+void require_one_of(const std::string& flag, const std::string& value, std::initializer_list<const char*> allowed);
 
 // Parses a list of token ids: "1,2,3", "[1, 2, 3]" or "1 2 3" (any mix of commas, brackets and white space).
 // Throws usage_error naming `flag` and the bad element.

@@ -65,7 +65,7 @@ int cmd_ask(const std::vector<std::string>& argv) {
   if (const char* key = std::getenv("OPENAI_API_KEY")) opt.openai_api_key = key;
   opt.model_dir = model;
   opt.tokenizer_path = tokenizer;
-  if (device != "cpu" && device != "cuda") throw usage_error{"--device: expected cpu or cuda, got '" + device + "'"};
+  require_one_of("--device", device, {"cpu", "cuda"});
   opt.engine_device = device;
   opt.store_answers = !no_store;
 

@@ -47,8 +47,7 @@ int eval_retrieval(const std::vector<std::string>& argv) {
   auto& json = a.flag("--json", "print the result as JSON");
   if (!a.parse(argv, 0, 0)) return 0;
   if (beir.empty()) throw usage_error{"--beir DIR is required"};
-  if (mode != "bm25" && mode != "dense" && mode != "hybrid")
-    throw usage_error{"--mode: expected bm25, dense or hybrid, got '" + mode + "'"};
+  require_one_of("--mode", mode, {"bm25", "dense", "hybrid"});
   const std::filesystem::path dataset(beir);
   std::filesystem::path store_dir = store;
   if (store_dir.empty()) {
@@ -75,7 +74,7 @@ int eval_retrieval(const std::vector<std::string>& argv) {
   } else {
     retrieval::hybrid_options ho;
     if (!fusion.empty()) {
-      if (fusion != "rrf" && fusion != "convex") throw usage_error{"--fusion: expected rrf or convex, got '" + fusion + "'"};
+      require_one_of("--fusion", fusion, {"rrf", "convex"});
       ho.fusion = fusion;
     }
     if (!rrf_k.empty()) ho.rrf_k = static_cast<int>(parse_count("--rrf-k", rrf_k));

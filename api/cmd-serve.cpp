@@ -72,7 +72,7 @@ int cmd_serve(const std::vector<std::string>& argv) {
   opt.openai_model = openai_model;
   if (const char* key = std::getenv("OPENAI_API_KEY")) opt.openai_api_key = key;
   opt.model_dir = model;
-  if (device != "cpu" && device != "cuda") throw usage_error{"--device: expected cpu or cuda, got '" + device + "'"};
+  require_one_of("--device", device, {"cpu", "cuda"});
   opt.engine_device = device;
 
   // Stop signals set a flag that a watcher thread polls (a handler may not call stop() itself; sigwait would not do
