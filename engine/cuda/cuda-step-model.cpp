@@ -16,10 +16,30 @@ namespace evident::engine {
 
 namespace {
 
-// Bytes of the packed sampling parameters for R rows (layout in impl below).
-size_t sample_param_bytes(size_t R) {
-  return R * (sizeof(uint64_t) + sizeof(int64_t) + 3 * sizeof(float) + sizeof(int32_t));
-}
+// The packed sampling parameters of R rows, one array after another (8-byte arrays first, so each is aligned):
+//   seeds u64[R] | steps i64[R] | temperature f32[R] | top_p f32[R] | min_p f32[R] | top_k i32[R]
+// carved out of the pinned host copy and of the device copy alike.
+struct sample_params {
+  uint64_t* seeds;
+  int64_t* steps;
+  float* temperature;
+  float* top_p;
+  float* min_p;
+  int32_t* top_k;
+  static size_t bytes(size_t R) {
+    return R * (sizeof(uint64_t) + sizeof(int64_t) + 3 * sizeof(float) + sizeof(int32_t));
+  }
+  static sample_params carve(void* base, size_t R) {
+    sample_params p;
+    p.seeds = static_cast<uint64_t*>(base);
+    p.steps = reinterpret_cast<int64_t*>(p.seeds + R);
+    p.temperature = reinterpret_cast<float*>(p.steps + R);
+    p.top_p = p.temperature + R;
+    p.min_p = p.top_p + R;
+    p.top_k = reinterpret_cast<int32_t*>(p.min_p + R);
+    return p;
+  }
+};
 
 }  // namespace
 
@@ -31,9 +51,9 @@ struct cuda_step_model::impl {
   int32_t* h_ids = nullptr;    // pinned copy
   void* d_argmax_ws = nullptr;  // cuda_ops::argmax_rows workspace for max_logit_rows rows
   size_t argmax_ws_bytes = 0;
-  // Sampling: per model logit row (R = max_logit_rows) the parameters, packed in one buffer so one async copy moves
-  // them: seeds u64[R] | steps i64[R] | temperature f32[R] | top_p f32[R] | min_p f32[R] | top_k i32[R]; then the
-  // uniforms f32[R] and the drawn ids i32[R] on the device (ids copied back to h_sampled).
+  // Sampling: per model logit row (R = max_logit_rows) the parameters, packed in one buffer (sample_params) so one
+  // async copy moves them; then the uniforms f32[R] and the drawn ids i32[R] on the device (ids copied back to
+  // h_sampled).
   void* h_sample_params = nullptr;  // pinned
   void* d_sample_params = nullptr;
   float* d_uniforms = nullptr;
@@ -58,8 +78,8 @@ cuda_step_model::cuda_step_model(cuda_model& model, cuda_step_options options)
   p_->argmax_ws_bytes = cuda_ops::argmax_rows_workspace_bytes(mo.max_logit_rows);
   EV_STEP_CHECK(cudaMalloc(&p_->d_argmax_ws, p_->argmax_ws_bytes));
   const size_t R = static_cast<size_t>(mo.max_logit_rows);
-  EV_STEP_CHECK(cudaMallocHost(&p_->h_sample_params, sample_param_bytes(R)));
-  EV_STEP_CHECK(cudaMalloc(&p_->d_sample_params, sample_param_bytes(R)));
+  EV_STEP_CHECK(cudaMallocHost(&p_->h_sample_params, sample_params::bytes(R)));
+  EV_STEP_CHECK(cudaMalloc(&p_->d_sample_params, sample_params::bytes(R)));
   EV_STEP_CHECK(cudaMalloc(&p_->d_uniforms, sizeof(float) * R));
   EV_STEP_CHECK(cudaMalloc(&p_->d_sampled, sizeof(int32_t) * R));
   EV_STEP_CHECK(cudaMallocHost(&p_->h_sampled, sizeof(int32_t) * R));
@@ -188,20 +208,14 @@ void cuda_step_model::enqueue_sampling(const step_batch& batch, const step_plan&
   if (rows == 0) return;
   const size_t R = static_cast<size_t>(model_.options().max_logit_rows);
   EV_ASSERT(static_cast<size_t>(rows) <= R);
-  auto* base = static_cast<unsigned char*>(p_->h_sample_params);
-  auto* seeds = reinterpret_cast<uint64_t*>(base);
-  auto* steps = reinterpret_cast<int64_t*>(seeds + R);
-  auto* temp = reinterpret_cast<float*>(steps + R);
-  float* top_p = temp + R;
-  float* min_p = top_p + R;
-  auto* top_k = reinterpret_cast<int32_t*>(min_p + R);
+  const sample_params h = sample_params::carve(p_->h_sample_params, R);
   for (int i = 0; i < rows; ++i) {
-    seeds[i] = 0;
-    steps[i] = 0;
-    temp[i] = 0;
-    top_p[i] = 1;
-    min_p[i] = 0;
-    top_k[i] = 0;
+    h.seeds[i] = 0;
+    h.steps[i] = 0;
+    h.temperature[i] = 0;
+    h.top_p[i] = 1;
+    h.min_p[i] = 0;
+    h.top_k[i] = 0;
   }
   size_t r = 0;
   for (size_t i = 0; i < batch.entries.size(); ++i) {
@@ -209,26 +223,20 @@ void cuda_step_model::enqueue_sampling(const step_batch& batch, const step_plan&
     EV_ASSERT(r < batch.sampling.size(), "step asks for sampled ids without row_sampling for row ", r);
     const row_sampling& rs = batch.sampling[r++];
     const int row = plan.logit_row[i];
-    seeds[row] = rs.seed;
-    steps[row] = rs.step;
-    temp[row] = rs.temperature;
-    top_p[row] = rs.top_p;
-    min_p[row] = rs.min_p;
-    top_k[row] = rs.top_k;
+    h.seeds[row] = rs.seed;
+    h.steps[row] = rs.step;
+    h.temperature[row] = rs.temperature;
+    h.top_p[row] = rs.top_p;
+    h.min_p[row] = rs.min_p;
+    h.top_k[row] = rs.top_k;
   }
-  EV_STEP_CHECK(cudaMemcpyAsync(p_->d_sample_params, p_->h_sample_params, sample_param_bytes(R),
+  EV_STEP_CHECK(cudaMemcpyAsync(p_->d_sample_params, p_->h_sample_params, sample_params::bytes(R),
                                 cudaMemcpyHostToDevice, st));
-  const auto* d = static_cast<const unsigned char*>(p_->d_sample_params);
-  const auto* d_seeds = reinterpret_cast<const uint64_t*>(d);
-  const auto* d_steps = reinterpret_cast<const int64_t*>(d_seeds + R);
-  const auto* d_temp = reinterpret_cast<const float*>(d_steps + R);
-  const float* d_top_p = d_temp + R;
-  const float* d_min_p = d_top_p + R;
-  const auto* d_top_k = reinterpret_cast<const int32_t*>(d_min_p + R);
+  const sample_params d = sample_params::carve(p_->d_sample_params, R);
   kernels::uniforms_args ua;
   ua.n_rows = rows;
-  ua.seeds = d_seeds;
-  ua.steps = d_steps;
+  ua.seeds = d.seeds;
+  ua.steps = d.steps;
   ua.u = p_->d_uniforms;
   auto stt = kernels::fill_uniforms(ua, s);
   EV_THROW_IF_NOT_KIND(stt.ok(), internal, "cuda_step_model: fill_uniforms: ", stt.message);
@@ -237,10 +245,10 @@ void cuda_step_model::enqueue_sampling(const step_batch& batch, const step_plan&
   sa.vocab = static_cast<int>(model_.vocab_size());
   sa.logits = model_.logits();
   sa.stride = model_.vocab_size();
-  sa.temperature = d_temp;
-  sa.top_k = d_top_k;
-  sa.top_p = d_top_p;
-  sa.min_p = d_min_p;
+  sa.temperature = d.temperature;
+  sa.top_k = d.top_k;
+  sa.top_p = d.top_p;
+  sa.min_p = d.min_p;
   sa.uniforms = p_->d_uniforms;
   sa.ids = p_->d_sampled;
   stt = kernels::sample(sa, s);
