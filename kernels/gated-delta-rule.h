@@ -72,6 +72,12 @@ struct gdn_chunked_options {
                                // clusters of this many (2 or 4; sm_90 only) that load the shared chunk inputs once,
                                // by multicast bulk copies; 0 or 1 = no clusters (the default: clusters measured slower)
   bool wmma_scan = false;      // the previous (v7) WMMA scan with its shared-memory state, kept for comparison
+  bool fused = false;          // mma scan, v_tile 32, split output, no clusters: the chunk preparation runs inside the
+                               // scan's blocks, one chunk ahead (v13; one launch, the workspace is not used); false =
+                               // the separate preparation kernel (v12b)
+  bool cooperative = true;     // as `fused`, but the blocks of a key head share the preparation (v14: each prepares
+                               // every G-th chunk into the workspace and publishes it by a flag; one cooperative
+                               // launch; n_v_heads <= 2 n_k_heads and every block resident, else the next path)
   bool prepare_only = false;   // benchmarks: run only the per-chunk preparation kernel (outputs are not written)
 };
 
@@ -81,7 +87,7 @@ struct gdn_chunked_options {
 std::size_t gdn_chunked_workspace_bytes(const gdn_shape& shape);
 
 // Chunked prompt path (chunk 64). requires: d_k == d_v == 128; q, k, v and out 16-byte aligned with strides that
-// are multiples of 8 elements; workspace >= gdn_chunked_workspace_bytes(...), 256-byte aligned. Two launches on `stream`.
+// are multiples of 8 elements; workspace >= gdn_chunked_workspace_bytes(...), 256-byte aligned. One or two launches on `stream`.
 status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* workspace, std::size_t workspace_bytes,
                            stream_t stream, const gdn_chunked_options& options = {});
 

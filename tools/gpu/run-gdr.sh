@@ -2,18 +2,20 @@
 # One device call for the chunked gated delta rule, with binaries built elsewhere for sm_90a and carried in .gdr-bin/
 # (test_kernels_cuda, bench_kernels): the GDN tests, compute-sanitizer memcheck + racecheck on the small GDN cases,
 # then bench_kernels --gdn-only (old WMMA scan, mma scan, mma scan in clusters, in the same process). Logs go to $OUT.
-# Usage (on the GPU machine, repository root): tools/gpu/run-gdr.sh [--no-sanitizer] [--ncu]
+# Usage (on the GPU machine, repository root): tools/gpu/run-gdr.sh [--no-sanitizer] [--no-bench] [--ncu] [--ncu-fused]
 set -u
 OUT="${OUT:-$PWD/gpu-out}"
 BIN="${GDR_BIN:-.gdr-bin}"
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
-SAN=1; NCU=0
+SAN=1; NCU=0; NCUF=0; BENCH=1
 for a in "$@"; do
   case "$a" in
     --no-sanitizer) SAN=0 ;;
+    --no-bench) BENCH=0 ;;
     --ncu) NCU=1 ;;
+    --ncu-fused) NCUF=1 ;;
   esac
 done
 summary() { echo "$*" | tee -a "$OUT/summary.txt"; }
@@ -25,7 +27,7 @@ timeout 60 "$BIN/test_kernels_cuda" --gtest_filter='*Gdn*' > "$OUT/test-gdn.log"
 summary "test_kernels_cuda *Gdn* rc=$rc $(grep -E '^\[  (PASSED|FAILED)  \] [0-9]+ test' "$OUT/test-gdn.log" | tr '\n' ' ')"
 
 # The benchmark before the sanitizers, so that a call cut short by its time limit still has the numbers.
-timeout 60 "$BIN/bench_kernels" --gdn-only > "$OUT/bench.md" 2>&1; summary "bench rc=$?"
+if [ "$BENCH" = 1 ]; then timeout 60 "$BIN/bench_kernels" --gdn-only > "$OUT/bench.md" 2>&1; summary "bench rc=$?"; fi
 
 if [ "$SAN" = 1 ]; then
   export EVIDENT_KERNELS_SMALL=1
@@ -47,6 +49,13 @@ if [ "$NCU" = 1 ] && command -v ncu > /dev/null; then
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats \
     --section InstructionStats --section SourceCounters "$BIN/bench_kernels" --gdn-only > "$OUT/ncu.txt" 2>&1
   summary "ncu rc=$?"
+fi
+if [ "$NCUF" = 1 ] && command -v ncu > /dev/null; then
+  # The first launch of the fused kernel (v13, the default): stall reasons and the top stall locations.
+  timeout 200 ncu --kernel-name regex:'gdn_fused' --launch-count 1 --section SpeedOfLight --section Occupancy \
+    --section WarpStateStats --section SchedulerStats --section InstructionStats --section SourceCounters \
+    --section MemoryWorkloadAnalysis "$BIN/bench_kernels" --gdn-only > "$OUT/ncu-fused.txt" 2>&1
+  summary "ncu fused rc=$?"
 fi
 echo "================ failures ================"
 grep -E "Failure|Expected|Which is|actual|^\[  FAILED  \] [A-Za-z]" "$OUT/test-gdn.log" | cut -c1-200 | head -n 30
