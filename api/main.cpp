@@ -1,5 +1,8 @@
 // `evident`: the one executable. Dispatches to the subcommand table; converts errors into one line + exit code.
+#include <dlfcn.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -12,6 +15,21 @@
 namespace {
 
 using evident::cli::command;
+
+// OpenBLAS (linked for FAISS) starts a pool of threads when it loads, and they spin (sched_yield) for a while before
+// they sleep: CPU taken from the ingest workers on a 2-core machine, and about 0.04 s of wall time per process. evident
+// calls no BLAS routine that would use them (FAISS searches one query at a time, below its BLAS threshold; ingest
+// adds to flat indexes). The thread count is read in the library's constructor, before main and before anything
+// here could set OPENBLAS_NUM_THREADS, so the pool is stopped here instead, unless the user set that variable.
+// Looked up at run time: with another BLAS behind Debian's alternatives the symbols are absent and nothing happens.
+void stop_blas_threads() {
+  if (std::getenv("OPENBLAS_NUM_THREADS") != nullptr) return;
+  auto* set_threads = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  auto* shutdown = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "blas_thread_shutdown_"));
+  if (set_threads == nullptr || shutdown == nullptr) return;
+  set_threads(1);  // later BLAS calls run on the calling thread and start no pool again
+  shutdown();
+}
 
 // The table every subcommand is registered in (keep alphabetical).
 const std::vector<command>& commands() {
@@ -38,6 +56,7 @@ void print_help() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  stop_blas_threads();
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
       std::strcmp(argv[1], "help") == 0) {
     print_help();
