@@ -96,12 +96,23 @@ def main():
         ids = torch.randint(0, vocab, (1, n), generator=g).to(dev)
         model(input_ids=ids[:, :256], use_cache=False, logits_to_keep=1)  # warm-up
         sync(dev)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
         t = time.perf_counter()
-        model(input_ids=ids, use_cache=False, logits_to_keep=1)
-        sync(dev)
+        try:
+            model(input_ids=ids, use_cache=False, logits_to_keep=1)
+            sync(dev)
+        except torch.OutOfMemoryError as e:  # a row that says so, and the longer prompts are still tried
+            emit(what="prefill", tokens=n, error="out of memory: " + str(e).splitlines()[0][:200])
+            del ids
+            torch.cuda.empty_cache()
+            continue
         dt = time.perf_counter() - t
         emit(what="prefill", tokens=n, ms=round(dt * 1e3, 1), tok_s=round(n / dt, 1),
              max_mem_gb=round(torch.cuda.max_memory_allocated(dev) / 1e9, 2) if dev.type == "cuda" else None)
+        del ids
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":
