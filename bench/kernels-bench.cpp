@@ -358,24 +358,29 @@ int main(int argc, char** argv) {
               chunks * (2 * 64 * 64 * 2 + 3 * 64 * 4),
           0);
     }
-    // v14 (cooperative: the blocks of a key head share the preparation, beside the scan, one launch) against v12b
-    // (separate preparation kernel, then the split mma scan), alternating, three times each (run-to-run spread), and
-    // v13 (each block prepares its own chunks) once.
-    for (int rep = 0; rep < 7; ++rep) {
+    // The default, v14 (one cooperative launch: the blocks of a key head prepare the chunks beside the scan), against
+    // v12b (separate preparation kernel, then the split mma scan), alternating, three times each (run-to-run spread).
+    for (int rep = 0; rep < 6; ++rep) {
       gdn_chunked_options opt;
-      opt.cooperative = rep < 6 && rep % 2 == 0;
-      opt.fused = rep == 6;
+      opt.cooperative = rep % 2 == 0;
       const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
-      row("gdn chunked " + tag +
-              (opt.cooperative ? " tokens, v14 cooperative preparation"
-               : opt.fused     ? " tokens, v13 fused preparation"
-                               : " tokens, v12b prepare + mma scan"),
+      row("gdn chunked " + tag + (opt.cooperative ? " tokens, v14 cooperative (default)" : " tokens, v12b prepare + mma scan"),
           ms, bytes, flops);
+    }
+    // v14 pieces, for the analysis only (wrong results): the scan beside the producers without waiting for them, the
+    // producers alone, the scan alone (no producers).
+    for (int variant : {1, 2, 3}) {
+      gdn_chunked_options opt;
+      opt.coop_variant = variant;
+      const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
+      static const char* names[] = {"", "no flag waits (analysis only)", "producers only (analysis only)",
+                                    "consumers only (analysis only)"};
+      row("gdn chunked " + tag + " tokens, v14 " + names[variant], ms, bytes, flops);
     }
     // The split mma scan (separate preparation) with v_tile 32 in clusters of 1 (none; v12b) / 2 / 4 blocks.
     for (int cl : {1, 2, 4}) {
       gdn_chunked_options opt;
-      opt.fused = false;
+      opt.cooperative = false;
       opt.scan_cluster = cl;
       const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
       row("gdn chunked " + tag + " tokens, mma scan, v_tile 32, output split, cluster " + std::to_string(cl), ms,
@@ -386,7 +391,7 @@ int main(int argc, char** argv) {
       for (int vt : {32, 16, 64}) {
         if (vt == 64 && split) continue;  // v_tile 64 never splits (shared memory)
         gdn_chunked_options opt;
-        opt.fused = false;
+        opt.cooperative = false;
         opt.v_tile = vt;
         opt.split_output = split;
         const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);

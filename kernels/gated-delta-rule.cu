@@ -2,9 +2,11 @@
 // gated-delta-rule.h. Design notes: docs/kernels.md.
 //
 // Chunked path
-//   0. gdn_fused_scan_kernel (v13, the default where the mma scan runs, v_tile 32): one launch; the split mma scan
-//      below with the preparation of step 1 done by extra warps of the same block, one chunk ahead (see the comment
-//      above the kernel). Steps 1 and 2 remain selectable (options.fused = false) and serve the other variants.
+//   0. gdn_coop_scan_kernel (v14, the default where it applies: v_tile 32, n_v_heads <= 2 n_k_heads, the grid
+//      resident at once): one cooperative launch whose blocks run the split mma scan of step 2 and, in 4 more warps,
+//      prepare every G-th chunk of their key head (the work of step 1) into the workspace, published by flags; see
+//      the comment above the kernel. Steps 1 and 2 remain selectable (options.cooperative = false) and serve the
+//      other cases.
 //   1. gdn_prepare_kernel, one block per (chunk, key head), all chunks in parallel: L2-normalises q, k of the chunk
 //      (k and, for the mma scan, q written out), forms K K^T and Q K^T once on tensor cores (WMMA bf16, fp32
 //      accumulate), and for each value head of the key head writes to the workspace T = (I + L)^-1 (blocked forward
@@ -1152,52 +1154,28 @@ __global__ void __launch_bounds__((kSplit ? 2 : 1) * NW * 32, 1)
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
-// Kernel (v13, the default where the mma scan runs): the split mma scan with the chunk preparation inside the block,
-// one chunk ahead, so there is no second kernel and no workspace round trip.
-//
-// Block = (sequence, value head, 32 value columns), 8 warps: warps 0-1 are the chain warps and 2-3 the output warps
-// of the split mma scan (unchanged arithmetic); warps 4-7 prepare chunk c + 1 while the chain works on chunk c and
-// the output warps on chunk c - 1. Preparing a chunk: the raw q and k rows (prefetched into registers one chunk
-// earlier) are L2-normalised into the stage (bf16); exp(G), exp(G_last - G) and beta; K K^T and Q K^T on mma.sync
-// (warp w: KK^T or QK^T for the 16-row blocks {0, 3} or {1, 2}, 10 n8-tiles each), giving L (fp32) and P (bf16, into
-// the stage); T = (I + L)^-1: the 16x16 diagonal blocks by forward substitution in fp32, then two merge levels on tf32
-// mma.sync (T_10 = -D_1 L_10 D_0, T_32 likewise; T[32:64, 0:32] = -B (C A) with A, B the inverted 32x32 diagonal
-// blocks and C = L[32:64, 0:32]); the V tile by cp.async. The 8 blocks of a key head each prepare its chunks
-// (redundant tensor work, but it is off the chain and reads only q, k, g, beta, v from L2).
-// Shared memory: the inputs read by the output warps (q, P, exp(G)) rotate over 3 stages, the chain's (k, T, v,
-// exp(G_last - G), beta) over 2; one block barrier per chunk orders everything (the prepare warps also sync among
-// themselves on named barrier 1).
-constexpr int kFusedNW = 2;                       // column groups of 16 per block (32 value columns)
-constexpr int kFusedThreads = 4 * kFusedNW * 32;  // chain + output + prepare warps
-constexpr int kPrepFusedThreads = 128;            // the prepare warps
+// Kernel (v14, cooperative), pieces: the stages of the split mma scan with 32 value columns, split by lifetime, and
+// the tf32 mma.sync helpers of the T solve.
+constexpr int kCoopNW = 2;          // column groups of 16 per block (32 value columns)
+constexpr int kProducerThreads = 128;  // the producer warps
 
-struct fused_smem {
-  static constexpr int BV = 16 * kFusedNW;
+struct coop_stages {
+  static constexpr int BV = 16 * kCoopNW;
   static constexpr int kLdV = BV + 8;
   static constexpr int kLdO = 16 + 8;
-  struct qstage {  // read by the output warps one iteration after the chain warps
+  struct qstage {  // read by the output warps, one iteration after the chain warps: 3 in rotation
     nvbf q[kChunk * kLdQ];  // q / |q| * d_k^-1/2
     nvbf P[kChunk * kLdT];  // tril(Q K^T exp(G_i - G_j)); 16x16 blocks above the diagonal unused
     float eg[kChunk];       // exp(G_i)
   };
-  struct kstage {  // read by the chain warps
+  struct kstage {  // read by the chain warps only: 2 in rotation
     nvbf k[kChunk * kLdQ];  // k / |k|
     nvbf T[kChunk * kLdT];  // (I + L)^-1; 16x16 blocks above the diagonal unused
     nvbf v[kChunk * kLdV];
     float ed[kChunk];  // exp(G_last - G_i)
     float beta[kChunk];
   };
-  qstage qs[3];
-  kstage ks[2];
-  uint4 hand[2][kFusedNW][12][32];
-  nvbf o[kFusedNW][kChunk * kLdO];
-  float L[kChunk * kLdF];   // prepare: beta_i k_i.k_j exp(G_i - G_j), strictly lower blocks
-  float Tm[kChunk * kLdF];  // prepare: T in fp32; blocks above the diagonal are merge scratch
-  float G[kChunk];
-  float beta[kChunk];
 };
-
-static_assert(sizeof(fused_smem) <= 227 * 1024, "the fused scan's shared memory exceeds one SM's");
 
 __device__ __forceinline__ uint32_t to_tf32(float x) {
   uint32_t r;
@@ -1228,360 +1206,7 @@ __device__ __forceinline__ void tile_tf32(const float* A, const float* B, float*
   *reinterpret_cast<float2*>(C + (g + 8) * kLdF + 2 * q4) = make_float2(s * acc[2], s * acc[3]);
 }
 
-__device__ __forceinline__ void prep_bar() { asm volatile("bar.sync 1, %0;\n" ::"n"(kPrepFusedThreads) : "memory"); }
-
-// K K^T (kIsQ false: to L, masked j < i, times beta_i exp(G_i - G_j)) or Q K^T (kIsQ: to P in bf16, masked j <= i,
-// times exp(G_i - G_j)) for the 16-row block RB and its n8 column tiles 0 .. 2 RB + 1, one warp.
-template <int RB, bool kIsQ>
-__device__ __forceinline__ void fused_products(uint32_t a_base, uint32_t k_base, const float* G, const float* beta,
-                                               float* L, nvbf* P, int lane) {
-  constexpr int NT = 2 * (RB + 1);
-  const int g = lane >> 2, q4 = lane & 3;
-  const int rowB = (lane & 7) + ((lane >> 4) << 3), colB = ((lane >> 3) & 1) << 3;
-  float acc[NT][4];
-#pragma unroll
-  for (int j = 0; j < NT; ++j)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[j][e] = 0.f;
-#pragma unroll
-  for (int kk = 0; kk < 8; ++kk) {
-    uint32_t a[4];
-    ldsm_x4(a_base + uint32_t(((16 * RB + (lane & 15)) * kLdQ + 16 * kk + ((lane >> 4) << 3)) * 2), a);
-#pragma unroll
-    for (int np = 0; np <= RB; ++np) {
-      uint32_t b[4];
-      ldsm_x4(k_base + uint32_t(((16 * np + rowB) * kLdQ + 16 * kk + colB) * 2), b);
-      mma_bf16(acc[2 * np], a, b[0], b[1]);
-      mma_bf16(acc[2 * np + 1], a, b[2], b[3]);
-    }
-  }
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int i = 16 * RB + g + 8 * h;
-    const float gi = G[i], bi = beta[i];
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      const int j = 8 * nt + 2 * q4;
-      const float x0 = acc[nt][2 * h], x1 = acc[nt][2 * h + 1];
-      if constexpr (kIsQ) {
-        const float p0 = j <= i ? x0 * __expf(gi - G[j]) : 0.f, p1 = j + 1 <= i ? x1 * __expf(gi - G[j + 1]) : 0.f;
-        *reinterpret_cast<uint32_t*>(P + i * kLdT + j) = pack_bf16(p0, p1);
-      } else {
-        const float l0 = j < i ? bi * x0 * __expf(gi - G[j]) : 0.f, l1 = j + 1 < i ? bi * x1 * __expf(gi - G[j + 1]) : 0.f;
-        *reinterpret_cast<float2*>(L + i * kLdF + j) = make_float2(l0, l1);
-      }
-    }
-  }
-}
-
-__global__ void __launch_bounds__(kFusedThreads, 1) gdn_fused_scan_kernel(gdn_shape shape, gdn_args args) {
-  using SM = fused_smem;
-  constexpr int NW = kFusedNW, BV = SM::BV, kLdV = SM::kLdV, kLdO = SM::kLdO;
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-  SM& sm = *reinterpret_cast<SM*>(smem_raw);
-  const int n_vt = kDv / BV;
-  const int hv = blockIdx.x / n_vt, v0 = (blockIdx.x % n_vt) * BV, seq = blockIdx.y;
-  const int hk = hv / (shape.n_v_heads / shape.n_k_heads);
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q4 = lane & 3;
-  const bool is_out = warp >= NW && warp < 2 * NW, is_prep = warp >= 2 * NW;  // else a chain warp
-  const int cw = warp % NW;
-  const int vw = v0 + cw * 16;
-  const int seq_begin = args.cu_seqlens[seq], seq_len = args.cu_seqlens[seq + 1] - seq_begin;
-  const int n_chunks = (seq_len + kChunk - 1) / kChunk;
-  const int state_slot = args.state_slots ? args.state_slots[seq] : seq;
-  const std::size_t state_off = (std::size_t(state_slot) * shape.n_v_heads + hv) * kDk * kDv;
-  const int rowB = (lane & 7) + ((lane >> 4) << 3), colB = ((lane >> 3) & 1) << 3;
-  const int rowT = (lane & 7) + (((lane >> 3) & 1) << 3), colT = (lane >> 4) << 3;
-
-  // Prepare warps: raw q / k rows of the next chunk in registers (thread p: segment p & 15 of rows (p >> 4) + 8 i),
-  // g (warp 0) and beta (warp 1) as two consecutive tokens per lane.
-  const int ptid = tid - 2 * NW * 32, pw = warp - 2 * NW;
-  const int p_seg = ptid & 15, p_row = ptid >> 4;
-  uint4 rq[8], rk[8];
-  float2 rgb = make_float2(0.f, 0.f);
-  auto prefetch = [&](int c) {
-#pragma unroll
-    for (int i = 0; i < 8; ++i) rq[i] = rk[i] = make_uint4(0, 0, 0, 0);
-    rgb = make_float2(0.f, 0.f);
-    if (c >= n_chunks) return;
-    const int t0 = seq_begin + c * kChunk, len = min(kChunk, seq_len - c * kChunk);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int r = p_row + 8 * i;
-      if (r < len) {
-        rq[i] = *reinterpret_cast<const uint4*>(dev(args.q) + std::int64_t(t0 + r) * args.q_stride + hk * kDk + p_seg * 8);
-        rk[i] = *reinterpret_cast<const uint4*>(dev(args.k) + std::int64_t(t0 + r) * args.k_stride + hk * kDk + p_seg * 8);
-      }
-    }
-    if (pw < 2) {
-      const float* src = pw == 0 ? args.g : args.beta;
-      const int r = 2 * lane;
-      if (r < len) rgb.x = src[std::size_t(t0 + r) * shape.n_v_heads + hv];
-      if (r + 1 < len) rgb.y = src[std::size_t(t0 + r + 1) * shape.n_v_heads + hv];
-    }
-  };
-  auto prepare = [&](int c) {  // chunk c (< n_chunks) into qs[c % 3] and ks[c & 1]
-    typename SM::qstage& qs = sm.qs[c % 3];
-    typename SM::kstage& ks = sm.ks[c & 1];
-    const int t0 = seq_begin + c * kChunk, len = min(kChunk, seq_len - c * kChunk);
-    // V tile (rows past the sequence end zero-filled).
-#pragma unroll
-    for (int it = 0; it < 2; ++it) {
-      const int r = (ptid >> 2) + 32 * it, sgm = ptid & 3;
-      const bool valid = r < len;
-      cp_async16_zfill(smem_u32(ks.v + r * kLdV + sgm * 8),
-                       dev(args.v) + std::int64_t(valid ? t0 + r : t0) * args.v_stride + hv * kDv + v0 + sgm * 8,
-                       valid);
-    }
-    cp_async_commit();
-    // Normalised q (scaled) and k.
-    const float qscale = rsqrtf(float(kDk));
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int r = p_row + 8 * i;
-      float xq[8], xk[8];
-      const uint32_t wq[4] = {rq[i].x, rq[i].y, rq[i].z, rq[i].w}, wk[4] = {rk[i].x, rk[i].y, rk[i].z, rk[i].w};
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        const float2 a = bf16x2_to_float2(wq[u]), b = bf16x2_to_float2(wk[u]);
-        xq[2 * u] = a.x, xq[2 * u + 1] = a.y, xk[2 * u] = b.x, xk[2 * u + 1] = b.y;
-      }
-      float sq = 0.f, sk = 0.f;
-#pragma unroll
-      for (int u = 0; u < 8; ++u) sq += xq[u] * xq[u], sk += xk[u] * xk[u];
-#pragma unroll
-      for (int o = 8; o > 0; o >>= 1) {
-        sq += __shfl_xor_sync(0xffffffffu, sq, o);
-        sk += __shfl_xor_sync(0xffffffffu, sk, o);
-      }
-      const float iq = rsqrtf(sq + kNormEps) * qscale, ik = rsqrtf(sk + kNormEps);
-#pragma unroll
-      for (int u = 0; u < 8; ++u) xq[u] *= iq, xk[u] *= ik;
-      *reinterpret_cast<uint4*>(qs.q + r * kLdQ + p_seg * 8) = pack8h(xq);
-      *reinterpret_cast<uint4*>(ks.k + r * kLdQ + p_seg * 8) = pack8h(xk);
-    }
-    if (pw == 0) {  // G = in-chunk cumulative sum of g (padded rows: g = 0)
-      const float s1 = rgb.x + rgb.y;
-      float x = s1;
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const float up = __shfl_up_sync(0xffffffffu, x, o);
-        if (lane >= o) x += up;
-      }
-      const float G0 = x - s1 + rgb.x, G1 = x, Gl = __shfl_sync(0xffffffffu, x, 31);
-      *reinterpret_cast<float2*>(sm.G + 2 * lane) = make_float2(G0, G1);
-      *reinterpret_cast<float2*>(qs.eg + 2 * lane) = make_float2(__expf(G0), __expf(G1));
-      *reinterpret_cast<float2*>(ks.ed + 2 * lane) = make_float2(__expf(Gl - G0), __expf(Gl - G1));
-    } else if (pw == 1) {
-      *reinterpret_cast<float2*>(sm.beta + 2 * lane) = rgb;
-      *reinterpret_cast<float2*>(ks.beta + 2 * lane) = rgb;
-    }
-    prefetch(c + 1);  // consumed one iteration later: the loads' latency is hidden behind the rest
-    prep_bar();
-    {
-      const uint32_t kb = smem_u32(ks.k), qb = smem_u32(qs.q);
-      switch (pw) {
-        case 0:
-          fused_products<0, false>(kb, kb, sm.G, sm.beta, sm.L, qs.P, lane);
-          fused_products<3, false>(kb, kb, sm.G, sm.beta, sm.L, qs.P, lane);
-          break;
-        case 1:
-          fused_products<1, false>(kb, kb, sm.G, sm.beta, sm.L, qs.P, lane);
-          fused_products<2, false>(kb, kb, sm.G, sm.beta, sm.L, qs.P, lane);
-          break;
-        case 2:
-          fused_products<0, true>(qb, kb, sm.G, sm.beta, sm.L, qs.P, lane);
-          fused_products<3, true>(qb, kb, sm.G, sm.beta, sm.L, qs.P, lane);
-          break;
-        default:
-          fused_products<1, true>(qb, kb, sm.G, sm.beta, sm.L, qs.P, lane);
-          fused_products<2, true>(qb, kb, sm.G, sm.beta, sm.L, qs.P, lane);
-          break;
-      }
-    }
-    prep_bar();
-    float* const Tm = sm.Tm;
-    const float* const L = sm.L;
-    if (ptid < kChunk) {  // diagonal blocks D_b = (I + L_bb)^-1, one thread per column, full 16x16 (zeros above)
-      const int base = (ptid >> 4) * 16, col = ptid & 15;
-      float x[16];
-#pragma unroll
-      for (int i = 0; i < 16; ++i) {
-        float acc = (i == col) ? 1.f : 0.f;
-#pragma unroll
-        for (int m = 0; m < i; ++m) acc -= L[(base + i) * kLdF + base + m] * x[m];
-        x[i] = acc;
-      }
-#pragma unroll
-      for (int i = 0; i < 16; ++i) Tm[(base + i) * kLdF + base + col] = x[i];
-    }
-    prep_bar();
-    {  // Level 1, merge m = pw >> 1 of the blocks r0 = 2m, r1 = 2m + 1, n8 tile h: Y = L_10 D_0 into the unused block
-       // (r0, r1) of Tm, then T_10 = -D_1 Y.
-      const int r0 = 2 * (pw >> 1), r1 = r0 + 1, h = pw & 1;
-      float* Y = Tm + 16 * r0 * kLdF + 16 * r1;
-      tile_tf32<false>(L + 16 * r1 * kLdF + 16 * r0, Tm + 16 * r0 * kLdF + 16 * r0 + 8 * h, Y + 8 * h, 0, 16, lane);
-      prep_bar();
-      tile_tf32<true>(Tm + 16 * r1 * kLdF + 16 * r1, Y + 8 * h, Tm + 16 * r1 * kLdF + 16 * r0 + 8 * h, 0, 16, lane);
-    }
-    prep_bar();
-    {  // Level 2: A = T[0:32, 0:32], B = T[32:64, 32:64] (lower triangular), C = L[32:64, 0:32].
-       // Z = C A into Tm[0:32, 32:64] (unused), then T[32:64, 0:32] = -B Z. Warp pw: row tile mt = pw >> 1 (16 rows),
-       // column block nb = pw & 1 (two n8 tiles). A's block (0, 1) and B's block (2, 3) hold scratch: the k ranges
-       // skip them (A[k][n] = 0 for k < 16 nb; B[i][k] = 0 for k >= 16 (mt + 1)).
-      const int mt = pw >> 1, nb = pw & 1;
-      float* Z = Tm + 32;
-#pragma unroll
-      for (int e = 0; e < 2; ++e)
-        tile_tf32<false>(L + (32 + 16 * mt) * kLdF, Tm + 16 * nb + 8 * e, Z + 16 * mt * kLdF + 16 * nb + 8 * e,
-                         16 * nb, 32, lane);
-      prep_bar();
-#pragma unroll
-      for (int e = 0; e < 2; ++e)
-        tile_tf32<true>(Tm + (32 + 16 * mt) * kLdF + 32, Z + 16 * nb + 8 * e,
-                        Tm + (32 + 16 * mt) * kLdF + 16 * nb + 8 * e, 0, 16 * (mt + 1), lane);
-    }
-    prep_bar();
-    // T (blocks on and below the diagonal) to the stage in bf16.
-    for (int e = ptid * 4; e < kChunk * kChunk; e += kPrepFusedThreads * 4) {
-      const int i = e >> 6, j0 = e & 63;
-      if ((j0 >> 4) > (i >> 4)) continue;
-      const float4 t = *reinterpret_cast<const float4*>(Tm + i * kLdF + j0);
-      *reinterpret_cast<uint2*>(ks.T + i * kLdT + j0) = make_uint2(pack_bf16(t.x, t.y), pack_bf16(t.z, t.w));
-    }
-    cp_async_wait_all();  // the V tile; the caller's next block barrier publishes it
-  };
-  // Each role runs its own loop over the same n_chunks + 2 iterations, one block barrier at the top of each:
-  // iteration c prepares chunk c + 1, runs the chain on chunk c and the output of chunk c - 1.
-  if (is_prep) {
-    prefetch(0);
-    for (int c = -1; c <= n_chunks; ++c) {
-      __syncthreads();
-      if (c + 1 < n_chunks) prepare(c + 1);
-    }
-  } else if (is_out) {
-    for (int c = -1; c <= n_chunks; ++c) {
-      __syncthreads();
-      if (c < 1) continue;
-      const int cp = c - 1;
-      const uint4* hp = &sm.hand[cp & 1][cw][0][lane];
-      uint32_t sa[8][4], va[4][4];
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const uint4 x = hp[32 * i];
-        sa[i][0] = x.x, sa[i][1] = x.y, sa[i][2] = x.z, sa[i][3] = x.w;
-      }
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const uint4 x = hp[32 * (8 + i)];
-        va[i][0] = x.x, va[i][1] = x.y, va[i][2] = x.z, va[i][3] = x.w;
-      }
-      mma_scan_output(sm.qs[cp % 3], sa, va, sm.o[cw], kLdO, args.out, args.out_stride, seq_begin + cp * kChunk,
-                      min(kChunk, seq_len - cp * kChunk), hv * kDv + vw, lane);
-    }
-  } else {
-    float sacc[16][4];  // S^T, as in gdn_mma_scan_kernel
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        sacc[j][e] = args.initial_state ? args.initial_state[state_off + std::size_t(8 * j + 2 * q4 + (e & 1)) * kDv +
-                                                             vw + g + 8 * (e >> 1)]
-                                        : 0.f;
-    for (int c = -1; c <= n_chunks; ++c) {
-      __syncthreads();
-      if (c < 0 || c >= n_chunks) continue;
-      const typename SM::kstage& st = sm.ks[c & 1];
-      const float* const eg = sm.qs[c % 3].eg;
-      const uint32_t sk = smem_u32(st.k), sT = smem_u32(st.T), sv = smem_u32(st.v);
-      uint32_t sa[8][4];
-      acc_to_a<8>(sacc, sa);
-      float xacc[8][4];
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) xacc[j][e] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < 8; ++kk)
-#pragma unroll
-        for (int np = 0; np < 4; ++np) {
-          uint32_t b[4];
-          ldsm_x4(sk + uint32_t(((16 * np + rowB) * kLdQ + 16 * kk + colB) * 2), b);
-          mma_bf16(xacc[2 * np], sa[kk], b[0], b[1]);
-          mma_bf16(xacc[2 * np + 1], sa[kk], b[2], b[3]);
-        }
-#pragma unroll
-      for (int jp = 0; jp < 4; ++jp) {
-        uint32_t vv[4];
-        ldsm_x4_t(sv + uint32_t(((16 * jp + rowB) * kLdV + cw * 16 + colB) * 2), vv);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int j = 2 * jp + h, t = 8 * j + 2 * q4;
-          const float2 e2 = *reinterpret_cast<const float2*>(eg + t);
-          const float2 be = *reinterpret_cast<const float2*>(st.beta + t);
-          const float2 va = bf16x2_to_float2(vv[2 * h]), vb = bf16x2_to_float2(vv[2 * h + 1]);
-          xacc[j][0] = be.x * (va.x - e2.x * xacc[j][0]);
-          xacc[j][1] = be.y * (va.y - e2.y * xacc[j][1]);
-          xacc[j][2] = be.x * (vb.x - e2.x * xacc[j][2]);
-          xacc[j][3] = be.y * (vb.y - e2.y * xacc[j][3]);
-        }
-      }
-      uint32_t ya[4][4];
-      acc_to_a<4>(xacc, ya);
-      float vacc[8][4];
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) vacc[j][e] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-        for (int np = kk; np < 4; ++np) {
-          uint32_t b[4];
-          ldsm_x4(sT + uint32_t(((16 * np + rowB) * kLdT + 16 * kk + colB) * 2), b);
-          mma_bf16(vacc[2 * np], ya[kk], b[0], b[1]);
-          mma_bf16(vacc[2 * np + 1], ya[kk], b[2], b[3]);
-        }
-      uint32_t va[4][4];
-      acc_to_a<4>(vacc, va);
-      {
-        uint4* hp = &sm.hand[c & 1][cw][0][lane];
-#pragma unroll
-        for (int i = 0; i < 8; ++i) hp[32 * i] = make_uint4(sa[i][0], sa[i][1], sa[i][2], sa[i][3]);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) hp[32 * (8 + i)] = make_uint4(va[i][0], va[i][1], va[i][2], va[i][3]);
-      }
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const float2 ed = *reinterpret_cast<const float2*>(st.ed + 8 * j + 2 * q4);
-        vacc[j][0] *= ed.x, vacc[j][1] *= ed.y, vacc[j][2] *= ed.x, vacc[j][3] *= ed.y;
-      }
-      uint32_t vda[4][4];
-      acc_to_a<4>(vacc, vda);
-      const float decay_last = eg[kChunk - 1];
-#pragma unroll
-      for (int j = 0; j < 16; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) sacc[j][e] *= decay_last;
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-        for (int np = 0; np < 8; ++np) {
-          uint32_t b[4];
-          ldsm_x4_t(sk + uint32_t(((16 * kk + rowT) * kLdQ + 16 * np + colT) * 2), b);
-          mma_bf16(sacc[2 * np], vda[kk], b[0], b[1]);
-          mma_bf16(sacc[2 * np + 1], vda[kk], b[2], b[3]);
-        }
-    }
-    if (args.final_state) {
-#pragma unroll
-      for (int j = 0; j < 16; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          args.final_state[state_off + std::size_t(8 * j + 2 * q4 + (e & 1)) * kDv + vw + g + 8 * (e >> 1)] = sacc[j][e];
-    }
-  }
-}
+__device__ __forceinline__ void prep_bar() { asm volatile("bar.sync 1, %0;\n" ::"n"(kProducerThreads) : "memory"); }
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Kernel (v14, cooperative): one launch in which every block is both a consumer (the split mma scan of v12b, 2 chain +
@@ -1599,12 +1224,12 @@ __global__ void __launch_bounds__(kFusedThreads, 1) gdn_fused_scan_kernel(gdn_sh
 constexpr int kCoopThreads = 256;  // warps 0-1 chain, 2-3 output, 4-7 produce
 
 struct coop_smem {
-  using qstage = fused_smem::qstage;
-  using kstage = fused_smem::kstage;
+  using qstage = coop_stages::qstage;
+  using kstage = coop_stages::kstage;
   qstage qs[3];
   kstage ks[2];
-  uint4 hand[2][kFusedNW][12][32];
-  nvbf o[kFusedNW][kChunk * fused_smem::kLdO];
+  uint4 hand[2][kCoopNW][12][32];
+  nvbf o[kCoopNW][kChunk * coop_stages::kLdO];
   union {
     struct {
       nvbf q[kChunk * kLdQ];  // normalised q, k of the chunk being prepared (the products' operands)
@@ -1689,10 +1314,15 @@ __device__ __forceinline__ void coop_epilogue_P(const float (&acc)[2 * (RB + 1)]
   }
 }
 
+// kDebug (benchmarks only, for the analysis): 1 = consumers skip the flag waits (wrong results: the scan's time beside
+// the producers), 2 = producers only (consumers return at once), 3 = consumers only (no producers, no waits).
+// Measured and dropped (H100): a fence by every producer thread before the publishing barrier (+0.05 ms), producers
+// held to at most 16 / 32 chunks ahead of their block's consumers (+0.15 / +0.12 ms).
+template <int kDebug>
 __global__ void __launch_bounds__(kCoopThreads, 1)
     gdn_coop_scan_kernel(gdn_shape shape, gdn_args args, workspace_view ws, unsigned* flags) {
   using SM = coop_smem;
-  constexpr int NW = kFusedNW, BV = fused_smem::BV, kLdV = fused_smem::kLdV, kLdO = fused_smem::kLdO;
+  constexpr int NW = kCoopNW, BV = coop_stages::BV, kLdV = coop_stages::kLdV, kLdO = coop_stages::kLdO;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   SM& sm = *reinterpret_cast<SM*>(smem_raw);
   const int n_vt = kDv / BV;
@@ -1707,6 +1337,7 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
 
   if (warp >= 2 * NW) {
     // ---- producer: chunks member, member + n_members, ... of this sequence and key head.
+    if (kDebug == 3) return;
     const int ptid = tid - 2 * NW * 32, pw = warp - 2 * NW;
     const int p_seg = ptid & 15, p_row = ptid >> 4;
     uint4 rq[8], rk[8];
@@ -1751,7 +1382,8 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
         for (int i = 0; i < 16; ++i) Tm[(base + i) * kLdF + base + col] = x[i];
       }
       prep_bar();
-      {  // level 1 (see gdn_fused_scan_kernel)
+      {  // Level 1, merge m = pw >> 1 of the blocks r0 = 2m, r1 = 2m + 1, n8 tile h: Y = L_10 D_0 into the unused
+         // block (r0, r1) of Tm, then T_10 = -D_1 Y.
         const int r0 = 2 * (pw >> 1), r1 = r0 + 1, h = pw & 1;
         float* Y = Tm + 16 * r0 * kLdF + 16 * r1;
         tile_tf32<false>(L + 16 * r1 * kLdF + 16 * r0, Tm + 16 * r0 * kLdF + 16 * r0 + 8 * h, Y + 8 * h, 0, 16, lane);
@@ -1759,7 +1391,10 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
         tile_tf32<true>(Tm + 16 * r1 * kLdF + 16 * r1, Y + 8 * h, Tm + 16 * r1 * kLdF + 16 * r0 + 8 * h, 0, 16, lane);
       }
       prep_bar();
-      {  // level 2
+      {  // Level 2: A = T[0:32, 0:32], B = T[32:64, 32:64] (lower triangular), C = L[32:64, 0:32]. Z = C A into
+         // Tm[0:32, 32:64] (unused), then T[32:64, 0:32] = -B Z. Warp pw: row tile mt = pw >> 1 (16 rows), column
+         // block nb = pw & 1 (two n8 tiles). A's block (0, 1) and B's block (2, 3) hold scratch: the k ranges skip
+         // them (A[k][n] = 0 for k < 16 nb; B[i][k] = 0 for k >= 16 (mt + 1)).
         const int mt = pw >> 1, nb = pw & 1;
         float* Z = Tm + 32;
 #pragma unroll
@@ -1774,7 +1409,7 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
       }
       prep_bar();
       nvbf* T = ws.T + head_slot * kTileT;
-      for (int e = ptid * 4; e < kChunk * kChunk; e += kPrepFusedThreads * 4) {
+      for (int e = ptid * 4; e < kChunk * kChunk; e += kProducerThreads * 4) {
         const int i = e >> 6, j0 = e & 63;
         if ((j0 >> 4) > (i >> 4)) continue;
         const float4 t = *reinterpret_cast<const float4*>(Tm + i * kLdF + j0);
@@ -1883,10 +1518,13 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
           solve(head_slot0 + r);
         }
       }
-      // Publish: every producer thread's workspace writes, then the flag (release at GPU scope).
-      __threadfence();
+      // Publish: the barrier orders every producer thread's workspace writes before thread 0's fence and release store
+      // of the flag (cumulative at GPU scope), as a grid barrier does.
       prep_bar();
-      if (ptid == 0) st_release(flags + slot * shape.n_k_heads + hk, 1u);
+      if (ptid == 0) {
+        __threadfence();
+        st_release(flags + slot * shape.n_k_heads + hk, 1u);
+      }
     }
     return;
   }
@@ -1903,14 +1541,16 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
     const std::size_t slot = std::size_t(slot0 + c);
     const std::size_t kslot = slot * shape.n_k_heads + hk, head_slot = slot * shape.n_v_heads + hv;
     const unsigned* flag = flags + kslot;
-    while (ld_acquire(flag) == 0) __nanosleep(64);
+    if (kDebug == 0)
+      while (ld_acquire(flag) == 0) __nanosleep(64);
     const uint32_t qsb = smem_u32(&sm.qs[c % 3]), ksb = smem_u32(&sm.ks[c & 1]);
     constexpr uint32_t kOffQ = offsetof(SM::qstage, q), kOffP = offsetof(SM::qstage, P),
                        kOffEg = offsetof(SM::qstage, eg), kOffK = offsetof(SM::kstage, k),
                        kOffT = offsetof(SM::kstage, T), kOffV = offsetof(SM::kstage, v),
                        kOffEd = offsetof(SM::kstage, ed), kOffBeta = offsetof(SM::kstage, beta);
-    // q, k: 64 padded rows = 1088 contiguous 16-byte segments; T, P: 576 (the padding and the blocks above the
-    // diagonal come along and are never read).
+    // q, k: 64 padded rows = 1088 contiguous 16-byte segments; T, P: 576. The padding and the blocks above the
+    // diagonal come along and are never read: whole contiguous tiles measured faster than the v12b per-row copies
+    // that skip them (H100: 1.28-1.34 vs 1.43-1.45 ms).
     const nvbf* qn = ws.Qe + kslot * kTileQ + ctid * 8;
     const nvbf* kn = ws.Kn + kslot * kTileQ + ctid * 8;
 #pragma unroll
@@ -1941,8 +1581,8 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
       cp_async16_s(dst + uint32_t(sgm * 16), src);
     }
   };
-  static_assert(kTileQ % (8 * 64) == 0 && kTileT % (8 * 64) == 0, "copy loops assume whole rounds");
 
+  if (kDebug == 2) return;
   if (is_out) {
     if (n_chunks > 0) issue(0);
     cp_async_commit();
@@ -2183,18 +1823,20 @@ std::size_t gdn_chunked_workspace_bytes(const gdn_shape& shape) {
 
 // The cooperative scan (v14) where it applies and every block can be resident at once (*launched = true); else
 // nothing is enqueued and the caller takes another path.
+template <int kDebug>
 static status launch_coop(const gdn_shape& shape, const gdn_args& args, const workspace_view& ws, void* workspace,
                           stream_t stream, bool* launched) {
   *launched = false;
   if (shape.n_v_heads > 2 * shape.n_k_heads) return status::success();
   int dev = 0, sms = 0, coop = 0, per_sm = 0;
   const int smem = int(sizeof(coop_smem));
+  const auto kernel = gdn_coop_scan_kernel<kDebug>;
   EV_CUDA_CHECK(cudaGetDevice(&dev));
   EV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   EV_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
-  EV_CUDA_CHECK(cudaFuncSetAttribute(gdn_coop_scan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  EV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gdn_coop_scan_kernel, kCoopThreads, smem));
-  const dim3 grid(shape.n_v_heads * (kDv / fused_smem::BV), shape.n_seq);
+  EV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  EV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kCoopThreads, smem));
+  const dim3 grid(shape.n_v_heads * (kDv / coop_stages::BV), shape.n_seq);
   if (!coop || std::int64_t(per_sm) * sms < std::int64_t(grid.x) * grid.y) return status::success();
   const std::size_t slots = std::size_t(n_slots_for(shape.n_tokens, shape.n_seq));
   unsigned* flags = reinterpret_cast<unsigned*>(static_cast<char*>(workspace) + view_bytes(shape));
@@ -2203,7 +1845,7 @@ static status launch_coop(const gdn_shape& shape, const gdn_args& args, const wo
   gdn_args ar = args;
   workspace_view wv = ws;
   void* kargs[] = {&sh, &ar, &wv, &flags};
-  EV_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(gdn_coop_scan_kernel), grid,
+  EV_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), grid,
                                             dim3(kCoopThreads), kargs, std::size_t(smem), stream));
   *launched = true;
   return status::success();
@@ -2290,15 +1932,15 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
     if (options.cooperative && vt == 32 && options.split_output && options.scan_cluster <= 1 &&
         !options.prepare_only) {
       bool launched = false;
-      if (auto st = launch_coop(shape, args, ws, workspace, stream, &launched); !st.ok() || launched) return st;
-    }
-    if (options.fused && vt == 32 && options.split_output && options.scan_cluster <= 1 && !options.prepare_only) {
-      const int smem = int(sizeof(fused_smem));
-      EV_CUDA_CHECK(cudaFuncSetAttribute(gdn_fused_scan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-      gdn_fused_scan_kernel<<<dim3(shape.n_v_heads * (kDv / fused_smem::BV), shape.n_seq), kFusedThreads, smem,
-                              stream>>>(shape, args);
-      EV_CUDA_CHECK_LAUNCH("gdn_fused_scan_kernel");
-      return status::success();
+      auto launch = [&]() -> status {
+        switch (options.coop_variant) {
+          case 1: return launch_coop<1>(shape, args, ws, workspace, stream, &launched);
+          case 2: return launch_coop<2>(shape, args, ws, workspace, stream, &launched);
+          case 3: return launch_coop<3>(shape, args, ws, workspace, stream, &launched);
+          default: return launch_coop<0>(shape, args, ws, workspace, stream, &launched);
+        }
+      };
+      if (auto st = launch(); !st.ok() || launched) return st;
     }
     EV_CUDA_CHECK(
         cudaFuncSetAttribute(gdn_prepare_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, prep_bytes));

@@ -64,30 +64,33 @@ struct gdn_args {
 
 // Tuning knobs of the chunked kernel (0 = the default measured best).
 struct gdn_chunked_options {
-  int v_tile = 0;              // value columns per scan block: 16, 32 or 64 (default 32; the mma scan keeps 64
-                               // without split_output: 3 stages do not fit in shared memory)
-  int scan_warps = 0;          // wmma_scan only: warps per scan block, 8 or 16 (default 16)
-  bool split_output = true;    // mma scan: the output product in separate warps, one chunk behind the state chain
-  int scan_cluster = 0;        // mma scan with split_output, v_tile 16 or 32: the blocks of a value head in thread-block
-                               // clusters of this many (2 or 4; sm_90 only) that load the shared chunk inputs once,
-                               // by multicast bulk copies; 0 or 1 = no clusters (the default: clusters measured slower)
-  bool wmma_scan = false;      // the previous (v7) WMMA scan with its shared-memory state, kept for comparison
-  bool fused = false;          // mma scan, v_tile 32, split output, no clusters: the chunk preparation runs inside the
-                               // scan's blocks, one chunk ahead (v13; one launch, the workspace is not used); false =
-                               // the separate preparation kernel (v12b)
-  bool cooperative = true;     // as `fused`, but the blocks of a key head share the preparation (v14: each prepares
-                               // every G-th chunk into the workspace and publishes it by a flag; one cooperative
-                               // launch; n_v_heads <= 2 n_k_heads and every block resident, else the next path)
-  bool prepare_only = false;   // benchmarks: run only the per-chunk preparation kernel (outputs are not written)
+  int v_tile = 0;             // value columns per scan block: 16, 32 or 64 (default 32; the mma scan keeps 64
+                              // without split_output: 3 stages do not fit in shared memory)
+  int scan_warps = 0;         // wmma_scan only: warps per scan block, 8 or 16 (default 16)
+  bool split_output = true;   // mma scan: the output product in separate warps, one chunk behind the state chain
+  int scan_cluster = 0;       // mma scan with split_output, v_tile 16 or 32: the blocks of a value head in thread-block
+                              // clusters of this many (2 or 4; sm_90 only) that load the shared chunk inputs once,
+                              // by multicast bulk copies; 0 or 1 = no clusters (the default: clusters measured slower)
+  bool wmma_scan = false;     // the previous (v7) WMMA scan with its shared-memory state, kept for comparison
+  bool cooperative = true;    // mma scan, v_tile 32, split output, no clusters (the default): one cooperative launch
+                              // whose blocks also prepare the chunks, beside the scan (v14: each block prepares
+                              // every G-th chunk of its key head into the workspace and publishes it by a flag).
+                              // Needs n_v_heads <= 2 n_k_heads and every block resident at once, else (or false)
+                              // the separate preparation kernel, then the scan (v12b)
+  int coop_variant = 0;       // cooperative, benchmarks only (1-3 give wrong results): 1 = consumers skip the flag
+                              // waits, 2 = producers only, 3 = consumers only (no producers, no waits)
+  bool prepare_only = false;  // benchmarks: run only the per-chunk preparation kernel (outputs are not written)
 };
 
 // Bytes of device workspace gdn_chunked_forward needs for `shape` (per chunk, for at most n_tokens/64 + n_seq
 // chunks: prepared q per value head (the WMMA scan; the mma scan uses a key head's share of it) and k per key head,
-// T and masked QK^T in bf16, decays and betas in fp32; about 3x the bytes of q, k and v together).
+// T and masked QK^T in bf16, decays and betas in fp32, and a uint32 flag per chunk and key head for the cooperative
+// scan; about 3x the bytes of q, k and v together).
 std::size_t gdn_chunked_workspace_bytes(const gdn_shape& shape);
 
 // Chunked prompt path (chunk 64). requires: d_k == d_v == 128; q, k, v and out 16-byte aligned with strides that
-// are multiples of 8 elements; workspace >= gdn_chunked_workspace_bytes(...), 256-byte aligned. One or two launches on `stream`.
+// are multiples of 8 elements; workspace >= gdn_chunked_workspace_bytes(...), 256-byte aligned. Enqueues on `stream`:
+// a flag memset and one cooperative launch (v14), or two launches.
 status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* workspace, std::size_t workspace_bytes,
                            stream_t stream, const gdn_chunked_options& options = {});
 

@@ -189,11 +189,10 @@ TEST_P(GdnCuda, MatchesReference) {
   // relative) with fp32 accumulation and an fp32 master state; a handful of chained roundings gives ~5e-3 rel-L2,
   // and fla's own tests accept similar. Tolerance 1.5e-2 for out and state.
   // Variants 0-2: the mma scan (default: output in separate warps) with 16, 32, 64 value columns per block (32: the
-  // default, v13, with the preparation inside the scan's blocks); 3: the mma scan without the output split; 4-5: the
-  // WMMA scan; 6-9: the split mma scan after the separate preparation kernel with v_tile 32 in clusters of 1 (none,
-  // v12b), 2 and 4 blocks, and v_tile 16 in clusters of 4; 10: v_tile 32 with the preparation shared by the blocks of
-  // a key head in one cooperative launch (v14).
-  for (int variant = 0; variant < 11; ++variant) {
+  // default, v14, one cooperative launch in which the blocks of a key head also prepare the chunks); 3: the mma scan
+  // without the output split; 4-5: the WMMA scan; 6-9: the split mma scan after the separate preparation kernel with
+  // v_tile 32 in clusters of 1 (none, v12b), 2 and 4 blocks, and v_tile 16 in clusters of 4.
+  for (int variant = 0; variant < 10; ++variant) {
     const bool wmma = variant == 4 || variant == 5;
     const int vt = variant == 0 || variant == 9 ? 16 : variant == 2 ? 64 : 32, warps = variant == 5 ? 8 : 16;
     const int cluster = variant == 6 ? 1 : variant == 7 ? 2 : variant == 8 || variant == 9 ? 4 : 0;
@@ -205,15 +204,13 @@ TEST_P(GdnCuda, MatchesReference) {
     opt.wmma_scan = wmma;
     opt.split_output = variant != 3;
     opt.scan_cluster = cluster;
-    opt.fused = variant == 1;
-    opt.cooperative = variant == 10;
+    opt.cooperative = variant == 1;
     KERNEL_OK(gdn_chunked_forward(s, a, ws.p, ws.n, nullptr, opt));
     char label[80];
     std::snprintf(label, sizeof label, "chunked %s v_tile %d%s, cluster %d", wmma ? "wmma" : "mma", vt,
                   wmma            ? (warps == 8 ? ", 8 warps" : ", 16 warps")
                   : variant == 3  ? ", no output split"
-                  : variant == 1  ? ", fused preparation"
-                  : variant == 10 ? ", cooperative preparation"
+                  : variant == 1  ? ", cooperative (v14)"
                                   : "",
                   cluster);
     auto [co, cs] = check(label);

@@ -51,8 +51,8 @@ if [ "$NCU" = 1 ] && command -v ncu > /dev/null; then
   summary "ncu rc=$?"
 fi
 if [ "$NCUF" = 1 ] && command -v ncu > /dev/null; then
-  # The first launch of the fused kernel (v13, the default): stall reasons and the top stall locations.
-  timeout 200 ncu --kernel-name regex:'gdn_fused' --launch-count 1 --section SpeedOfLight --section Occupancy \
+  # The first launch of the cooperative kernel (v14, the default): stall reasons and the top stall locations.
+  timeout 200 ncu --kernel-name regex:'gdn_coop' --launch-count 1 --section SpeedOfLight --section Occupancy \
     --section WarpStateStats --section SchedulerStats --section InstructionStats --section SourceCounters \
     --section MemoryWorkloadAnalysis "$BIN/bench_kernels" --gdn-only > "$OUT/ncu-fused.txt" 2>&1
   summary "ncu fused rc=$?"
