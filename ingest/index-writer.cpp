@@ -78,8 +78,8 @@ index_writer::index_writer(store& s, const ingest_options& opt) : s_(s), opt_(op
     // Fewer, larger WAL checkpoints while writing (each one fsyncs): 32 MiB of WAL at 4 KiB pages, the setting the
     // connection keeps afterwards; while this writer lives, checkpoints run on a background thread.
     s.db().exec("PRAGMA wal_autocheckpoint=8192; PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY");
-    // Background checkpoints are asked for every 2048 frames (the default): the frames left at the end are copied
-    // by the final checkpoint() (with 8192, SciFact's whole WAL was left to the closing connection).
+    // Background checkpoints (wal-checkpointer.h has the defaults): the frames left at the end are copied by the final
+    // checkpoint() (with requests every 8192 frames, SciFact's whole WAL was left to the closing connection).
     checkpointer_ = std::make_unique<wal_checkpointer>(s.db(), s.dir() / store::db_file);
     // The FTS file: detached from this connection while the writer lives (fts-writer.h), synced with `chunks`, then
     // written by the FTS thread.
