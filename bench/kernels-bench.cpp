@@ -369,12 +369,16 @@ int main(int argc, char** argv) {
     }
     // v14 pieces, for the analysis only (wrong results): the scan beside the producers without waiting for them, the
     // producers alone, the scan alone (no producers).
-    for (int variant : {1, 2, 3}) {
+    for (int variant : {1, 2, 3, 5, 4, 0, 4, 0, 4}) {
       gdn_chunked_options opt;
       opt.coop_variant = variant;
       const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
-      static const char* names[] = {"", "no flag waits (analysis only)", "producers only (analysis only)",
-                                    "consumers only (analysis only)"};
+      static const char* names[] = {"(default, again)",
+                                    "no flag waits (analysis only)",
+                                    "producers only (analysis only)",
+                                    "consumers only (analysis only)",
+                                    "bulk copies",
+                                    "bulk copies, consumers only (analysis only)"};
       row("gdn chunked " + tag + " tokens, v14 " + names[variant], ms, bytes, flops);
     }
     // The split mma scan (separate preparation) with v_tile 32 in clusters of 1 (none; v12b) / 2 / 4 blocks.

@@ -755,6 +755,18 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
   } while (!done);
 #endif
 }
+// `bytes` (a multiple of 16) from global `src` to shared offset `dst` of this block, completing `bytes` transactions on
+// the mbarrier at offset `bar`.
+__device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+#if EV_GDN_SM90
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+#else
+  (void)dst, (void)src, (void)bytes, (void)bar;
+  __trap();
+#endif
+}
 // `bytes` (a multiple of 16) from global `src` to shared offset `dst` of every block in `mask`, completing `bytes`
 // transactions on the mbarrier at offset `bar` of each of them.
 __device__ __forceinline__ void bulk_copy_multicast(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar,
@@ -1242,6 +1254,7 @@ struct coop_smem {
   } p;
   float G[2][kChunk];
   float beta[2][kChunk];
+  unsigned long long qbar[3], kbar[2];  // kBulk: the bulk copies of stage qs[i] / ks[i] have landed
 };
 static_assert(sizeof(coop_smem) <= 227 * 1024, "the cooperative scan's shared memory exceeds one SM's");
 
@@ -1317,8 +1330,13 @@ __device__ __forceinline__ void coop_epilogue_P(const float (&acc)[2 * (RB + 1)]
 // kDebug (benchmarks only, for the analysis): 1 = consumers skip the flag waits (wrong results: the scan's time beside
 // the producers), 2 = producers only (consumers return at once), 3 = consumers only (no producers, no waits).
 // Measured and dropped (H100): a fence by every producer thread before the publishing barrier (+0.05 ms), producers
-// held to at most 16 / 32 chunks ahead of their block's consumers (+0.15 / +0.12 ms).
-template <int kDebug>
+// held to at most 16 / 32 chunks ahead of their block's consumers (+0.15 / +0.12 ms), the scan reading the raw q and k
+// rows from the inputs with 1/|k| and d_k^-1/2/|q| folded into its per-token vectors (producers 0.79 vs 0.84 ms alone,
+// but the scan 0.85 vs 0.67 ms alone; together 1.48-1.50 ms vs v12b 1.53-1.55 in that call).
+// kBulk (opt-in, measured equal: 1.29-1.34 vs 1.30-1.33 ms, the scan alone 0.63 vs 0.66 ms): one thread copies q, k,
+// T, P and the vectors of a chunk as 7 bulk copies (cp.async.bulk) completing on the stage's mbarrier, instead of 64
+// threads issuing 16-byte cp.async; the V tile stays cp.async.
+template <int kDebug, bool kBulk>
 __global__ void __launch_bounds__(kCoopThreads, 1)
     gdn_coop_scan_kernel(gdn_shape shape, gdn_args args, workspace_view ws, unsigned* flags) {
   using SM = coop_smem;
@@ -1334,6 +1352,13 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
   const int seq_begin = args.cu_seqlens[seq], seq_len = args.cu_seqlens[seq + 1] - seq_begin;
   const int n_chunks = (seq_len + kChunk - 1) / kChunk;
   const int slot0 = chunk_base(args.cu_seqlens, seq);
+  if constexpr (kBulk) {
+    if (tid == 0) {
+      for (int i = 0; i < 3; ++i) mbar_init(smem_u32(&sm.qbar[i]), 1);
+      for (int i = 0; i < 2; ++i) mbar_init(smem_u32(&sm.kbar[i]), 1);
+    }
+    __syncthreads();  // the only block-wide barrier: before the roles part
+  }
 
   if (warp >= 2 * NW) {
     // ---- producer: chunks member, member + n_members, ... of this sequence and key head.
@@ -1551,19 +1576,34 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
     // q, k: 64 padded rows = 1088 contiguous 16-byte segments; T, P: 576. The padding and the blocks above the
     // diagonal come along and are never read: whole contiguous tiles measured faster than the v12b per-row copies
     // that skip them (H100: 1.28-1.34 vs 1.43-1.45 ms).
-    const nvbf* qn = ws.Qe + kslot * kTileQ + ctid * 8;
-    const nvbf* kn = ws.Kn + kslot * kTileQ + ctid * 8;
+    if constexpr (kBulk) {
+      if (ctid == 0) {
+        const uint32_t qbar = smem_u32(&sm.qbar[c % 3]), kbar = smem_u32(&sm.kbar[c & 1]);
+        mbar_arrive_expect_tx(qbar, uint32_t(kTileQ * 2 + kTileT * 2 + kChunk * 4));
+        mbar_arrive_expect_tx(kbar, uint32_t(kTileQ * 2 + kTileT * 2 + 2 * kChunk * 4));
+        bulk_copy(qsb + kOffQ, ws.Qe + kslot * kTileQ, kTileQ * 2, qbar);
+        bulk_copy(qsb + kOffP, ws.P + head_slot * kTileT, kTileT * 2, qbar);
+        bulk_copy(qsb + kOffEg, ws.eg + head_slot * kChunk, kChunk * 4, qbar);
+        bulk_copy(ksb + kOffK, ws.Kn + kslot * kTileQ, kTileQ * 2, kbar);
+        bulk_copy(ksb + kOffT, ws.T + head_slot * kTileT, kTileT * 2, kbar);
+        bulk_copy(ksb + kOffEd, ws.ed + head_slot * kChunk, kChunk * 4, kbar);
+        bulk_copy(ksb + kOffBeta, ws.beta + head_slot * kChunk, kChunk * 4, kbar);
+      }
+    } else {
+      const nvbf* qn = ws.Qe + kslot * kTileQ + ctid * 8;
+      const nvbf* kn = ws.Kn + kslot * kTileQ + ctid * 8;
 #pragma unroll
-    for (int it = 0; it < kTileQ / 8 / 64; ++it) {
-      cp_async16_s(qsb + kOffQ + uint32_t((ctid + 64 * it) * 16), qn + 64 * 8 * it);
-      cp_async16_s(ksb + kOffK + uint32_t((ctid + 64 * it) * 16), kn + 64 * 8 * it);
-    }
-    const nvbf* T = ws.T + head_slot * kTileT + ctid * 8;
-    const nvbf* P = ws.P + head_slot * kTileT + ctid * 8;
+      for (int it = 0; it < kTileQ / 8 / 64; ++it) {
+        cp_async16_s(qsb + kOffQ + uint32_t((ctid + 64 * it) * 16), qn + 64 * 8 * it);
+        cp_async16_s(ksb + kOffK + uint32_t((ctid + 64 * it) * 16), kn + 64 * 8 * it);
+      }
+      const nvbf* T = ws.T + head_slot * kTileT + ctid * 8;
+      const nvbf* P = ws.P + head_slot * kTileT + ctid * 8;
 #pragma unroll
-    for (int it = 0; it < kTileT / 8 / 64; ++it) {
-      cp_async16_s(ksb + kOffT + uint32_t((ctid + 64 * it) * 16), T + 64 * 8 * it);
-      cp_async16_s(qsb + kOffP + uint32_t((ctid + 64 * it) * 16), P + 64 * 8 * it);
+      for (int it = 0; it < kTileT / 8 / 64; ++it) {
+        cp_async16_s(ksb + kOffT + uint32_t((ctid + 64 * it) * 16), T + 64 * 8 * it);
+        cp_async16_s(qsb + kOffP + uint32_t((ctid + 64 * it) * 16), P + 64 * 8 * it);
+      }
     }
     const int t0 = seq_begin + c * kChunk, len = min(kChunk, seq_len - c * kChunk);
 #pragma unroll
@@ -1574,7 +1614,7 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
                        dev(args.v) + std::int64_t(valid ? t0 + r : t0) * args.v_stride + hv * kDv + v0 + sgm * 8,
                        valid);
     }
-    if (ctid < 48) {
+    if (!kBulk && ctid < 48) {
       const int j = ctid >> 4, sgm = ctid & 15;
       const float* src = (j == 0 ? ws.eg : j == 1 ? ws.ed : ws.beta) + head_slot * kChunk + sgm * 4;
       const uint32_t dst = j == 0 ? qsb + kOffEg : ksb + (j == 1 ? kOffEd : kOffBeta);
@@ -1593,6 +1633,7 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
       cp_async_commit();
       if (c < 1) continue;
       const int cp = c - 1;
+      if constexpr (kBulk) mbar_wait(smem_u32(&sm.qbar[cp % 3]), uint32_t(cp / 3) & 1);  // landed (the chain waited)
       const uint4* hp = &sm.hand[cp & 1][cw][0][lane];
       uint32_t sa[8][4], va[4][4];
 #pragma unroll
@@ -1621,6 +1662,10 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
   for (int c = 0; c <= n_chunks; ++c) {
     consumer_bar();
     if (c >= n_chunks) continue;
+    if constexpr (kBulk) {
+      mbar_wait(smem_u32(&sm.kbar[c & 1]), uint32_t(c >> 1) & 1);
+      mbar_wait(smem_u32(&sm.qbar[c % 3]), uint32_t(c / 3) & 1);
+    }
     const SM::kstage& st = sm.ks[c & 1];
     const float* const eg = sm.qs[c % 3].eg;
     const uint32_t sk = smem_u32(st.k), sT = smem_u32(st.T), sv = smem_u32(st.v);
@@ -1823,14 +1868,14 @@ std::size_t gdn_chunked_workspace_bytes(const gdn_shape& shape) {
 
 // The cooperative scan (v14) where it applies and every block can be resident at once (*launched = true); else
 // nothing is enqueued and the caller takes another path.
-template <int kDebug>
+template <int kDebug, bool kBulk>
 static status launch_coop(const gdn_shape& shape, const gdn_args& args, const workspace_view& ws, void* workspace,
                           stream_t stream, bool* launched) {
   *launched = false;
   if (shape.n_v_heads > 2 * shape.n_k_heads) return status::success();
   int dev = 0, sms = 0, coop = 0, per_sm = 0;
   const int smem = int(sizeof(coop_smem));
-  const auto kernel = gdn_coop_scan_kernel<kDebug>;
+  const auto kernel = gdn_coop_scan_kernel<kDebug, kBulk>;
   EV_CUDA_CHECK(cudaGetDevice(&dev));
   EV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   EV_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
@@ -1845,8 +1890,13 @@ static status launch_coop(const gdn_shape& shape, const gdn_args& args, const wo
   gdn_args ar = args;
   workspace_view wv = ws;
   void* kargs[] = {&sh, &ar, &wv, &flags};
-  EV_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), grid,
-                                            dim3(kCoopThreads), kargs, std::size_t(smem), stream));
+  const cudaError_t e = cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), grid, dim3(kCoopThreads),
+                                                    kargs, std::size_t(smem), stream);
+  if (e == cudaErrorCooperativeLaunchTooLarge) {  // fewer SMs than the device reports (MPS, green contexts): fall back
+    (void)cudaGetLastError();
+    return status::success();
+  }
+  EV_CUDA_CHECK(e);
   *launched = true;
   return status::success();
 }
@@ -1934,10 +1984,12 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
       bool launched = false;
       auto launch = [&]() -> status {
         switch (options.coop_variant) {
-          case 1: return launch_coop<1>(shape, args, ws, workspace, stream, &launched);
-          case 2: return launch_coop<2>(shape, args, ws, workspace, stream, &launched);
-          case 3: return launch_coop<3>(shape, args, ws, workspace, stream, &launched);
-          default: return launch_coop<0>(shape, args, ws, workspace, stream, &launched);
+          case 1: return launch_coop<1, false>(shape, args, ws, workspace, stream, &launched);
+          case 2: return launch_coop<2, false>(shape, args, ws, workspace, stream, &launched);
+          case 3: return launch_coop<3, false>(shape, args, ws, workspace, stream, &launched);
+          case 4: return launch_coop<0, true>(shape, args, ws, workspace, stream, &launched);
+          case 5: return launch_coop<3, true>(shape, args, ws, workspace, stream, &launched);
+          default: return launch_coop<0, false>(shape, args, ws, workspace, stream, &launched);
         }
       };
       if (auto st = launch(); !st.ok() || launched) return st;

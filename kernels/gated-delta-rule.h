@@ -77,8 +77,9 @@ struct gdn_chunked_options {
                               // every G-th chunk of its key head into the workspace and publishes it by a flag).
                               // Needs n_v_heads <= 2 n_k_heads and every block resident at once, else (or false)
                               // the separate preparation kernel, then the scan (v12b)
-  int coop_variant = 0;       // cooperative, benchmarks only (1-3 give wrong results): 1 = consumers skip the flag
-                              // waits, 2 = producers only, 3 = consumers only (no producers, no waits)
+  int coop_variant = 0;       // cooperative, for benchmarks (1-3 and 5 give wrong results): 1 = consumers skip the flag
+                              // waits, 2 = producers only, 3 = consumers only (no producers, no waits); 4 = q, k, T,
+                              // P and the vectors by bulk copies; 5 = 4 with consumers only
   bool prepare_only = false;  // benchmarks: run only the per-chunk preparation kernel (outputs are not written)
 };
 

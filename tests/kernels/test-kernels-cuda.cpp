@@ -191,8 +191,8 @@ TEST_P(GdnCuda, MatchesReference) {
   // Variants 0-2: the mma scan (default: output in separate warps) with 16, 32, 64 value columns per block (32: the
   // default, v14, one cooperative launch in which the blocks of a key head also prepare the chunks); 3: the mma scan
   // without the output split; 4-5: the WMMA scan; 6-9: the split mma scan after the separate preparation kernel with
-  // v_tile 32 in clusters of 1 (none, v12b), 2 and 4 blocks, and v_tile 16 in clusters of 4.
-  for (int variant = 0; variant < 10; ++variant) {
+  // v_tile 32 in clusters of 1 (none, v12b), 2 and 4 blocks, and v_tile 16 in clusters of 4; 10: v14 with bulk copies.
+  for (int variant = 0; variant < 11; ++variant) {
     const bool wmma = variant == 4 || variant == 5;
     const int vt = variant == 0 || variant == 9 ? 16 : variant == 2 ? 64 : 32, warps = variant == 5 ? 8 : 16;
     const int cluster = variant == 6 ? 1 : variant == 7 ? 2 : variant == 8 || variant == 9 ? 4 : 0;
@@ -204,13 +204,15 @@ TEST_P(GdnCuda, MatchesReference) {
     opt.wmma_scan = wmma;
     opt.split_output = variant != 3;
     opt.scan_cluster = cluster;
-    opt.cooperative = variant == 1;
+    opt.cooperative = variant == 1 || variant == 10;
+    opt.coop_variant = variant == 10 ? 4 : 0;
     KERNEL_OK(gdn_chunked_forward(s, a, ws.p, ws.n, nullptr, opt));
     char label[80];
     std::snprintf(label, sizeof label, "chunked %s v_tile %d%s, cluster %d", wmma ? "wmma" : "mma", vt,
                   wmma            ? (warps == 8 ? ", 8 warps" : ", 16 warps")
                   : variant == 3  ? ", no output split"
                   : variant == 1  ? ", cooperative (v14)"
+                  : variant == 10 ? ", cooperative, bulk copies"
                                   : "",
                   cluster);
     auto [co, cs] = check(label);
