@@ -34,13 +34,12 @@ class wal_checkpointer {
   // auto-checkpoint (`restore_pages`) and this object does nothing.
   // `restart_frames` / `inline_frames` / `request_frames`: see above (tests use small values). The defaults are the
   // ingest writers' (index_writer, fts_writer): requests every 512 frames (2 MiB), about every batch, so few frames
-  // are left for the run's final checkpoint to copy and sync; the WAL is rewound at 4096 frames (16 MiB), so the file
-  // that checkpoint truncates stays small (freeing the blocks of SciFact's 24 MB WAL took 10-35 ms on this machine's
-  // ext4). Measured on SciFact, 10 alternating rounds: 0.73 -> 0.70 s median wall (2048 / 16384 before); on 200 MB
-  // 14.9 vs 15.8 s, one run each, inside the noise. `restore_pages` 8192 (32 MiB) is the auto-checkpoint the
-  // writers keep afterwards.
+  // are left for the run's final checkpoint to copy and sync (SciFact, 10 alternating rounds: 0.73 -> 0.70 s median
+  // wall against 2048). Rewinding the WAL sooner (at 4096 frames rather than 16384, so the WAL file that checkpoint
+  // truncates is smaller) was measured too: SciFact within noise, 200 MB about 6% slower (the writer waits for each
+  // rewind), so it was not kept. `restore_pages` 8192 (32 MiB) is the auto-checkpoint the writers keep afterwards.
   wal_checkpointer(sql::db& writer, const std::filesystem::path& file, int restore_pages = 8192,
-                   int restart_frames = 4096, int inline_frames = 65536, int request_frames = 512);
+                   int restart_frames = 16384, int inline_frames = 65536, int request_frames = 512);
   ~wal_checkpointer();
   wal_checkpointer(const wal_checkpointer&) = delete;
   wal_checkpointer& operator=(const wal_checkpointer&) = delete;
@@ -56,7 +55,7 @@ class wal_checkpointer {
   void run();
   sql::db& writer_;
   int restore_pages_;
-  int restart_frames_;  // default 4096: 16 MiB of WAL at 4 KiB pages
+  int restart_frames_;  // default 16384: 64 MiB of WAL at 4 KiB pages
   int inline_frames_;   // default 65536: 256 MiB
   int request_frames_;  // default 512: 2 MiB
   int asked_at_ = 0;    // WAL frames at the last request (writer thread only)
