@@ -794,6 +794,39 @@ __device__ __forceinline__ void acc_to_a(const float (&acc)[2 * N][4], uint32_t 
   }
 }
 
+// acc (m16 x n64 as 8 m16n8 tiles, zeroed here) = A B^T: A m16 x k128 (8 bf16 A fragments), B the 64 rows of a
+// [64][kLdQ] bf16 tile at shared address `rows` (B[k][n] = rows[n][k]); rowB, colB: the lane's ldmatrix offsets.
+__device__ __forceinline__ void mma_rows_k128(float (&acc)[8][4], const uint32_t (&a)[8][4], uint32_t rows, int rowB,
+                                              int colB) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[j][e] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < 8; ++kk)
+#pragma unroll
+    for (int np = 0; np < 4; ++np) {
+      uint32_t b[4];
+      ldsm_x4(rows + uint32_t(((16 * np + rowB) * kLdQ + 16 * kk + colB) * 2), b);
+      mma_bf16(acc[2 * np], a[kk], b[0], b[1]);
+      mma_bf16(acc[2 * np + 1], a[kk], b[2], b[3]);
+    }
+}
+// acc += A B^T: A m16 x k64 (4 bf16 A fragments), B a lower-triangular [64][kLdT] tile (T or P) at shared address
+// `tri`, so k blocks kk <= np only; k block outer: chains on one accumulator are interleaved.
+__device__ __forceinline__ void mma_tril_k64(float (&acc)[8][4], const uint32_t (&a)[4][4], uint32_t tri, int rowB,
+                                             int colB) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+    for (int np = kk; np < 4; ++np) {
+      uint32_t b[4];
+      ldsm_x4(tri + uint32_t(((16 * np + rowB) * kLdT + 16 * kk + colB) * 2), b);
+      mma_bf16(acc[2 * np], a[kk], b[0], b[1]);
+      mma_bf16(acc[2 * np + 1], a[kk], b[2], b[3]);
+    }
+}
+
 template <int NW, int NS, bool kSplit>
 struct mma_scan_smem {
   static constexpr int BV = 16 * NW;
@@ -828,33 +861,13 @@ __device__ __forceinline__ void mma_scan_output(const Stage& st, const uint32_t 
   const int rowB = (lane & 7) + ((lane >> 4) << 3), colB = ((lane >> 3) & 1) << 3;
   const uint32_t sq = smem_u32(st.q), sP = smem_u32(st.P);
   float oacc[8][4];
-#pragma unroll
-  for (int j = 0; j < 8; ++j)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) oacc[j][e] = 0.f;
-#pragma unroll
-  for (int kk = 0; kk < 8; ++kk)
-#pragma unroll
-    for (int np = 0; np < 4; ++np) {
-      uint32_t b[4];
-      ldsm_x4(sq + uint32_t(((16 * np + rowB) * kLdQ + 16 * kk + colB) * 2), b);
-      mma_bf16(oacc[2 * np], sa[kk], b[0], b[1]);
-      mma_bf16(oacc[2 * np + 1], sa[kk], b[2], b[3]);
-    }
+  mma_rows_k128(oacc, sa, sq, rowB, colB);
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
     const float2 eg = *reinterpret_cast<const float2*>(st.eg + 8 * j + 2 * q4);
     oacc[j][0] *= eg.x, oacc[j][1] *= eg.y, oacc[j][2] *= eg.x, oacc[j][3] *= eg.y;
   }
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-    for (int np = kk; np < 4; ++np) {
-      uint32_t b[4];
-      ldsm_x4(sP + uint32_t(((16 * np + rowB) * kLdT + 16 * kk + colB) * 2), b);
-      mma_bf16(oacc[2 * np], va[kk], b[0], b[1]);
-      mma_bf16(oacc[2 * np + 1], va[kk], b[2], b[3]);
-    }
+  mma_tril_k64(oacc, va, sP, rowB, colB);
   const uint32_t o_base = smem_u32(o);
 #pragma unroll
   for (int jp = 0; jp < 4; ++jp)
@@ -870,6 +883,129 @@ __device__ __forceinline__ void mma_scan_output(const Stage& st, const uint32_t 
           *reinterpret_cast<const uint4*>(o + t * kLdO + half * 8);
   }
   // The caller's next block barrier orders these staging reads before the next stmatrix.
+}
+
+// The state S^T of one warp's 16 value columns (vw ..), as 16 m16n8 accumulator tiles: tile j holds state rows
+// d_k = 8j .. 8j + 7, [e] at v = vw + g + 8 (e >> 1), d_k = 8j + 2 q4 + (e & 1). Loaded from `init` (fp32
+// [.., d_k, d_v] at state_off) when `load` and init is set, else zero; mma_scan_store_state writes it back there.
+__device__ __forceinline__ void mma_scan_load_state(float (&sacc)[16][4], bool load, const float* init,
+                                                    std::size_t state_off, int vw, int g, int q4) {
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      sacc[j][e] = load && init ? init[state_off + std::size_t(8 * j + 2 * q4 + (e & 1)) * kDv + vw + g + 8 * (e >> 1)]
+                                : 0.f;
+}
+__device__ __forceinline__ void mma_scan_store_state(const float (&sacc)[16][4], float* out, std::size_t state_off,
+                                                     int vw, int g, int q4) {
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      out[state_off + std::size_t(8 * j + 2 * q4 + (e & 1)) * kDv + vw + g + 8 * (e >> 1)] = sacc[j][e];
+}
+
+// The chain warp's fragments of one chunk (registers), in the order its steps produce them: S^T (bf16 A fragments),
+// X^T then Y^T (fp32 accumulators, in place), Y^T (bf16 A), Vn^T then Vd^T (fp32, in place), Vn^T and Vd^T (bf16 A).
+// The kernels declare one per chunk and pass it to both halves; the helpers declare no arrays of their own, which kept
+// every kernel's SASS byte-identical to the earlier inline copies (arrays local to an inlined helper change the order
+// in which the compiler splits the kernel's arrays into registers, and with it the register allocation).
+struct mma_chain_frags {
+  uint32_t sa[8][4];
+  float xacc[8][4];
+  uint32_t ya[4][4];
+  float vacc[8][4];
+  uint32_t va[4][4];
+  uint32_t vda[4][4];
+};
+
+// Chain warp, first half of a chunk for its 16 value columns (column group cw of the V tile, row pitch kLdV):
+//     X^T  = S^T K^T          (n = token; sa: S^T as bf16 A fragments, k = d_k)
+//     Y^T  = beta (V^T - exp(G) X^T), in place; tile j covers tokens 8j..8j+7, this lane's 8j + 2 q4 + {0,1}
+//     Vn^T = Y^T T^T          (B[k = j][n = i] = T[i][j]; T is lower triangular, so k blocks kk <= np only)
+// sk, sT, sv: shared addresses of the stage's k, T and V tiles; eg, beta: the chunk's exp(G) and beta (shared);
+// q4 = lane & 3; rowB, colB: the lane's ldmatrix row offsets (see the kernels).
+// Fills f.sa, f.xacc, f.ya, then f.vacc (Vn^T in fp32, for the state update) and f.va (Vn^T as bf16 A fragments).
+template <int kLdV>
+__device__ __forceinline__ void mma_scan_chain_front(const float (&sacc)[16][4], uint32_t sk, uint32_t sT, uint32_t sv,
+                                                     const float* eg, const float* beta, int cw, int q4, int rowB,
+                                                     int colB, mma_chain_frags& f) {
+  acc_to_a<8>(sacc, f.sa);
+  mma_rows_k128(f.xacc, f.sa, sk, rowB, colB);
+#pragma unroll
+  for (int jp = 0; jp < 4; ++jp) {
+    uint32_t vv[4];  // (tile 2jp, v g), (tile 2jp, v g+8), (tile 2jp+1, v g), (tile 2jp+1, v g+8)
+    ldsm_x4_t(sv + uint32_t(((16 * jp + rowB) * kLdV + cw * 16 + colB) * 2), vv);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int j = 2 * jp + h, t = 8 * j + 2 * q4;
+      const float2 e2 = *reinterpret_cast<const float2*>(eg + t);
+      const float2 be = *reinterpret_cast<const float2*>(beta + t);
+      const float2 v_lo = bf16x2_to_float2(vv[2 * h]), v_hi = bf16x2_to_float2(vv[2 * h + 1]);
+      f.xacc[j][0] = be.x * (v_lo.x - e2.x * f.xacc[j][0]);
+      f.xacc[j][1] = be.y * (v_lo.y - e2.y * f.xacc[j][1]);
+      f.xacc[j][2] = be.x * (v_hi.x - e2.x * f.xacc[j][2]);
+      f.xacc[j][3] = be.y * (v_hi.y - e2.y * f.xacc[j][3]);
+    }
+  }
+  acc_to_a<4>(f.xacc, f.ya);
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) f.vacc[j][e] = 0.f;
+  mma_tril_k64(f.vacc, f.ya, sT, rowB, colB);
+  acc_to_a<4>(f.vacc, f.va);
+}
+
+// Chain warp, second half: Vd^T = Vn^T exp(G_last - G_t) (f.vacc in place, then f.vda), then
+//     S^T = exp(G_last) S^T + Vd^T K      (B[k = t][n = d_k] = K[t][d_k], by ldmatrix.trans)
+// ed: the chunk's exp(G_last - G) (shared); eg: its exp(G), of which the last is exp(G_last); rowT, colT: the lane's
+// ldmatrix.trans row offsets.
+__device__ __forceinline__ void mma_scan_chain_state(float (&sacc)[16][4], mma_chain_frags& f, uint32_t sk,
+                                                     const float* ed, const float* eg, int q4, int rowT, int colT) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const float2 d = *reinterpret_cast<const float2*>(ed + 8 * j + 2 * q4);
+    f.vacc[j][0] *= d.x, f.vacc[j][1] *= d.y, f.vacc[j][2] *= d.x, f.vacc[j][3] *= d.y;
+  }
+  acc_to_a<4>(f.vacc, f.vda);
+  const float decay_last = eg[kChunk - 1];
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) sacc[j][e] *= decay_last;
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+    for (int np = 0; np < 8; ++np) {
+      uint32_t b[4];
+      ldsm_x4_t(sk + uint32_t(((16 * kk + rowT) * kLdQ + 16 * np + colT) * 2), b);
+      mma_bf16(sacc[2 * np], f.vda[kk], b[0], b[1]);
+      mma_bf16(sacc[2 * np + 1], f.vda[kk], b[2], b[3]);
+    }
+}
+
+// Split scans: the hand-off of one column group, [12 x uint4][lane] (h at this lane's first word): S^T (before the
+// chunk's update, 8 x 4 words) and V_new^T (4 x 4 words), written by the chain warp ...
+__device__ __forceinline__ void mma_scan_hand_put(uint4* h, const uint32_t (&sa)[8][4], const uint32_t (&va)[4][4]) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) h[32 * i] = make_uint4(sa[i][0], sa[i][1], sa[i][2], sa[i][3]);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) h[32 * (8 + i)] = make_uint4(va[i][0], va[i][1], va[i][2], va[i][3]);
+}
+// ... and read back by the output warp one chunk later (for mma_scan_output).
+__device__ __forceinline__ void mma_scan_hand_get(const uint4* h, uint32_t (&sa)[8][4], uint32_t (&va)[4][4]) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const uint4 x = h[32 * i];
+    sa[i][0] = x.x, sa[i][1] = x.y, sa[i][2] = x.z, sa[i][3] = x.w;
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint4 x = h[32 * (8 + i)];
+    va[i][0] = x.x, va[i][1] = x.y, va[i][2] = x.z, va[i][3] = x.w;
+  }
 }
 
 // kSplit = false: NW warps, each does everything for its 16 columns. kSplit = true: 2 NW warps; warp w < NW (chain)
@@ -907,15 +1043,8 @@ __global__ void __launch_bounds__((kSplit ? 2 : 1) * NW * 32, 1)
   const int state_slot = args.state_slots ? args.state_slots[seq] : seq;
   const std::size_t state_off = (std::size_t(state_slot) * shape.n_v_heads + hv) * kDk * kDv;
 
-  // S^T tile j (state rows d_k = 8j..8j+7): [e] at v = vw + g + 8 (e >> 1), d_k = 8j + 2 q4 + (e & 1).
-  float sacc[16][4];
-#pragma unroll
-  for (int j = 0; j < 16; ++j)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      sacc[j][e] = is_chain && args.initial_state
-                       ? args.initial_state[state_off + std::size_t(8 * j + 2 * q4 + (e & 1)) * kDv + vw + g + 8 * (e >> 1)]
-                       : 0.f;
+  float sacc[16][4];  // S^T, see mma_scan_load_state
+  mma_scan_load_state(sacc, is_chain, args.initial_state, state_off, vw, g, q4);
 
   // Per-thread pieces of the chunk copy, fixed for the whole scan: each loop below steps by a compile-time stride, so
   // every cp.async is one instruction with immediate offsets.
@@ -1043,92 +1172,12 @@ __global__ void __launch_bounds__((kSplit ? 2 : 1) * NW * 32, 1)
       const typename SM::stage& st = sm.st[c % NS];
       const int t0 = seq_begin + c * kChunk, len = min(kChunk, seq_len - c * kChunk);
       const uint32_t sk = smem_u32(st.k), sT = smem_u32(st.T), sv = smem_u32(st.v);
-      // S^T as bf16 A fragments (k = d_k).
-      uint32_t sa[8][4];
-      acc_to_a<8>(sacc, sa);
-      // X^T = S^T K^T (n = token).
-      float xacc[8][4];
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) xacc[j][e] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < 8; ++kk)
-#pragma unroll
-        for (int np = 0; np < 4; ++np) {
-          uint32_t b[4];
-          ldsm_x4(sk + uint32_t(((16 * np + rowB) * kLdQ + 16 * kk + colB) * 2), b);
-          mma_bf16(xacc[2 * np], sa[kk], b[0], b[1]);
-          mma_bf16(xacc[2 * np + 1], sa[kk], b[2], b[3]);
-        }
-      // Y^T = beta (V^T - exp(G) X^T), in place; tile j covers tokens 8j..8j+7, this lane's 8j + 2 q4 + {0,1}.
-#pragma unroll
-      for (int jp = 0; jp < 4; ++jp) {
-        uint32_t vv[4];  // (tile 2jp, v g), (tile 2jp, v g+8), (tile 2jp+1, v g), (tile 2jp+1, v g+8)
-        ldsm_x4_t(sv + uint32_t(((16 * jp + rowB) * kLdV + cw * 16 + colB) * 2), vv);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int j = 2 * jp + h, t = 8 * j + 2 * q4;
-          const float2 eg = *reinterpret_cast<const float2*>(st.eg + t);
-          const float2 be = *reinterpret_cast<const float2*>(st.beta + t);
-          const float2 va = bf16x2_to_float2(vv[2 * h]), vb = bf16x2_to_float2(vv[2 * h + 1]);
-          xacc[j][0] = be.x * (va.x - eg.x * xacc[j][0]);
-          xacc[j][1] = be.y * (va.y - eg.y * xacc[j][1]);
-          xacc[j][2] = be.x * (vb.x - eg.x * xacc[j][2]);
-          xacc[j][3] = be.y * (vb.y - eg.y * xacc[j][3]);
-        }
-      }
-      uint32_t ya[4][4];
-      acc_to_a<4>(xacc, ya);
-      // Vn^T = Y^T T^T: B[k = j][n = i] = T[i][j]; T is lower triangular, so k blocks kk <= np only.
-      float vacc[8][4];
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) vacc[j][e] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk)  // k block outer: chains on one accumulator are interleaved
-#pragma unroll
-        for (int np = kk; np < 4; ++np) {
-          uint32_t b[4];
-          ldsm_x4(sT + uint32_t(((16 * np + rowB) * kLdT + 16 * kk + colB) * 2), b);
-          mma_bf16(vacc[2 * np], ya[kk], b[0], b[1]);
-          mma_bf16(vacc[2 * np + 1], ya[kk], b[2], b[3]);
-        }
-      uint32_t va[4][4];
-      acc_to_a<4>(vacc, va);
-      if constexpr (kSplit) {  // hand S^T (before this chunk's update) and V_new^T to the output warp
-        uint4* h = &sm.hand[c & 1][cw][0][lane];
-#pragma unroll
-        for (int i = 0; i < 8; ++i) h[32 * i] = make_uint4(sa[i][0], sa[i][1], sa[i][2], sa[i][3]);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) h[32 * (8 + i)] = make_uint4(va[i][0], va[i][1], va[i][2], va[i][3]);
-      }
-      // Vd^T = Vn^T exp(G_last - G_t) for the state update.
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const float2 ed = *reinterpret_cast<const float2*>(st.ed + 8 * j + 2 * q4);
-        vacc[j][0] *= ed.x, vacc[j][1] *= ed.y, vacc[j][2] *= ed.x, vacc[j][3] *= ed.y;
-      }
-      uint32_t vda[4][4];
-      acc_to_a<4>(vacc, vda);
-      // S^T = exp(G_last) S^T + Vd^T K: B[k = t][n = d_k] = K[t][d_k], by ldmatrix.trans.
-      const float decay_last = st.eg[kChunk - 1];
-#pragma unroll
-      for (int j = 0; j < 16; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) sacc[j][e] *= decay_last;
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-        for (int np = 0; np < 8; ++np) {
-          uint32_t b[4];
-          ldsm_x4_t(sk + uint32_t(((16 * kk + rowT) * kLdQ + 16 * np + colT) * 2), b);
-          mma_bf16(sacc[2 * np], vda[kk], b[0], b[1]);
-          mma_bf16(sacc[2 * np + 1], vda[kk], b[2], b[3]);
-        }
+      mma_chain_frags f;
+      mma_scan_chain_front<kLdV>(sacc, sk, sT, sv, st.eg, st.beta, cw, q4, rowB, colB, f);
+      if constexpr (kSplit) mma_scan_hand_put(&sm.hand[c & 1][cw][0][lane], f.sa, f.va);  // to the output warp
+      mma_scan_chain_state(sacc, f, sk, st.ed, st.eg, q4, rowT, colT);
       if constexpr (!kSplit)
-        mma_scan_output(st, sa, va, sm.o[cw], kLdO, args.out, args.out_stride, t0, len,
+        mma_scan_output(st, f.sa, f.va, sm.o[cw], kLdO, args.out, args.out_stride, t0, len,
                         hv * kDv + vw, lane);
     }
     if constexpr (CS > 1)
@@ -1138,31 +1187,15 @@ __global__ void __launch_bounds__((kSplit ? 2 : 1) * NW * 32, 1)
         const int cp = c - 1;
         // Completed in iteration c - 1 (the stage is refilled only after the next cluster barrier): returns at once.
         if constexpr (CS > 1) mbar_wait(bar0 + uint32_t(cp % NS) * 8, uint32_t(cp / NS) & 1);
-        const uint4* h = &sm.hand[cp & 1][cw][0][lane];
         uint32_t sa[8][4], va[4][4];
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const uint4 x = h[32 * i];
-          sa[i][0] = x.x, sa[i][1] = x.y, sa[i][2] = x.z, sa[i][3] = x.w;
-        }
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const uint4 x = h[32 * (8 + i)];
-          va[i][0] = x.x, va[i][1] = x.y, va[i][2] = x.z, va[i][3] = x.w;
-        }
+        mma_scan_hand_get(&sm.hand[cp & 1][cw][0][lane], sa, va);
         mma_scan_output(sm.st[cp % NS], sa, va, sm.o[cw], kLdO, args.out, args.out_stride, seq_begin + cp * kChunk,
                         min(kChunk, seq_len - cp * kChunk), hv * kDv + vw, lane);
       }
     }
   }
   if constexpr (CS > 1) cluster_sync();  // no block leaves while a peer may still multicast into it
-  if (is_chain && args.final_state) {
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        args.final_state[state_off + std::size_t(8 * j + 2 * q4 + (e & 1)) * kDv + vw + g + 8 * (e >> 1)] = sacc[j][e];
-  }
+  if (is_chain && args.final_state) mma_scan_store_state(sacc, args.final_state, state_off, vw, g, q4);
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -1634,31 +1667,15 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
       if (c < 1) continue;
       const int cp = c - 1;
       if constexpr (kBulk) mbar_wait(smem_u32(&sm.qbar[cp % 3]), uint32_t(cp / 3) & 1);  // landed (the chain waited)
-      const uint4* hp = &sm.hand[cp & 1][cw][0][lane];
       uint32_t sa[8][4], va[4][4];
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const uint4 x = hp[32 * i];
-        sa[i][0] = x.x, sa[i][1] = x.y, sa[i][2] = x.z, sa[i][3] = x.w;
-      }
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const uint4 x = hp[32 * (8 + i)];
-        va[i][0] = x.x, va[i][1] = x.y, va[i][2] = x.z, va[i][3] = x.w;
-      }
+      mma_scan_hand_get(&sm.hand[cp & 1][cw][0][lane], sa, va);
       mma_scan_output(sm.qs[cp % 3], sa, va, sm.o[cw], kLdO, args.out, args.out_stride, seq_begin + cp * kChunk,
                       min(kChunk, seq_len - cp * kChunk), hv * kDv + vw, lane);
     }
     return;
   }
   float sacc[16][4];  // S^T, as in gdn_mma_scan_kernel
-#pragma unroll
-  for (int j = 0; j < 16; ++j)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      sacc[j][e] = args.initial_state ? args.initial_state[state_off + std::size_t(8 * j + 2 * q4 + (e & 1)) * kDv +
-                                                           vw + g + 8 * (e >> 1)]
-                                      : 0.f;
+  mma_scan_load_state(sacc, true, args.initial_state, state_off, vw, g, q4);
   for (int c = 0; c <= n_chunks; ++c) {
     consumer_bar();
     if (c >= n_chunks) continue;
@@ -1669,92 +1686,12 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
     const SM::kstage& st = sm.ks[c & 1];
     const float* const eg = sm.qs[c % 3].eg;
     const uint32_t sk = smem_u32(st.k), sT = smem_u32(st.T), sv = smem_u32(st.v);
-    uint32_t sa[8][4];
-    acc_to_a<8>(sacc, sa);
-    float xacc[8][4];
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) xacc[j][e] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < 8; ++kk)
-#pragma unroll
-      for (int np = 0; np < 4; ++np) {
-        uint32_t b[4];
-        ldsm_x4(sk + uint32_t(((16 * np + rowB) * kLdQ + 16 * kk + colB) * 2), b);
-        mma_bf16(xacc[2 * np], sa[kk], b[0], b[1]);
-        mma_bf16(xacc[2 * np + 1], sa[kk], b[2], b[3]);
-      }
-#pragma unroll
-    for (int jp = 0; jp < 4; ++jp) {
-      uint32_t vv[4];
-      ldsm_x4_t(sv + uint32_t(((16 * jp + rowB) * kLdV + cw * 16 + colB) * 2), vv);
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int j = 2 * jp + h, t = 8 * j + 2 * q4;
-        const float2 e2 = *reinterpret_cast<const float2*>(eg + t);
-        const float2 be = *reinterpret_cast<const float2*>(st.beta + t);
-        const float2 va = bf16x2_to_float2(vv[2 * h]), vb = bf16x2_to_float2(vv[2 * h + 1]);
-        xacc[j][0] = be.x * (va.x - e2.x * xacc[j][0]);
-        xacc[j][1] = be.y * (va.y - e2.y * xacc[j][1]);
-        xacc[j][2] = be.x * (vb.x - e2.x * xacc[j][2]);
-        xacc[j][3] = be.y * (vb.y - e2.y * xacc[j][3]);
-      }
-    }
-    uint32_t ya[4][4];
-    acc_to_a<4>(xacc, ya);
-    float vacc[8][4];
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) vacc[j][e] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-      for (int np = kk; np < 4; ++np) {
-        uint32_t b[4];
-        ldsm_x4(sT + uint32_t(((16 * np + rowB) * kLdT + 16 * kk + colB) * 2), b);
-        mma_bf16(vacc[2 * np], ya[kk], b[0], b[1]);
-        mma_bf16(vacc[2 * np + 1], ya[kk], b[2], b[3]);
-      }
-    uint32_t va[4][4];
-    acc_to_a<4>(vacc, va);
-    {
-      uint4* hp = &sm.hand[c & 1][cw][0][lane];
-#pragma unroll
-      for (int i = 0; i < 8; ++i) hp[32 * i] = make_uint4(sa[i][0], sa[i][1], sa[i][2], sa[i][3]);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) hp[32 * (8 + i)] = make_uint4(va[i][0], va[i][1], va[i][2], va[i][3]);
-    }
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const float2 ed = *reinterpret_cast<const float2*>(st.ed + 8 * j + 2 * q4);
-      vacc[j][0] *= ed.x, vacc[j][1] *= ed.y, vacc[j][2] *= ed.x, vacc[j][3] *= ed.y;
-    }
-    uint32_t vda[4][4];
-    acc_to_a<4>(vacc, vda);
-    const float decay_last = eg[kChunk - 1];
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) sacc[j][e] *= decay_last;
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-      for (int np = 0; np < 8; ++np) {
-        uint32_t b[4];
-        ldsm_x4_t(sk + uint32_t(((16 * kk + rowT) * kLdQ + 16 * np + colT) * 2), b);
-        mma_bf16(sacc[2 * np], vda[kk], b[0], b[1]);
-        mma_bf16(sacc[2 * np + 1], vda[kk], b[2], b[3]);
-      }
+    mma_chain_frags f;
+    mma_scan_chain_front<kLdV>(sacc, sk, sT, sv, eg, st.beta, cw, q4, rowB, colB, f);
+    mma_scan_hand_put(&sm.hand[c & 1][cw][0][lane], f.sa, f.va);
+    mma_scan_chain_state(sacc, f, sk, st.ed, eg, q4, rowT, colT);
   }
-  if (args.final_state) {
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        args.final_state[state_off + std::size_t(8 * j + 2 * q4 + (e & 1)) * kDv + vw + g + 8 * (e >> 1)] = sacc[j][e];
-  }
+  if (args.final_state) mma_scan_store_state(sacc, args.final_state, state_off, vw, g, q4);
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
