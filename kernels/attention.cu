@@ -504,6 +504,93 @@ __device__ __forceinline__ void store_gated_rows(const attention_prefill_args& a
     }
   }
 }
+
+// The pieces of the wgmma prefill kernels' main loop (attention_prefill_wgmma_kernel, attention_prefill_ws_kernel),
+// per warpgroup of 64 query rows and tile of kWgKeys keys.
+
+// This thread's two rows (row 16 wr + lane / 4 of warpgroup wg and 8 below, in the block's 128-row tile) as query
+// positions, -1 past the sequence.
+__device__ __forceinline__ void wg_row_positions(int (&pos_row)[2], int wg, int wr, int lane, int tile, int group,
+                                                 int n_new, int base_pos) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int rr = wg * 64 + wr * 16 + (lane >> 2) + 8 * h, tok = (tile * 128 + rr) / group;
+    pos_row[h] = tok < n_new ? base_pos + tok : -1;
+  }
+}
+
+// Issues (and commits) S = Q K^T: sacc (m64n64 fp32 accumulator) from this warpgroup's Q rows at q_base and the
+// K tile at k_base (both blk256 layouts in shared memory).
+__device__ __forceinline__ void wg_issue_s(float (&sacc)[32], std::uint32_t q_base, std::uint32_t k_base) {
+#pragma unroll
+  for (int i = 0; i < 32; ++i) sacc[i] = 0.f;
+  dev::wgmma_fence();
+#pragma unroll
+  for (int ks = 0; ks < kD / 16; ++ks)
+    dev::wgmma_m64n64k16(sacc, dev::wgmma_desc(q_base + (ks >> 2) * 128 * 128 + 32 * (ks & 3)),
+                         dev::wgmma_desc(k_base + (ks >> 2) * kWgKeys * 128 + 32 * (ks & 3)), 1);
+  dev::wgmma_commit();
+}
+
+// Issues (and commits) O += P V: P as bf16 A fragments in registers (pf), V N-major at v_base (dims contiguous;
+// 64-dim blocks kWgKeys * 128 bytes apart, 16 keys = 2048 bytes).
+__device__ __forceinline__ void wg_issue_pv(float (&o)[128], const std::uint32_t (&pf)[kWgKeys / 16][4],
+                                            std::uint32_t v_base) {
+  dev::wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kWgKeys / 16; ++kk)
+    dev::wgmma_m64n256k16_rs_tb(o, pf[kk], dev::wgmma_desc(v_base + kk * 16 * 128, kWgKeys * 128), 1);
+  dev::wgmma_commit();
+}
+
+// Scale, mask, running max of tile S (keys from kv0; sacc[4 n + e]: row r0 + 8 (e / 2), key kv0 + 8 n + 2 (lane % 4)
+// + e % 2): updates m_run, rescales l_run, and returns the rescale factor alpha and the max m_use to subtract (mx:
+// scratch for the new row maxima, the caller's so that the kernels keep their register allocation).
+__device__ __forceinline__ void wg_softmax_max(float (&sacc)[32], int kv0, int pos_first, const int (&pos_row)[2],
+                                               int lane, float scale_log2, float (&m_run)[2], float (&l_run)[2],
+                                               float (&mx)[2], float (&alpha)[2], float (&m_use)[2]) {
+  const bool need_mask = kv0 + kWgKeys - 1 > pos_first;
+  mx[0] = m_run[0], mx[1] = m_run[1];
+#pragma unroll
+  for (int n = 0; n < kWgKeys / 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int h = e >> 1, key = kv0 + n * 8 + 2 * (lane & 3) + (e & 1);
+      float v = sacc[4 * n + e] * scale_log2;
+      if (need_mask && key > pos_row[h]) v = -INFINITY;
+      sacc[4 * n + e] = v;
+      mx[h] = fmaxf(mx[h], v);
+    }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+    m_use[h] = mx[h] == -INFINITY ? 0.f : mx[h];
+    alpha[h] = exp2f(m_run[h] - m_use[h]);
+    m_run[h] = mx[h];
+    l_run[h] *= alpha[h];
+  }
+}
+
+// P = exp2(S - m_use) into bf16 A fragments pf (row sums added to l_run), then O *= alpha per row.
+__device__ __forceinline__ void wg_softmax_p(const float (&sacc)[32], const float (&alpha)[2], const float (&m_use)[2],
+                                             float (&l_run)[2], std::uint32_t (&pf)[kWgKeys / 16][4],
+                                             float (&o)[128]) {
+#pragma unroll
+  for (int n = 0; n < kWgKeys / 8; ++n) {
+    const float p0 = exp2f(sacc[4 * n + 0] - m_use[0]), p1 = exp2f(sacc[4 * n + 1] - m_use[0]);
+    const float p2 = exp2f(sacc[4 * n + 2] - m_use[1]), p3 = exp2f(sacc[4 * n + 3] - m_use[1]);
+    l_run[0] += p0 + p1;
+    l_run[1] += p2 + p3;
+    pf[n >> 1][(n & 1) * 2 + 0] = dev::pack_bf16(p0, p1);
+    pf[n >> 1][(n & 1) * 2 + 1] = dev::pack_bf16(p2, p3);
+  }
+#pragma unroll
+  for (int d = 0; d < kD / 8; ++d) {
+    o[4 * d + 0] *= alpha[0], o[4 * d + 1] *= alpha[0];
+    o[4 * d + 2] *= alpha[1], o[4 * d + 3] *= alpha[1];
+  }
+}
 #endif
 
 template <bool OVERLAP>
@@ -564,11 +651,7 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
   dev::cp_async_commit();  // {V_0}
 
   int pos_row[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int rr = wg * 64 + wr * 16 + (lane >> 2) + 8 * h, tok = (tile * 128 + rr) / group;
-    pos_row[h] = tok < n_new ? base_pos + tok : -1;
-  }
+  wg_row_positions(pos_row, wg, wr, lane, tile, group, n_new, base_pos);
   const int pos_first = base_pos + i_first;
 
   float o[128];
@@ -579,66 +662,11 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
   // P as bf16 A fragments (OVERLAP: P_{j-1}; zero before the first tile, whose P V step then adds 0 * V_0: V_0 has
   // landed and is finite, cache rows or zero fill, which keeps the loop free of branches around the MMAs).
   std::uint32_t pf[kWgKeys / 16][4] = {};
-  auto issue_s = [&](float (&sacc)[32], int j) {
-    const std::uint32_t k_base = dev::smem_u32(sk(j & 1));
-#pragma unroll
-    for (int i = 0; i < 32; ++i) sacc[i] = 0.f;
-    dev::wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < kD / 16; ++ks)
-      dev::wgmma_m64n64k16(sacc, dev::wgmma_desc(q_base + (ks >> 2) * 128 * 128 + 32 * (ks & 3)),
-                           dev::wgmma_desc(k_base + (ks >> 2) * kWgKeys * 128 + 32 * (ks & 3)), 1);
-    dev::wgmma_commit();
-  };
-  // O += P V_b: V is N-major (dims contiguous); 64-dim blocks kWgKeys * 128 bytes apart, 16 keys = 2048 bytes.
-  auto issue_pv = [&](int b) {
-    const std::uint32_t v_base = dev::smem_u32(sv(b));
-    dev::wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kWgKeys / 16; ++kk)
-      dev::wgmma_m64n256k16_rs_tb(o, pf[kk], dev::wgmma_desc(v_base + kk * 16 * 128, kWgKeys * 128), 1);
-    dev::wgmma_commit();
-  };
-  // Scale, mask, running max (sacc[4 n + e]: row r0 + 8 (e / 2), key kv0 + 8 n + 2 (lane % 4) + e % 2).
+  auto issue_s = [&](float (&sacc)[32], int j) { wg_issue_s(sacc, q_base, dev::smem_u32(sk(j & 1))); };
+  auto issue_pv = [&](int b) { wg_issue_pv(o, pf, dev::smem_u32(sv(b))); };
   auto softmax_max = [&](float (&sacc)[32], int j, float (&alpha)[2], float (&m_use)[2]) {
-    const int kv0 = j * kWgKeys;
-    const bool need_mask = kv0 + kWgKeys - 1 > pos_first;
-    float mx[2] = {m_run[0], m_run[1]};
-#pragma unroll
-    for (int n = 0; n < kWgKeys / 8; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int h = e >> 1, key = kv0 + n * 8 + 2 * (lane & 3) + (e & 1);
-        float v = sacc[4 * n + e] * scale_log2;
-        if (need_mask && key > pos_row[h]) v = -INFINITY;
-        sacc[4 * n + e] = v;
-        mx[h] = fmaxf(mx[h], v);
-      }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-      m_use[h] = mx[h] == -INFINITY ? 0.f : mx[h];
-      alpha[h] = exp2f(m_run[h] - m_use[h]);
-      m_run[h] = mx[h];
-      l_run[h] *= alpha[h];
-    }
-  };
-  auto softmax_p = [&](const float (&sacc)[32], const float (&alpha)[2], const float (&m_use)[2]) {
-#pragma unroll
-    for (int n = 0; n < kWgKeys / 8; ++n) {
-      const float p0 = exp2f(sacc[4 * n + 0] - m_use[0]), p1 = exp2f(sacc[4 * n + 1] - m_use[0]);
-      const float p2 = exp2f(sacc[4 * n + 2] - m_use[1]), p3 = exp2f(sacc[4 * n + 3] - m_use[1]);
-      l_run[0] += p0 + p1;
-      l_run[1] += p2 + p3;
-      pf[n >> 1][(n & 1) * 2 + 0] = dev::pack_bf16(p0, p1);
-      pf[n >> 1][(n & 1) * 2 + 1] = dev::pack_bf16(p2, p3);
-    }
-#pragma unroll
-    for (int d = 0; d < kD / 8; ++d) {
-      o[4 * d + 0] *= alpha[0], o[4 * d + 1] *= alpha[0];
-      o[4 * d + 2] *= alpha[1], o[4 * d + 3] *= alpha[1];
-    }
+    float mx[2];
+    wg_softmax_max(sacc, j * kWgKeys, pos_first, pos_row, lane, scale_log2, m_run, l_run, mx, alpha, m_use);
   };
 
   if constexpr (!OVERLAP) {
@@ -660,7 +688,7 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
       dev::fence_regs(sacc);
       float alpha[2], m_use[2];
       softmax_max(sacc, j, alpha, m_use);
-      softmax_p(sacc, alpha, m_use);
+      wg_softmax_p(sacc, alpha, m_use, l_run, pf, o);
       issue_pv(j & 1);
       dev::wgmma_wait<0>();
       dev::fence_regs(o);
@@ -690,7 +718,7 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
       softmax_max(sacc, j, alpha, m_use);
       dev::wgmma_wait<0>();  // P_{j-1} V_{j-1} done: O and pf may change
       dev::fence_regs(o);
-      softmax_p(sacc, alpha, m_use);
+      wg_softmax_p(sacc, alpha, m_use, l_run, pf, o);
       __syncthreads();  // every warpgroup is done with V_{j-1}'s buffer
       if (j + 1 < n_tiles) load_rows(a.kv.v_cache, sv((j + 1) & 1));
       dev::cp_async_commit();
@@ -836,11 +864,7 @@ __global__ void __launch_bounds__(384, 1) attention_prefill_ws_kernel(attention_
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kWsConsumerRegs));
   const int lane = tid & 31, wr = (tid >> 5) & 3;
   int pos_row[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int rr = wg * 64 + wr * 16 + (lane >> 2) + 8 * h, tok = (tile * 128 + rr) / group;
-    pos_row[h] = tok < n_new ? base_pos + tok : -1;
-  }
+  wg_row_positions(pos_row, wg, wr, lane, tile, group, n_new, base_pos);
   const int pos_first = base_pos + i_first;
 
   float o[128];
@@ -851,25 +875,8 @@ __global__ void __launch_bounds__(384, 1) attention_prefill_ws_kernel(attention_
   // P as bf16 A fragments (P_{j-1}; zero before the first tile, whose P V step then adds 0 * V_0: V_0 has landed and
   // is finite, cache rows or zero fill, which keeps the MMA waits unconditional).
   std::uint32_t pf[kWgKeys / 16][4] = {};
-  auto issue_s = [&](float (&sacc)[32], int b) {
-    const std::uint32_t k_base = dev::smem_u32(sk(b));
-#pragma unroll
-    for (int i = 0; i < 32; ++i) sacc[i] = 0.f;
-    dev::wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < kD / 16; ++ks)
-      dev::wgmma_m64n64k16(sacc, dev::wgmma_desc(q_base + (ks >> 2) * 128 * 128 + 32 * (ks & 3)),
-                           dev::wgmma_desc(k_base + (ks >> 2) * kWgKeys * 128 + 32 * (ks & 3)), 1);
-    dev::wgmma_commit();
-  };
-  auto issue_pv = [&](int b) {
-    const std::uint32_t v_base = dev::smem_u32(sv(b));
-    dev::wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kWgKeys / 16; ++kk)
-      dev::wgmma_m64n256k16_rs_tb(o, pf[kk], dev::wgmma_desc(v_base + kk * 16 * 128, kWgKeys * 128), 1);
-    dev::wgmma_commit();
-  };
+  auto issue_s = [&](float (&sacc)[32], int b) { wg_issue_s(sacc, q_base, dev::smem_u32(sk(b))); };
+  auto issue_pv = [&](int b) { wg_issue_pv(o, pf, dev::smem_u32(sv(b))); };
   // Ping-pong: turn barrier 1 + w is completed by warpgroup w's sync and the other warpgroup's arrive. Warpgroup 1
   // lets warpgroup 0 go first.
   const int my_turn = 1 + wg, other_turn = 2 - wg;
@@ -888,46 +895,12 @@ __global__ void __launch_bounds__(384, 1) attention_prefill_ws_kernel(attention_
     dev::wgmma_wait<1>();  // S_j done (P V may still run)
     dev::fence_regs(sacc);
     mbar_arrive(empty_k(b));
-    // Scale, mask, running max (sacc[4 n + e]: row r0 + 8 (e / 2), key kv0 + 8 n + 2 (lane % 4) + e % 2).
-    const int kv0 = j * kWgKeys;
-    const bool need_mask = kv0 + kWgKeys - 1 > pos_first;
-    float mx[2] = {m_run[0], m_run[1]}, alpha[2], m_use[2];
-#pragma unroll
-    for (int n = 0; n < kWgKeys / 8; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int h = e >> 1, key = kv0 + n * 8 + 2 * (lane & 3) + (e & 1);
-        float v = sacc[4 * n + e] * scale_log2;
-        if (need_mask && key > pos_row[h]) v = -INFINITY;
-        sacc[4 * n + e] = v;
-        mx[h] = fmaxf(mx[h], v);
-      }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-      m_use[h] = mx[h] == -INFINITY ? 0.f : mx[h];
-      alpha[h] = exp2f(m_run[h] - m_use[h]);
-      m_run[h] = mx[h];
-      l_run[h] *= alpha[h];
-    }
+    float mx[2], alpha[2], m_use[2];
+    wg_softmax_max(sacc, j * kWgKeys, pos_first, pos_row, lane, scale_log2, m_run, l_run, mx, alpha, m_use);
     dev::wgmma_wait<0>();  // P_{j-1} V_{j-1} done: O and pf may change
     dev::fence_regs(o);
     if (j > 0) mbar_arrive(empty_v(jv & 1));
-#pragma unroll
-    for (int n = 0; n < kWgKeys / 8; ++n) {
-      const float p0 = exp2f(sacc[4 * n + 0] - m_use[0]), p1 = exp2f(sacc[4 * n + 1] - m_use[0]);
-      const float p2 = exp2f(sacc[4 * n + 2] - m_use[1]), p3 = exp2f(sacc[4 * n + 3] - m_use[1]);
-      l_run[0] += p0 + p1;
-      l_run[1] += p2 + p3;
-      pf[n >> 1][(n & 1) * 2 + 0] = dev::pack_bf16(p0, p1);
-      pf[n >> 1][(n & 1) * 2 + 1] = dev::pack_bf16(p2, p3);
-    }
-#pragma unroll
-    for (int d = 0; d < kD / 8; ++d) {
-      o[4 * d + 0] *= alpha[0], o[4 * d + 1] *= alpha[0];
-      o[4 * d + 2] *= alpha[1], o[4 * d + 3] *= alpha[1];
-    }
+    wg_softmax_p(sacc, alpha, m_use, l_run, pf, o);
   }
   // The last tile's P V; the final sync balances warpgroup 1's first arrive on barrier 1.
   mbar_wait(full_v((n_tiles - 1) & 1), ((n_tiles - 1) >> 1) & 1);
