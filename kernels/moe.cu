@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <cfloat>
+#include <type_traits>
 
 #include "kernels/cuda-check.cuh"
 #include "kernels/device-util.cuh"
@@ -271,9 +272,11 @@ struct gg_params {
 };
 
 
-// Finds this block's (expert, m0 within the expert, row count of the expert); returns false if the block has no tile.
-template <int BM>
-__device__ bool find_tile(const gg_params& p, int* s_info) {
+// Finds the (expert, m0 within the expert, row count of the expert) of a row tile (BM rows per tile, the tiles of each
+// expert in expert order) into s_info; returns false if there is no such tile. Block-wide (a block scan). tile: the
+// tile index, or a callable returning it, called after the scan (where grouped_gemm_kernel reads blockIdx.x).
+template <int BM, typename Tile>
+__device__ __forceinline__ bool find_tile(const gg_params& p, Tile tile_or_fn, int* s_info) {
   __shared__ int scratch[33];
   const int per = (p.n_experts + blockDim.x - 1) / blockDim.x;
   const int e0 = threadIdx.x * per;
@@ -284,7 +287,12 @@ __device__ bool find_tile(const gg_params& p, int* s_info) {
   }
   if (threadIdx.x == 0) s_info[0] = -1;
   int run = dev::block_exclusive_scan(tiles, scratch);
-  const int tile = blockIdx.x;
+  int tile;
+  if constexpr (std::is_integral_v<Tile>) {
+    tile = tile_or_fn;
+  } else {
+    tile = tile_or_fn();
+  }
   if (tile >= run && tile < run + tiles) {
     for (int j = 0; j < per; ++j) {
       const int e = e0 + j;
@@ -303,12 +311,54 @@ __device__ bool find_tile(const gg_params& p, int* s_info) {
   return s_info[0] >= 0;
 }
 
+// The A sources of this thread's load rows m = tid / 8 + STEP i (i < N) of a tile that starts m0 rows into an expert
+// of cnt rows (permuted row row0): a_ok[i] says the row exists; a_src[i] points at chunk column cc of the row's
+// activations (row_token maps permuted rows to token rows where set; rows past cnt use row0's, never read).
+template <int N, int STEP>
+__device__ __forceinline__ void gg_a_rows(const gg_params& p, int tid, int m0, int cnt, int row0, int cc,
+                                          const bf16* (&a_src)[N], bool (&a_ok)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const int m = tid / 8 + i * STEP;
+    a_ok[i] = m0 + m < cnt;
+    const int r = row0 + (a_ok[i] ? m : 0);
+    const int src_row = p.row_token ? p.row_token[r] : r;
+    a_src[i] = p.a + std::int64_t(src_row) * p.lda + cc * 8;
+  }
+}
+
+// The B sources of this thread's load rows nb = tid / 8 + STEP i (i < N) of a column tile at output column n0 with
+// BN output columns (SWIGLU: rows nb >= BN are the up rows, weight row N + column): b_ok[i] says the column exists;
+// b_src[i] points at chunk column cc of the weight row of expert weights w (column 0's where the column is past N).
+template <int N, int STEP, int BN, bool SWIGLU>
+__device__ __forceinline__ void gg_b_rows(const gg_params& p, const bf16* w, int tid, int n0, int cc,
+                                          const bf16* (&b_src)[N], bool (&b_ok)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const int nb = tid / 8 + i * STEP;
+    int col = n0 + (SWIGLU ? nb % BN : nb);
+    b_ok[i] = col < p.N;
+    if (!b_ok[i]) col = 0;
+    const int wrow = SWIGLU && nb >= BN ? p.N + col : col;
+    b_src[i] = w + std::int64_t(wrow) * p.K + cc * 8;
+  }
+}
+
+// Stores the output pair (row r, columns col, col + 1) as fp32 or bf16 (p.out_fp32).
+__device__ __forceinline__ void gg_store_pair(const gg_params& p, std::int64_t r, int col, float v0, float v1) {
+  if (p.out_fp32) {
+    *reinterpret_cast<float2*>(static_cast<float*>(p.out) + r * p.ldo + col) = make_float2(v0, v1);
+  } else {
+    *reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(p.out) + r * p.ldo + col) = __floats2bfloat162_rn(v0, v1);
+  }
+}
+
 template <int BM, int BN, int WM, int WN, int STAGES, bool SWIGLU>
 __global__ void __launch_bounds__(WM* WN * 32) grouped_gemm_kernel(gg_params p) {
   using C = gg_cfg<BM, BN, WM, WN, STAGES, SWIGLU>;
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int s_info[3];
-  if (!find_tile<BM>(p, s_info)) return;
+  if (!find_tile<BM>(p, [] { return int(blockIdx.x); }, s_info)) return;
   const int e = s_info[0], m0 = s_info[1], cnt = s_info[2];
   const int row0 = p.offsets[e] + m0;  // first permuted row of the tile
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -321,14 +371,7 @@ __global__ void __launch_bounds__(WM* WN * 32) grouped_gemm_kernel(gg_params p) 
   const int cc = tid & 7;
   const bf16* a_src[kAL];
   bool a_ok[kAL];
-#pragma unroll
-  for (int i = 0; i < kAL; ++i) {
-    const int m = tid / 8 + i * kRowStep;
-    a_ok[i] = m0 + m < cnt;
-    const int r = row0 + (a_ok[i] ? m : 0);
-    const int src_row = p.row_token ? p.row_token[r] : r;
-    a_src[i] = p.a + std::int64_t(src_row) * p.lda + cc * 8;
-  }
+  gg_a_rows<kAL, kRowStep>(p, tid, m0, cnt, row0, cc, a_src, a_ok);
   // Column tiles blockIdx.y, blockIdx.y + gridDim.y, ...: the prefill tiling walks several per block, so the tile
   // lookup above and the A row pointers are amortised.
   const int n_tiles = (p.N + BN - 1) / BN;
@@ -337,15 +380,7 @@ __global__ void __launch_bounds__(WM* WN * 32) grouped_gemm_kernel(gg_params p) 
   __syncthreads();  // the previous column tile's last reads of the stage buffers are done
   const bf16* b_src[kBL];
   bool b_ok[kBL];
-#pragma unroll
-  for (int i = 0; i < kBL; ++i) {
-    const int nb = tid / 8 + i * kRowStep;
-    int col = n0 + (SWIGLU ? nb % BN : nb);
-    b_ok[i] = col < p.N;
-    if (!b_ok[i]) col = 0;
-    const int wrow = SWIGLU && nb >= BN ? p.N + col : col;
-    b_src[i] = w + std::int64_t(wrow) * p.K + cc * 8;
-  }
+  gg_b_rows<kBL, kRowStep, BN, SWIGLU>(p, w, tid, n0, cc, b_src, b_ok);
 
   const int KT = (p.K + 63) / 64;
   auto load_stage = [&](int kt) {
@@ -431,12 +466,7 @@ __global__ void __launch_bounds__(WM* WN * 32) grouped_gemm_kernel(gg_params p) 
           v0 = v0 / (1.f + expf(-v0)) * acc_up[mi][ni][2 * half];
           v1 = v1 / (1.f + expf(-v1)) * acc_up[mi][ni][2 * half + 1];
         }
-        if (p.out_fp32) {
-          *reinterpret_cast<float2*>(static_cast<float*>(p.out) + r * p.ldo + col) = make_float2(v0, v1);
-        } else {
-          *reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(p.out) + r * p.ldo + col) =
-              __floats2bfloat162_rn(v0, v1);
-        }
+        gg_store_pair(p, r, col, v0, v1);
       }
     }
   }  // column tiles
@@ -469,36 +499,6 @@ constexpr int kWgStages = 4;
 constexpr int kWgStageBytes = (128 + 256) * 128;
 constexpr int kWgSmem = kWgStages * kWgStageBytes + 1024;  // + alignment of the tiles to 1024 bytes
 
-#if EV_SM90A  // used by the sm_90a kernel only
-__device__ bool find_tile_at(const gg_params& p, int tile, int bm, int* s_info) {
-  __shared__ int scratch[33];
-  const int per = (p.n_experts + blockDim.x - 1) / blockDim.x;
-  const int e0 = threadIdx.x * per;
-  int tiles = 0;
-  for (int j = 0; j < per; ++j) {
-    const int e = e0 + j;
-    if (e < p.n_experts) tiles += (p.offsets[e + 1] - p.offsets[e] + bm - 1) / bm;
-  }
-  if (threadIdx.x == 0) s_info[0] = -1;
-  int run = dev::block_exclusive_scan(tiles, scratch);
-  if (tile >= run && tile < run + tiles) {
-    for (int j = 0; j < per; ++j) {
-      const int e = e0 + j;
-      if (e >= p.n_experts) break;
-      const int cnt = p.offsets[e + 1] - p.offsets[e], t = (cnt + bm - 1) / bm;
-      if (tile < run + t) {
-        s_info[0] = e;
-        s_info[1] = (tile - run) * bm;
-        s_info[2] = cnt;
-        break;
-      }
-      run += t;
-    }
-  }
-  __syncthreads();
-  return s_info[0] >= 0;
-}
-#endif
 
 template <bool SWIGLU>
 __global__ void __launch_bounds__(256, 1) grouped_gemm_wgmma_kernel(gg_params p) {
@@ -507,7 +507,7 @@ __global__ void __launch_bounds__(256, 1) grouped_gemm_wgmma_kernel(gg_params p)
   unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) &
                                                          ~std::uintptr_t(1023));
   __shared__ int s_info[3];
-  if (!find_tile_at(p, blockIdx.y, 128, s_info)) return;
+  if (!find_tile<128>(p, int(blockIdx.y), s_info)) return;
   const int e = s_info[0], m0 = s_info[1], cnt = s_info[2];
   const int row0 = p.offsets[e] + m0;
   constexpr int kOutCols = SWIGLU ? 128 : 256;
@@ -519,25 +519,10 @@ __global__ void __launch_bounds__(256, 1) grouped_gemm_wgmma_kernel(gg_params p)
   const int cc = tid & 7;
   const bf16* a_src[4];
   bool a_ok[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int m = tid / 8 + i * 32;
-    a_ok[i] = m0 + m < cnt;
-    const int r = row0 + (a_ok[i] ? m : 0);
-    const int src_row = p.row_token ? p.row_token[r] : r;
-    a_src[i] = p.a + std::int64_t(src_row) * p.lda + cc * 8;
-  }
+  gg_a_rows<4, 32>(p, tid, m0, cnt, row0, cc, a_src, a_ok);
   const bf16* b_src[8];
   bool b_ok[8];
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const int nb = tid / 8 + i * 32;
-    int col = n0 + (SWIGLU ? nb % 128 : nb);
-    b_ok[i] = col < p.N;
-    if (!b_ok[i]) col = 0;
-    const int wrow = SWIGLU && nb >= 128 ? p.N + col : col;
-    b_src[i] = w + std::int64_t(wrow) * p.K + cc * 8;
-  }
+  gg_b_rows<8, 32, 128, SWIGLU>(p, w, tid, n0, cc, b_src, b_ok);
   const int KT = (p.K + 63) / 64;
   auto load_stage = [&](int kt) {
     unsigned char* st = smem + (kt % kWgStages) * kWgStageBytes;
@@ -597,12 +582,7 @@ __global__ void __launch_bounds__(256, 1) grouped_gemm_wgmma_kernel(gg_params p)
         v0 = v0 / (1.f + expf(-v0)) * acc[4 * (i + 16) + 2 * half];
         v1 = v1 / (1.f + expf(-v1)) * acc[4 * (i + 16) + 2 * half + 1];
       }
-      if (p.out_fp32) {
-        *reinterpret_cast<float2*>(static_cast<float*>(p.out) + r * p.ldo + col) = make_float2(v0, v1);
-      } else {
-        *reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(p.out) + r * p.ldo + col) =
-            __floats2bfloat162_rn(v0, v1);
-      }
+      gg_store_pair(p, r, col, v0, v1);
     }
   }
 #else
