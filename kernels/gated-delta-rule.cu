@@ -453,6 +453,28 @@ __device__ __forceinline__ void prefetch_chunk(typename scan_smem<BV>::stage& st
   else if (tid < 48) cp_async16(st.beta + (tid - 32) * 4, ws.beta + ws_vec + (tid - 32) * 4, true);
 }
 
+// acc += A[ti][kk] B[kk][tj] over the 16x16 blocks kk <= ti (A lower triangular by blocks): A row-major bf16 (pitch
+// lda), B given transposed (Bt[n][k], pitch ldb) and read as col_major. Phases (D) V_new = T Y and (F) O += P V_new.
+__device__ __forceinline__ void wmma_tril_mma(wmma::fragment<wmma::accumulator, 16, 16, 16, float>& acc, const nvbf* A,
+                                              int lda, const nvbf* Bt, int ldb, int ti, int tj) {
+  for (int kk = 0; kk <= ti; ++kk) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::row_major> a;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::col_major> b;
+    wmma::load_matrix_sync(a, A + ti * 16 * lda + kk * 16, lda);
+    wmma::load_matrix_sync(b, Bt + tj * 16 * ldb + kk * 16, ldb);
+    wmma::mma_sync(acc, a, b, acc);
+  }
+}
+
+// x[i] = src[(r0 + i) * ld + cc] (8 rows of column cc of an fp32 tile), stored transposed as one 16-byte bf16 write
+// at dst[cc * ld_t + r0]; x stays with the caller.
+__device__ __forceinline__ void store_col8_t(const float* src, int ld, int r0, int cc, nvbf* dst, int ld_t,
+                                             float (&x)[8]) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) x[i] = src[(r0 + i) * ld + cc];
+  *reinterpret_cast<uint4*>(dst + cc * ld_t + r0) = pack8h(x);
+}
+
 // Per chunk, three block barriers: (top) inputs landed; (B) Y tiles complete; (D) V_new tiles complete. Everything else is warp-local: a warp post-processes the tiles it produced (X, V_new, output, state).
 // 16 warps: with one block per SM (the state tile and two input stages fill shared memory), the per-phase dependency
 // chains are latency-bound, so each warp takes one tile task per phase.
@@ -557,21 +579,13 @@ __global__ void __launch_bounds__(kScanWarps * 32, 1)
       const int ti = tile / kTilesV, tj = tile % kTilesV;
       wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
       wmma::fill_fragment(acc, 0.f);
-      for (int kk = 0; kk <= ti; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::col_major> b;  // Y[k][n] = Yt[n][k]
-        wmma::load_matrix_sync(a, sT + ti * 16 * kLdT + kk * 16, kLdT);
-        wmma::load_matrix_sync(b, Yt + tj * 16 * kLdYt + kk * 16, kLdYt);
-        wmma::mma_sync(acc, a, b, acc);
-      }
+      wmma_tril_mma(acc, sT, kLdT, Yt, kLdYt, ti, tj);  // Y[k][n] = Yt[n][k]
       wmma::store_matrix_sync(Xs + ti * 16 * kLdS + tj * 16, acc, kLdS, wmma::mem_row_major);
       __syncwarp();
       {
         const int cc = tj * 16 + (lane & 15), r0 = ti * 16 + (lane >> 4) * 8;
         float x[8];
-#pragma unroll
-        for (int i = 0; i < 8; ++i) x[i] = Xs[(r0 + i) * kLdS + cc];
-        *reinterpret_cast<uint4*>(Vnt + cc * kLdYt + r0) = pack8h(x);
+        store_col8_t(Xs, kLdS, r0, cc, Vnt, kLdYt, x);
 #pragma unroll
         for (int i = 0; i < 8; ++i) x[i] *= st.ed[r0 + i];
         *reinterpret_cast<uint4*>(Vdt + cc * kLdYt + r0) = pack8h(x);
@@ -586,13 +600,7 @@ __global__ void __launch_bounds__(kScanWarps * 32, 1)
       if (task < kOutTiles || task >= kTasksB) continue;
       const int tile = task - kOutTiles;
       const int ti = tile / kTilesV, tj = tile % kTilesV;
-      for (int kk = 0; kk <= ti; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, nvbf, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, nvbf, wmma::col_major> b;  // V_new[k][n] = Vnt[n][k]
-        wmma::load_matrix_sync(a, sP + ti * 16 * kLdT + kk * 16, kLdT);
-        wmma::load_matrix_sync(b, Vnt + tj * 16 * kLdYt + kk * 16, kLdYt);
-        wmma::mma_sync(o_acc[u], a, b, o_acc[u]);
-      }
+      wmma_tril_mma(o_acc[u], sP, kLdT, Vnt, kLdYt, ti, tj);  // V_new[k][n] = Vnt[n][k]
       wmma::store_matrix_sync(Xs + ti * 16 * kLdS + tj * 16, o_acc[u], kLdS, wmma::mem_row_major);
       __syncwarp();
       {
@@ -624,9 +632,7 @@ __global__ void __launch_bounds__(kScanWarps * 32, 1)
       {  // lane: column lane%16 of the tile, rows (lane/16)*8..+8 -> one 16-byte store into S^T
         const int cc = sj * 16 + (lane & 15), r0 = si * 16 + (lane >> 4) * 8;
         float x[8];
-#pragma unroll
-        for (int i = 0; i < 8; ++i) x[i] = Ss[(r0 + i) * kLdS + cc];
-        *reinterpret_cast<uint4*>(St + cc * kLdSt + r0) = pack8h(x);
+        store_col8_t(Ss, kLdS, r0, cc, St, kLdSt, x);
       }
     }
     // The next iteration's top barrier orders this chunk's S, Sb and X writes before their next readers.
