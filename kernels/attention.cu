@@ -300,6 +300,40 @@ constexpr int pf_smem() { return ROWS * kPfRowBytes + 4 * kPfKvBytes; }
 // chunk touches 8 different 16-byte bank groups.
 __device__ __forceinline__ int swz256(int row, int chunk) { return row * kPfRowBytes + ((chunk ^ (row & 7)) << 4); }
 
+// Element e (< 4) of the mma accumulator of output dims 8 d .. 8 d + 7: o[d][e] in attention_prefill_kernel, o[4 d + e]
+// in the wgmma kernels (the m64n256 accumulator, same order).
+__device__ __forceinline__ float o_at(const float (&o)[kD / 8][4], int d, int e) { return o[d][e]; }
+#if EV_SM90A
+__device__ __forceinline__ float o_at(const float (&o)[128], int d, int e) { return o[4 * d + e]; }
+#endif
+
+// The epilogue of the prefill kernels: for this thread's two rows (row0 and row0 + 8 of the block's ROWS-row tile),
+// the quad-reduced row sum l, then out = o / l * sigmoid(gate) in bf16 (rows past the sequence are skipped).
+template <int ROWS, typename O>
+__device__ __forceinline__ void store_gated_rows(const attention_prefill_args& a, const O& o, const float (&l_run)[2],
+                                                 int row0, int lane, int tile, int group, int n_new, int hk, int q0) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float l = l_run[h];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int rr = row0 + 8 * h, pi = tile * ROWS + rr, tok = pi / group;
+    if (tok >= n_new) continue;
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    const int head = hk * group + pi % group;
+    const bf16* g = a.gate + std::int64_t(q0 + tok) * a.gate_stride + std::int64_t(head) * a.gate_head_stride;
+    bf16* out = a.out + std::int64_t(q0 + tok) * a.out_stride + std::int64_t(head) * kD;
+#pragma unroll
+    for (int d = 0; d < kD / 8; ++d) {
+      const int col = d * 8 + 2 * (lane & 3);
+      const float2 gv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(g + col));
+      const float v0 = o_at(o, d, 2 * h) * inv / (1.f + expf(-gv.x));
+      const float v1 = o_at(o, d, 2 * h + 1) * inv / (1.f + expf(-gv.y));
+      *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(v0, v1);
+    }
+  }
+}
+
 template <int kPfRows>
 __global__ void __launch_bounds__(kPfRows * 2, 1) attention_prefill_kernel(attention_prefill_args a, float scale_log2) {
   constexpr int kPfThreads = kPfRows * 2, kPfQBytes = kPfRows * kPfRowBytes;
@@ -441,26 +475,7 @@ __global__ void __launch_bounds__(kPfRows * 2, 1) attention_prefill_kernel(atten
   dev::cp_async_wait<0>();
 
   // Epilogue: out = O / l * sigmoid(gate).
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    float l = l_run[h];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const int rr = warp * 16 + (lane >> 2) + 8 * h, pi = tile * kPfRows + rr, tok = pi / group;
-    if (tok >= n_new) continue;
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    const int head = hk * group + pi % group;
-    const bf16* g = a.gate + std::int64_t(q0 + tok) * a.gate_stride + std::int64_t(head) * a.gate_head_stride;
-    bf16* out = a.out + std::int64_t(q0 + tok) * a.out_stride + std::int64_t(head) * kD;
-#pragma unroll
-    for (int d = 0; d < kD / 8; ++d) {
-      const int col = d * 8 + 2 * (lane & 3);
-      const float2 gv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(g + col));
-      const float v0 = o[d][2 * h] * inv / (1.f + expf(-gv.x));
-      const float v1 = o[d][2 * h + 1] * inv / (1.f + expf(-gv.y));
-      *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(v0, v1);
-    }
-  }
+  store_gated_rows<kPfRows>(a, o, l_run, warp * 16 + (lane >> 2), lane, tile, group, n_new, hk, q0);
 }
 
 // ---- sm_90a: the same algorithm on warpgroup MMAs. A block = 2 warpgroups x 64 rows (128 (token, head) rows, as the
@@ -477,33 +492,6 @@ constexpr int kWgAttnSmem = kWgQBytes + 4 * kWgKvBytes + 1024;
 #if EV_SM90A
 // Byte offset of 16-byte chunk c (0..31) of row `row` in a tile of `rows` rows split into four 64-dim blocks.
 __device__ __forceinline__ int blk256(int rows, int row, int c) { return (c >> 3) * rows * 128 + dev::swz64(row, c & 7); }
-
-// The epilogue of the wgmma prefill kernels: for this thread's two rows (row0 and row0 + 8 of the block's 128-row
-// tile), the quad-reduced row sum l, then out = o / l * sigmoid(gate) in bf16 (rows past the sequence are skipped).
-__device__ __forceinline__ void store_gated_rows(const attention_prefill_args& a, const float (&o)[128],
-                                                 const float (&l_run)[2], int row0, int lane, int tile, int group,
-                                                 int n_new, int hk, int q0) {
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    float l = l_run[h];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const int rr = row0 + 8 * h, pi = tile * 128 + rr, tok = pi / group;
-    if (tok >= n_new) continue;
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    const int head = hk * group + pi % group;
-    const bf16* g = a.gate + std::int64_t(q0 + tok) * a.gate_stride + std::int64_t(head) * a.gate_head_stride;
-    bf16* out = a.out + std::int64_t(q0 + tok) * a.out_stride + std::int64_t(head) * kD;
-#pragma unroll
-    for (int d = 0; d < kD / 8; ++d) {
-      const int col = d * 8 + 2 * (lane & 3);
-      const float2 gv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(g + col));
-      const float v0 = o[4 * d + 2 * h] * inv / (1.f + expf(-gv.x));
-      const float v1 = o[4 * d + 2 * h + 1] * inv / (1.f + expf(-gv.y));
-      *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(v0, v1);
-    }
-  }
-}
 
 // The pieces of the wgmma prefill kernels' main loop (attention_prefill_wgmma_kernel, attention_prefill_ws_kernel),
 // per warpgroup of 64 query rows and tile of kWgKeys keys.
@@ -591,6 +579,41 @@ __device__ __forceinline__ void wg_softmax_p(const float (&sacc)[32], const floa
     o[4 * d + 2] *= alpha[1], o[4 * d + 3] *= alpha[1];
   }
 }
+
+// The block's work in the wgmma prefill kernels: sequence s (blockIdx.z), KV head hk (blockIdx.y) and its 128-row tile
+// of (token, query head) rows (heavier, later tiles first), the tokens' first index i_first and position base_pos +
+// i, and the keys it attends to: kv_len of them in n_tiles tiles of kWgKeys (>= 1: the block's last query sits at
+// position >= 0). False where the tile lies past the sequence's new tokens (the block has nothing to do).
+struct wg_block {
+  int s, hk, tile, group, q0, n_new, i_first, base_pos, kv_len, n_tiles;
+};
+__device__ __forceinline__ bool wg_block_of(const attention_prefill_args& a, wg_block& b) {
+  b.s = blockIdx.z, b.hk = blockIdx.y;
+  b.tile = gridDim.x - 1 - blockIdx.x;
+  b.group = a.n_q_heads / a.n_kv_heads;
+  const int tok_per_tile = 128 / b.group;
+  b.q0 = a.cu_q[b.s], b.n_new = a.cu_q[b.s + 1] - b.q0;
+  const int ctx = a.seq_lens[b.s];
+  b.i_first = b.tile * tok_per_tile;
+  if (b.i_first >= b.n_new) return false;
+  const int i_last = min(b.n_new, b.i_first + tok_per_tile) - 1;
+  b.base_pos = ctx - b.n_new;
+  b.kv_len = max(b.base_pos + i_last + 1, 0);
+  b.n_tiles = (b.kv_len + kWgKeys - 1) / kWgKeys;
+  return true;
+}
+
+// Issues the cp.async of 16-byte chunk cc of row rr of the block's 128-row Q tile into sq (blk256 layout); rows past
+// the sequence's new tokens are zero-filled.
+__device__ __forceinline__ void wg_load_q_chunk(const attention_prefill_args& a, unsigned char* sq, int rr, int cc,
+                                                int tile, int group, int n_new, int hk, int q0) {
+  const int pi = tile * 128 + rr, tok = pi / group;
+  const bool ok = tok < n_new;
+  const bf16* src = ok ? a.q + std::int64_t(q0 + tok) * a.q_stride +
+                             std::int64_t(hk * group + pi % group) * a.q_head_stride + cc * 8
+                       : a.q;
+  dev::cp_async16(sq + blk256(128, rr, cc), src, ok);
+}
 #endif
 
 template <bool OVERLAP>
@@ -599,16 +622,10 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) &
                                                          ~std::uintptr_t(1023));
-  const int s = blockIdx.z, hk = blockIdx.y;
-  const int tile = gridDim.x - 1 - blockIdx.x;  // heavier (later) tiles first
-  const int group = a.n_q_heads / a.n_kv_heads, tok_per_tile = 128 / group;
-  const int q0 = a.cu_q[s], n_new = a.cu_q[s + 1] - q0, ctx = a.seq_lens[s];
-  const int i_first = tile * tok_per_tile;
-  if (i_first >= n_new) return;
-  const int i_last = min(n_new, i_first + tok_per_tile) - 1;
-  const int base_pos = ctx - n_new;
-  const int kv_len = max(base_pos + i_last + 1, 0);
-  const int n_tiles = (kv_len + kWgKeys - 1) / kWgKeys;  // >= 1: the block's last query sits at position >= 0
+  wg_block blk;
+  if (!wg_block_of(a, blk)) return;
+  const int s = blk.s, hk = blk.hk, tile = blk.tile, group = blk.group, q0 = blk.q0, n_new = blk.n_new;
+  const int i_first = blk.i_first, base_pos = blk.base_pos, kv_len = blk.kv_len, n_tiles = blk.n_tiles;
   const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7, wr = (tid >> 5) & 3;
 
   unsigned char* sq = smem;
@@ -617,12 +634,7 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
   const int cc = tid & 31;
 #pragma unroll 4
   for (int i = 0; i < 16; ++i) {
-    const int rr = tid / 32 + 8 * i, pi = tile * 128 + rr, tok = pi / group;
-    const bool ok = tok < n_new;
-    const bf16* src = ok ? a.q + std::int64_t(q0 + tok) * a.q_stride +
-                               std::int64_t(hk * group + pi % group) * a.q_head_stride + cc * 8
-                         : a.q;
-    dev::cp_async16(sq + blk256(128, rr, cc), src, ok);
+    wg_load_q_chunk(a, sq, tid / 32 + 8 * i, cc, tile, group, n_new, hk, q0);
   }
   // This thread's 8 cache rows of a tile (rows tid / 32 + 8 i, chunk tid % 32): element offsets into the caches, -1
   // past kv_len (zero fill). Computed once per tile for K and V (the block-table lookups are global loads).
@@ -732,7 +744,7 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
   }
   dev::cp_async_wait<0>();
 
-  store_gated_rows(a, o, l_run, wg * 64 + wr * 16 + (lane >> 2), lane, tile, group, n_new, hk, q0);
+  store_gated_rows<128>(a, o, l_run, wg * 64 + wr * 16 + (lane >> 2), lane, tile, group, n_new, hk, q0);
 #else
   __trap();  // launched only where moe_wgmma_available()
 #endif
@@ -779,16 +791,10 @@ __global__ void __launch_bounds__(384, 1) attention_prefill_ws_kernel(attention_
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) &
                                                          ~std::uintptr_t(1023));
-  const int s = blockIdx.z, hk = blockIdx.y;
-  const int tile = gridDim.x - 1 - blockIdx.x;  // heavier (later) tiles first
-  const int group = a.n_q_heads / a.n_kv_heads, tok_per_tile = 128 / group;
-  const int q0 = a.cu_q[s], n_new = a.cu_q[s + 1] - q0, ctx = a.seq_lens[s];
-  const int i_first = tile * tok_per_tile;
-  if (i_first >= n_new) return;
-  const int i_last = min(n_new, i_first + tok_per_tile) - 1;
-  const int base_pos = ctx - n_new;
-  const int kv_len = max(base_pos + i_last + 1, 0);
-  const int n_tiles = (kv_len + kWgKeys - 1) / kWgKeys;  // >= 1: the block's last query sits at position >= 0
+  wg_block blk;
+  if (!wg_block_of(a, blk)) return;
+  const int s = blk.s, hk = blk.hk, tile = blk.tile, group = blk.group, q0 = blk.q0, n_new = blk.n_new;
+  const int i_first = blk.i_first, base_pos = blk.base_pos, kv_len = blk.kv_len, n_tiles = blk.n_tiles;
   const int tid = threadIdx.x, wg = tid >> 7;
 
   unsigned char* sq = smem;
@@ -817,12 +823,7 @@ __global__ void __launch_bounds__(384, 1) attention_prefill_ws_kernel(attention_
       const int cc = p & 31;
 #pragma unroll 1
       for (int i = 0; i < 32; ++i) {
-        const int rr = p / 32 + 4 * i, pi = tile * 128 + rr, tok = pi / group;
-        const bool ok = tok < n_new;
-        const bf16* src = ok ? a.q + std::int64_t(q0 + tok) * a.q_stride +
-                                   std::int64_t(hk * group + pi % group) * a.q_head_stride + cc * 8
-                             : a.q;
-        dev::cp_async16(sq + blk256(128, rr, cc), src, ok);
+        wg_load_q_chunk(a, sq, p / 32 + 4 * i, cc, tile, group, n_new, hk, q0);
       }
     }
     // K/V: rows p / 8 + 16 i (i < 4), chunks p % 8 + 8 c (c < 4): a warp covers 4 rows x 128 contiguous bytes per
@@ -910,7 +911,7 @@ __global__ void __launch_bounds__(384, 1) attention_prefill_ws_kernel(attention_
   dev::wgmma_wait<0>();
   dev::fence_regs(o);
 
-  store_gated_rows(a, o, l_run, wg * 64 + wr * 16 + (lane >> 2), lane, tile, group, n_new, hk, q0);
+  store_gated_rows<128>(a, o, l_run, wg * 64 + wr * 16 + (lane >> 2), lane, tile, group, n_new, hk, q0);
 #else
   __trap();  // launched only where moe_wgmma_available()
 #endif
