@@ -100,17 +100,7 @@ __device__ __forceinline__ float warp_sum(float x) {
   return x;
 }
 
-// Loads 4 consecutive bf16 (8 bytes) as floats.
-__device__ __forceinline__ void load4(const nvbf* p, float (&x)[4]) {
-  const uint2 raw = *reinterpret_cast<const uint2*>(p);
-  const __nv_bfloat162 a = *reinterpret_cast<const __nv_bfloat162*>(&raw.x);
-  const __nv_bfloat162 b = *reinterpret_cast<const __nv_bfloat162*>(&raw.y);
-  x[0] = __low2float(a);
-  x[1] = __high2float(a);
-  x[2] = __low2float(b);
-  x[3] = __high2float(b);
-}
-
+// 4 bf16 packed in 8 bytes as floats.
 __device__ __forceinline__ void unpack4(uint2 raw, float (&x)[4]) {
   const __nv_bfloat162 a = *reinterpret_cast<const __nv_bfloat162*>(&raw.x);
   const __nv_bfloat162 b = *reinterpret_cast<const __nv_bfloat162*>(&raw.y);
@@ -119,6 +109,9 @@ __device__ __forceinline__ void unpack4(uint2 raw, float (&x)[4]) {
   x[2] = __low2float(b);
   x[3] = __high2float(b);
 }
+
+// Loads 4 consecutive bf16 (8 bytes) as floats.
+__device__ __forceinline__ void load4(const nvbf* p, float (&x)[4]) { unpack4(*reinterpret_cast<const uint2*>(p), x); }
 
 // 8 consecutive fp32 from shared memory (16-byte aligned).
 __device__ __forceinline__ void lds8f(const float* p, float (&x)[8]) {
