@@ -154,15 +154,20 @@ __global__ void permute_chunk_scan_kernel(moe_permute_args a, permute_ws ws, int
 
 constexpr int kScatterThreads = 1024;
 
-__global__ void __launch_bounds__(kScatterThreads) permute_scatter_kernel(moe_permute_args a, permute_ws ws, int n) {
-  __shared__ std::int32_t off[kMaxPermExperts];
-  __shared__ std::int32_t scratch[33];
+// The experts' first rows: an exclusive scan over the block (kScatterThreads threads, kMaxPermExperts /
+// kScatterThreads experts each) of their row counts (counts[e]) into off[e] (may be counts: each thread reads its
+// experts' counts before the scan); where write_global() (asked after the scan) also into a.expert_offsets. Returns
+// the total row count (the caller stores it at a.expert_offsets[n_experts]).
+template <typename WriteGlobal>
+__device__ __forceinline__ int scan_expert_offsets(const moe_permute_args& a, const std::int32_t* counts,
+                                                    std::int32_t* off, WriteGlobal write_global,
+                                                    std::int32_t* scratch) {
   constexpr int per = kMaxPermExperts / kScatterThreads;
   const int e0 = threadIdx.x * per;
   int local[per], sum = 0;
 #pragma unroll
   for (int j = 0; j < per; ++j) {
-    local[j] = e0 + j < a.n_experts ? ws.totals[e0 + j] : 0;
+    local[j] = e0 + j < a.n_experts ? counts[e0 + j] : 0;
     sum += local[j];
   }
   int total = 0;
@@ -171,10 +176,17 @@ __global__ void __launch_bounds__(kScatterThreads) permute_scatter_kernel(moe_pe
   for (int j = 0; j < per; ++j) {
     if (e0 + j < a.n_experts) {
       off[e0 + j] = run;
-      if (blockIdx.x == 0) a.expert_offsets[e0 + j] = run;
+      if (write_global()) a.expert_offsets[e0 + j] = run;
     }
     run += local[j];
   }
+  return total;
+}
+
+__global__ void __launch_bounds__(kScatterThreads) permute_scatter_kernel(moe_permute_args a, permute_ws ws, int n) {
+  __shared__ std::int32_t off[kMaxPermExperts];
+  __shared__ std::int32_t scratch[33];
+  const int total = scan_expert_offsets(a, ws.totals, off, [] { return blockIdx.x == 0; }, scratch);
   if (blockIdx.x == 0 && threadIdx.x == 0) a.expert_offsets[a.n_experts] = total;
   __syncthreads();
   for (int i = blockIdx.x * kScatterThreads + threadIdx.x; i < min(n, (blockIdx.x + 1) * kScatterThreads);
@@ -199,21 +211,7 @@ __global__ void __launch_bounds__(kScatterThreads) permute_small_kernel(moe_perm
   __syncthreads();
   if (threadIdx.x < 32) rank_chunk(a, n, 0, cnt, [&](int i, int r) { rank[i] = r; });
   __syncthreads();
-  constexpr int per = kMaxPermExperts / kScatterThreads;
-  const int e0 = threadIdx.x * per;
-  int local[per], sum = 0;
-#pragma unroll
-  for (int j = 0; j < per; ++j) {
-    local[j] = e0 + j < a.n_experts ? cnt[e0 + j] : 0;
-    sum += local[j];
-  }
-  int total = 0;
-  int run = dev::block_exclusive_scan(sum, scratch, &total);
-#pragma unroll
-  for (int j = 0; j < per; ++j) {
-    if (e0 + j < a.n_experts) cnt[e0 + j] = run, a.expert_offsets[e0 + j] = run;  // cnt now holds the offsets
-    run += local[j];
-  }
+  const int total = scan_expert_offsets(a, cnt, cnt, [] { return true; }, scratch);  // cnt now holds the offsets
   if (threadIdx.x == 0) a.expert_offsets[a.n_experts] = total;
   __syncthreads();
   const int i = threadIdx.x;
