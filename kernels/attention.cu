@@ -496,15 +496,19 @@ __device__ __forceinline__ int blk256(int rows, int row, int c) { return (c >> 3
 // The pieces of the wgmma prefill kernels' main loop (attention_prefill_wgmma_kernel, attention_prefill_ws_kernel),
 // per warpgroup of 64 query rows and tile of kWgKeys keys.
 
-// This thread's two rows (row 16 wr + lane / 4 of warpgroup wg and 8 below, in the block's 128-row tile) as query
-// positions, -1 past the sequence.
-__device__ __forceinline__ void wg_row_positions(int (&pos_row)[2], int wg, int wr, int lane, int tile, int group,
-                                                 int n_new, int base_pos) {
+// The loop state of this thread: pos_row, its two rows (row 16 wr + lane / 4 of warpgroup wg and 8 below, in the
+// block's 128-row tile) as query positions, -1 past the sequence; O = 0, running max -inf and row sums 0.
+__device__ __forceinline__ void wg_loop_init(int (&pos_row)[2], float (&o)[128], float (&m_run)[2], float (&l_run)[2],
+                                             int wg, int wr, int lane, int tile, int group, int n_new, int base_pos) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int rr = wg * 64 + wr * 16 + (lane >> 2) + 8 * h, tok = (tile * 128 + rr) / group;
     pos_row[h] = tok < n_new ? base_pos + tok : -1;
   }
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.f;
+  m_run[0] = m_run[1] = -INFINITY;
+  l_run[0] = l_run[1] = 0.f;
 }
 
 // Issues (and commits) S = Q K^T: sacc (m64n64 fp32 accumulator) from this warpgroup's Q rows at q_base and the
@@ -663,13 +667,9 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
   dev::cp_async_commit();  // {V_0}
 
   int pos_row[2];
-  wg_row_positions(pos_row, wg, wr, lane, tile, group, n_new, base_pos);
+  float o[128], m_run[2], l_run[2];
+  wg_loop_init(pos_row, o, m_run, l_run, wg, wr, lane, tile, group, n_new, base_pos);
   const int pos_first = base_pos + i_first;
-
-  float o[128];
-#pragma unroll
-  for (int i = 0; i < 128; ++i) o[i] = 0.f;
-  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
   const std::uint32_t q_base = dev::smem_u32(sq) + wg * 64 * 128;
   // P as bf16 A fragments (OVERLAP: P_{j-1}; zero before the first tile, whose P V step then adds 0 * V_0: V_0 has
   // landed and is finite, cache rows or zero fill, which keeps the loop free of branches around the MMAs).
@@ -865,13 +865,9 @@ __global__ void __launch_bounds__(384, 1) attention_prefill_ws_kernel(attention_
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kWsConsumerRegs));
   const int lane = tid & 31, wr = (tid >> 5) & 3;
   int pos_row[2];
-  wg_row_positions(pos_row, wg, wr, lane, tile, group, n_new, base_pos);
+  float o[128], m_run[2], l_run[2];
+  wg_loop_init(pos_row, o, m_run, l_run, wg, wr, lane, tile, group, n_new, base_pos);
   const int pos_first = base_pos + i_first;
-
-  float o[128];
-#pragma unroll
-  for (int i = 0; i < 128; ++i) o[i] = 0.f;
-  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
   const std::uint32_t q_base = dev::smem_u32(sq) + wg * 64 * 128;
   // P as bf16 A fragments (P_{j-1}; zero before the first tile, whose P V step then adds 0 * V_0: V_0 has landed and
   // is finite, cache rows or zero fill, which keeps the MMA waits unconditional).
