@@ -184,6 +184,22 @@ struct prep_smem {
   float beta[kChunk];
 };
 
+// The diagonal 16x16 blocks of T = (I + L)^-1 (L strictly lower triangular, fp32 with pitch ld_l) by forward
+// substitution: thread t (< kChunk) solves column t % 16 of diagonal block t / 16 into T (fp32, pitch ld_t); x: the
+// caller's scratch for the column.
+__device__ __forceinline__ void solve_diag_col(const float* L, int ld_l, float* T, int ld_t, int t, float (&x)[16]) {
+  const int base = (t >> 4) * 16, col = t & 15;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    float acc = (i == col) ? 1.f : 0.f;
+#pragma unroll
+    for (int m = 0; m < i; ++m) acc -= L[(base + i) * ld_l + base + m] * x[m];
+    x[i] = acc;
+  }
+#pragma unroll
+  for (int i = 0; i < 16; ++i) T[(base + i) * ld_t + base + col] = x[i];
+}
+
 // kQn (the mma scan): normalised, scaled q is written once per key head (like k), with no exp(G) factor; the scan
 // applies exp(G_i) to the output rows instead. Otherwise (the WMMA scan) q * exp(G) is written per value head.
 template <bool kQn>
@@ -316,17 +332,8 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prepare_kernel(gdn_shape 
     // T = (I + L)^-1, blocked by 16: diagonal blocks by forward substitution (one thread per column), then block
     // rows ib = 1..3: T[ib][j] = -T[ib][ib] * sum_{m=j}^{ib-1} L[ib][m] T[m][j].
     if (tid < kChunk) {
-      const int base = (tid >> 4) * 16, col = tid & 15;
       float x[16];
-#pragma unroll
-      for (int i = 0; i < 16; ++i) {
-        float acc = (i == col) ? 1.f : 0.f;
-#pragma unroll
-        for (int m = 0; m < i; ++m) acc -= sm.L[(base + i) * kLdF + base + m] * x[m];
-        x[i] = acc;
-      }
-#pragma unroll
-      for (int i = 0; i < 16; ++i) Tm[(base + i) * kLdTm + base + col] = x[i];
+      solve_diag_col(sm.L, kLdF, Tm, kLdTm, tid, x);
     }
     __syncthreads();
     // Each of the ib * 64 active threads owns 4 adjacent columns of one row (float4 reads of T and R, one scalar of
@@ -1425,18 +1432,10 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
     float* const Tm = sm.p.solve.Tm;
     // T = (I + L)^-1 for value head hv_r of chunk slot `slot` into the workspace (all four warps; L complete).
     auto solve = [&](std::size_t head_slot) {
-      if (ptid < kChunk) {  // diagonal blocks by forward substitution, one thread per column, full 16x16
-        const int base = (ptid >> 4) * 16, col = ptid & 15;
+      // diagonal blocks by forward substitution, one thread per column, full 16x16
+      if (ptid < kChunk) {
         float x[16];
-#pragma unroll
-        for (int i = 0; i < 16; ++i) {
-          float acc = (i == col) ? 1.f : 0.f;
-#pragma unroll
-          for (int m = 0; m < i; ++m) acc -= L[(base + i) * kLdF + base + m] * x[m];
-          x[i] = acc;
-        }
-#pragma unroll
-        for (int i = 0; i < 16; ++i) Tm[(base + i) * kLdF + base + col] = x[i];
+        solve_diag_col(L, kLdF, Tm, kLdF, ptid, x);
       }
       prep_bar();
       {  // Level 1, merge m = pw >> 1 of the blocks r0 = 2m, r1 = 2m + 1, n8 tile h: Y = L_10 D_0 into the unused
