@@ -45,6 +45,19 @@ struct partial_view {
 constexpr int kGroup = 8;
 constexpr int kWarps = kThreads / 32;
 
+// One step of the transposing butterfly: lanes with bit MASK set keep the upper half of in, the others the lower
+// half, and each adds the half its partner (lane ^ MASK) gives away: out[j] = kept[j] + partner's kept[j].
+template <int N, int MASK>
+__device__ __forceinline__ void butterfly_halve(const float (&in)[2 * N], float (&out)[N], int lane) {
+  const bool up = lane & MASK;
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    const float send = up ? in[j] : in[j + N];
+    const float keep = up ? in[j + N] : in[j];
+    out[j] = keep + __shfl_xor_sync(0xffffffffu, send, MASK);
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) attn_decode_split_kernel(attention_decode_args a, int n_splits,
                                                                      partial_view ws) {
   const int hk = blockIdx.x, s = blockIdx.y, split = blockIdx.z;
@@ -99,24 +112,8 @@ __global__ void __launch_bounds__(kThreads) attn_decode_split_kernel(attention_d
     // Butterfly: xor 16 halves the heads each lane keeps (upper lanes keep heads 4-7), xor 8 and xor 4 halve again,
     // xor 2 and xor 1 finish the sum of the one head left.
     float e4[4], e2[2], e1;
-    {
-      const bool up = lane & 16;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float send = up ? d[j] : d[j + 4];
-        const float keep = up ? d[j + 4] : d[j];
-        e4[j] = keep + __shfl_xor_sync(0xffffffffu, send, 16);
-      }
-    }
-    {
-      const bool up = lane & 8;
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const float send = up ? e4[j] : e4[j + 2];
-        const float keep = up ? e4[j + 2] : e4[j];
-        e2[j] = keep + __shfl_xor_sync(0xffffffffu, send, 8);
-      }
-    }
+    butterfly_halve<4, 16>(d, e4, lane);
+    butterfly_halve<2, 8>(e4, e2, lane);
     {
       const bool up = lane & 4;
       const float send = up ? e2[0] : e2[1];
