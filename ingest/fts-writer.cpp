@@ -143,7 +143,9 @@ void fts_writer::add(std::vector<fts_row> rows) {
 void fts_writer::commit(int64_t batch) { send({op::commit, {}, batch}); }
 void fts_writer::rollback() { send({op::rollback, {}, 0}); }
 
-void fts_writer::flush(bool checkpoint_after) { send({op::flush, {}, checkpoint_after ? 1 : 0}); }
+void fts_writer::flush(bool checkpoint_after) {
+  send({checkpoint_after ? op::flush_and_checkpoint : op::flush, {}, 0});
+}
 
 void fts_writer::set_synced_batch(int64_t batch) {
   std::lock_guard<std::mutex> lk(mu_);  // hands the values to the FTS thread with its next message
@@ -266,8 +268,9 @@ void fts_writer::handle(message& m) {
       undo_uncommitted();
       return;
     case op::flush:
+    case op::flush_and_checkpoint:
       if (uncommitted_.empty()) commit_open();
-      if (m.batch == 1 && !open_) {  // flush(true): the run's last commit is done
+      if (m.what == op::flush_and_checkpoint && !open_) {  // the run's last commit is done
         checkpointer_.reset();
         checkpoint_and_truncate(*db_, "main");
       }

@@ -96,7 +96,7 @@ class fts_writer {
   double cpu_seconds();
 
  private:
-  enum class op { rows, commit, rollback, flush };
+  enum class op { rows, commit, rollback, flush, flush_and_checkpoint };
   struct message {
     op what;
     std::vector<fts_row> rows;

@@ -76,9 +76,7 @@ class walker {
  public:
   walker(const fs::path& root, const fs::path& store_dir, std::vector<listed_file>& out,
          std::vector<skipped_file>& skipped)
-      : root_(root), store_(store_dir.lexically_normal().string()), out_(out), skipped_(skipped) {
-    if (!store_.empty() && store_.back() == '/') store_.pop_back();
-  }
+      : root_(root), store_(store_dir), out_(out), skipped_(skipped) {}
 
   void run() {
     const int fd = ::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -90,11 +88,6 @@ class walker {
  private:
   void unreadable(const std::string& rel, int err) {
     skipped_.push_back({rel, std::string("unreadable: ") + std::strerror(err)});
-  }
-
-  bool is_store(const std::string& abs) const {
-    return abs.size() >= store_.size() && abs.compare(0, store_.size(), store_) == 0 &&
-           (abs.size() == store_.size() || abs[store_.size()] == '/');
   }
 
   // Takes `fd` (an open directory) and closes it.
@@ -133,7 +126,7 @@ class walker {
         const fs::path target = fs::weakly_canonical(abs, ec);
         if (ec || !inside(target, root_)) skipped_.push_back({rel, "symbolic link out of the folder (not followed)"});
       } else if (type == DT_DIR) {
-        if (is_store(abs)) continue;
+        if (inside(abs, store_)) continue;  // once per directory: the path parsing costs nothing here
         const int sub = ::openat(::dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (sub < 0) {
           if (errno != EACCES) unreadable(rel, errno);
@@ -148,7 +141,7 @@ class walker {
   }
 
   const fs::path& root_;
-  std::string store_;
+  const fs::path& store_;
   std::vector<listed_file>& out_;
   std::vector<skipped_file>& skipped_;
 };
@@ -228,7 +221,8 @@ folder_listing list_folder(const fs::path& root_in, const fs::path& store_dir) {
                        " does not exist or is not a directory");
   folder_listing l;
   l.root = fs::canonical(root_in);
-  walker(l.root, fs::weakly_canonical(store_dir, ec), l.files, l.skipped).run();
+  const fs::path store = fs::weakly_canonical(store_dir, ec);
+  walker(l.root, store, l.files, l.skipped).run();
   return l;
 }
 

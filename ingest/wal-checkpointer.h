@@ -34,10 +34,10 @@ class wal_checkpointer {
   // auto-checkpoint (`restore_pages`) and this object does nothing.
   // `restart_frames` / `inline_frames` / `request_frames`: see above (tests use small values). The defaults are the
   // ingest writers' (index_writer, fts_writer): requests every 512 frames (2 MiB), about every batch, so few frames
-  // are left for the run's final checkpoint to copy and sync (SciFact, 10 alternating rounds: 0.73 -> 0.70 s median
-  // wall against 2048). Rewinding the WAL sooner (at 4096 frames rather than 16384, so the WAL file that checkpoint
-  // truncates is smaller) was measured too: SciFact within noise, 200 MB about 6% slower (the writer waits for each
-  // rewind), so it was not kept. `restore_pages` 8192 (32 MiB) is the auto-checkpoint the writers keep afterwards.
+  // are left for the run's final checkpoint to copy and sync. Measured together with rewinding the WAL at 4096
+  // frames (SciFact, 10 alternating rounds: 0.73 -> 0.70 s median wall against 2048 / 16384); the rewind was then
+  // measured alone against 16384: SciFact within noise, 200 MB about 6% slower (the writer waits for each rewind),
+  // so it was not kept. The request interval alone was not measured separately. `restore_pages` 8192 (32 MiB) is the auto-checkpoint the writers keep afterwards.
   wal_checkpointer(sql::db& writer, const std::filesystem::path& file, int restore_pages = 8192,
                    int restart_frames = 16384, int inline_frames = 65536, int request_frames = 512);
   ~wal_checkpointer();
