@@ -145,8 +145,9 @@ def main():
         wd.go(site + "/")
         wd.wait("return document.querySelector('#collection').options.length > 1", "the collection list")
         check(wd.js("return document.title") == "evident", "page title is evident")
-        check("extractive" in wd.js("return document.getElementById('server-status').textContent"),
-              "the header says answers are extractive")
+        # The header is filled by a second request (/readyz) after the collection list: wait for it, then check it.
+        status_text = wd.wait("return document.getElementById('server-status').textContent", "the server status")
+        check("extractive" in (status_text or ""), f"the header says answers are extractive: {status_text!r}")
 
         # Ask and wait for the streamed answer to finish.
         wd.type(wd.find("#question"), QUESTION)
