@@ -347,6 +347,7 @@ int main(int argc, char** argv) {
     const std::string tag = std::to_string(n_seq) + "x" + std::to_string(len);
     for (bool wmma : {false, true}) {
       gdn_chunked_options opt;
+      opt.wgmma = false;
       opt.prepare_only = true;
       opt.wmma_scan = wmma;
       const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
@@ -358,19 +359,37 @@ int main(int argc, char** argv) {
               chunks * (2 * 64 * 64 * 2 + 3 * 64 * 4),
           0);
     }
-    // The default, v14 (one cooperative launch: the blocks of a key head prepare the chunks beside the scan), against
-    // v12b (separate preparation kernel, then the split mma scan), alternating, three times each (run-to-run spread).
-    for (int rep = 0; rep < 6; ++rep) {
+    // The default on sm_90a, v15 (warp-specialised wgmma blocks that prepare their own chunks), against v14 (one
+    // cooperative launch: the blocks of a key head prepare the chunks beside the mma.sync scan; the default elsewhere
+    // on sm_90) and v12b (separate preparation kernel, then the split mma scan), alternating, three times each.
+    for (int rep = 0; rep < 9; ++rep) {
       gdn_chunked_options opt;
-      opt.cooperative = rep % 2 == 0;
+      opt.wgmma = rep % 3 == 0;
+      opt.cooperative = rep % 3 != 2;
+      const bool v15 = opt.wgmma && moe_wgmma_available();
       const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
-      row("gdn chunked " + tag + (opt.cooperative ? " tokens, v14 cooperative (default)" : " tokens, v12b prepare + mma scan"),
+      row("gdn chunked " + tag +
+              (v15              ? " tokens, v15 wgmma (default)"
+               : rep % 3 != 2 ? " tokens, v14 cooperative"
+                                : " tokens, v12b prepare + mma scan"),
           ms, bytes, flops);
     }
+    // v15 pieces, for the analysis only (wrong results): the producers alone, the consumers alone (no flag waits);
+    // and v15 as two launches (producers, then consumers: the fallback where both do not fit at once).
+    if (moe_wgmma_available())
+      for (int variant : {1, 2, 3}) {
+        gdn_chunked_options opt;
+        opt.wgmma_variant = variant;
+        const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
+        static const char* names[] = {"", "producers only (analysis only)", "consumers only (analysis only)",
+                                      "two launches"};
+        row("gdn chunked " + tag + " tokens, v15 " + names[variant], ms, bytes, flops);
+      }
     // v14 pieces, for the analysis only (wrong results): the scan beside the producers without waiting for them, the
     // producers alone, the scan alone (no producers).
     for (int variant : {1, 2, 3, 5, 4, 0, 4, 0, 4}) {
       gdn_chunked_options opt;
+      opt.wgmma = false;
       opt.coop_variant = variant;
       const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
       static const char* names[] = {"(default, again)",
@@ -384,6 +403,7 @@ int main(int argc, char** argv) {
     // The split mma scan (separate preparation) with v_tile 32 in clusters of 1 (none; v12b) / 2 / 4 blocks.
     for (int cl : {1, 2, 4}) {
       gdn_chunked_options opt;
+      opt.wgmma = false;
       opt.cooperative = false;
       opt.scan_cluster = cl;
       const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
@@ -395,6 +415,7 @@ int main(int argc, char** argv) {
       for (int vt : {32, 16, 64}) {
         if (vt == 64 && split) continue;  // v_tile 64 never splits (shared memory)
         gdn_chunked_options opt;
+        opt.wgmma = false;
         opt.cooperative = false;
         opt.v_tile = vt;
         opt.split_output = split;
@@ -408,6 +429,7 @@ int main(int argc, char** argv) {
       for (int vt : {32, 16, 64}) {
         if ((quick || gdn_only) && (vt != 32 || warps != 16)) continue;
         gdn_chunked_options opt;
+        opt.wgmma = false;
         opt.v_tile = vt;
         opt.scan_warps = warps;
         opt.wmma_scan = true;

@@ -29,7 +29,10 @@
 #include <cstdint>
 
 #include "kernels/cuda-check.cuh"
+#include "kernels/device-util.cuh"
 #include "kernels/gated-delta-rule.h"
+#include "kernels/moe.h"
+#include "kernels/wgmma-sm90.cuh"
 
 namespace evident::kernels {
 namespace {
@@ -1259,6 +1262,46 @@ __device__ __forceinline__ void tile_tf32(const float* A, const float* B, float*
 
 __device__ __forceinline__ void prep_bar() { asm volatile("bar.sync 1, %0;\n" ::"n"(kProducerThreads) : "memory"); }
 
+// T = (I + L)^-1 into Tm (fp32, pitch kLdF) for L strictly lower triangular (fp32, pitch kLdF, complete), by four
+// warps (thread ptid < 128, warp pw < 4 of them): the 16x16 diagonal blocks by forward substitution, one thread per
+// column, then two merge levels on tf32 mma.sync. Afterwards the blocks of Tm above the diagonal hold scratch, not
+// zeros. bar(): the four warps' barrier; the last call orders every write of Tm before the caller's reads.
+template <typename Bar>
+__device__ __forceinline__ void solve_T4(const float* L, float* Tm, int ptid, int pw, int lane, Bar bar) {
+  // diagonal blocks by forward substitution, one thread per column, full 16x16
+  if (ptid < kChunk) {
+    float x[16];
+    solve_diag_col(L, kLdF, Tm, kLdF, ptid, x);
+  }
+  bar();
+  {  // Level 1, merge m = pw >> 1 of the blocks r0 = 2m, r1 = 2m + 1, n8 tile h: Y = L_10 D_0 into the unused
+     // block (r0, r1) of Tm, then T_10 = -D_1 Y.
+    const int r0 = 2 * (pw >> 1), r1 = r0 + 1, h = pw & 1;
+    float* Y = Tm + 16 * r0 * kLdF + 16 * r1;
+    tile_tf32<false>(L + 16 * r1 * kLdF + 16 * r0, Tm + 16 * r0 * kLdF + 16 * r0 + 8 * h, Y + 8 * h, 0, 16, lane);
+    bar();
+    tile_tf32<true>(Tm + 16 * r1 * kLdF + 16 * r1, Y + 8 * h, Tm + 16 * r1 * kLdF + 16 * r0 + 8 * h, 0, 16, lane);
+  }
+  bar();
+  {  // Level 2: A = T[0:32, 0:32], B = T[32:64, 32:64] (lower triangular), C = L[32:64, 0:32]. Z = C A into
+     // Tm[0:32, 32:64] (unused), then T[32:64, 0:32] = -B Z. Warp pw: row tile mt = pw >> 1 (16 rows), column
+     // block nb = pw & 1 (two n8 tiles). A's block (0, 1) and B's block (2, 3) hold scratch: the k ranges skip
+     // them (A[k][n] = 0 for k < 16 nb; B[i][k] = 0 for k >= 16 (mt + 1)).
+    const int mt = pw >> 1, nb = pw & 1;
+    float* Z = Tm + 32;
+#pragma unroll
+    for (int e = 0; e < 2; ++e)
+      tile_tf32<false>(L + (32 + 16 * mt) * kLdF, Tm + 16 * nb + 8 * e, Z + 16 * mt * kLdF + 16 * nb + 8 * e,
+                       16 * nb, 32, lane);
+    bar();
+#pragma unroll
+    for (int e = 0; e < 2; ++e)
+      tile_tf32<true>(Tm + (32 + 16 * mt) * kLdF + 32, Z + 16 * nb + 8 * e,
+                      Tm + (32 + 16 * mt) * kLdF + 16 * nb + 8 * e, 0, 16 * (mt + 1), lane);
+  }
+  bar();
+}
+
 // ---------------------------------------------------------------------------------------------------------------------
 // Kernel (v14, cooperative): one launch in which every block is both a consumer (the split mma scan of v12b, 2 chain +
 // 2 output warps, for 32 value columns of one value head) and a producer (4 more warps that prepare chunks for the
@@ -1432,38 +1475,7 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
     float* const Tm = sm.p.solve.Tm;
     // T = (I + L)^-1 for value head hv_r of chunk slot `slot` into the workspace (all four warps; L complete).
     auto solve = [&](std::size_t head_slot) {
-      // diagonal blocks by forward substitution, one thread per column, full 16x16
-      if (ptid < kChunk) {
-        float x[16];
-        solve_diag_col(L, kLdF, Tm, kLdF, ptid, x);
-      }
-      prep_bar();
-      {  // Level 1, merge m = pw >> 1 of the blocks r0 = 2m, r1 = 2m + 1, n8 tile h: Y = L_10 D_0 into the unused
-         // block (r0, r1) of Tm, then T_10 = -D_1 Y.
-        const int r0 = 2 * (pw >> 1), r1 = r0 + 1, h = pw & 1;
-        float* Y = Tm + 16 * r0 * kLdF + 16 * r1;
-        tile_tf32<false>(L + 16 * r1 * kLdF + 16 * r0, Tm + 16 * r0 * kLdF + 16 * r0 + 8 * h, Y + 8 * h, 0, 16, lane);
-        prep_bar();
-        tile_tf32<true>(Tm + 16 * r1 * kLdF + 16 * r1, Y + 8 * h, Tm + 16 * r1 * kLdF + 16 * r0 + 8 * h, 0, 16, lane);
-      }
-      prep_bar();
-      {  // Level 2: A = T[0:32, 0:32], B = T[32:64, 32:64] (lower triangular), C = L[32:64, 0:32]. Z = C A into
-         // Tm[0:32, 32:64] (unused), then T[32:64, 0:32] = -B Z. Warp pw: row tile mt = pw >> 1 (16 rows), column
-         // block nb = pw & 1 (two n8 tiles). A's block (0, 1) and B's block (2, 3) hold scratch: the k ranges skip
-         // them (A[k][n] = 0 for k < 16 nb; B[i][k] = 0 for k >= 16 (mt + 1)).
-        const int mt = pw >> 1, nb = pw & 1;
-        float* Z = Tm + 32;
-#pragma unroll
-        for (int e = 0; e < 2; ++e)
-          tile_tf32<false>(L + (32 + 16 * mt) * kLdF, Tm + 16 * nb + 8 * e, Z + 16 * mt * kLdF + 16 * nb + 8 * e,
-                           16 * nb, 32, lane);
-        prep_bar();
-#pragma unroll
-        for (int e = 0; e < 2; ++e)
-          tile_tf32<true>(Tm + (32 + 16 * mt) * kLdF + 32, Z + 16 * nb + 8 * e,
-                          Tm + (32 + 16 * mt) * kLdF + 16 * nb + 8 * e, 0, 16 * (mt + 1), lane);
-      }
-      prep_bar();
+      solve_T4(L, Tm, ptid, pw, lane, [] { prep_bar(); });
       nvbf* T = ws.T + head_slot * kTileT;
       for (int e = ptid * 4; e < kChunk * kChunk; e += kProducerThreads * 4) {
         const int i = e >> 6, j0 = e & 63;
@@ -1693,6 +1705,464 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
+// ---------------------------------------------------------------------------------------------------------------------
+// Kernel v15 (sm_90a; the default where moe_wgmma_available() and n_v_heads <= 2 n_k_heads): the scan on warpgroup
+// MMAs (wgmma) in blocks of 64 value columns, fed by producer blocks on the other SMs.
+//
+// Producers (blocks >= n_cons, two independent warpgroups each) prepare (chunk slot, key head) items in slot order,
+// the next item's q and k rows already being copied (cp.async) while one is prepared. The raw q and k rows are the MMA
+// operands: |k_t|^2 and |q_t|^2 come from the diagonals of K K^T and Q Q^T (fp32 sums of exact bf16 products), and
+// rk = 1/|k|, rq = d_k^-1/2/|q| are applied as per-token factors. For each value head of the key head a producer
+// writes a record to the workspace (wg_record: the layout of a stage's tail, so that a consumer copies it as is):
+//     T = (I + L)^-1, L = strict_lower(beta_i K K^T rk_i rk_j exp(G_i - G_j))   (solve_T4, fp32; bf16 tile)
+//     P = tril(Q K^T exp(G_i - G_j)) rq_i rk_j                                  (bf16 tile)
+//     exp(G) rk, exp(G) rq, exp(G_last - G) rk, beta, exp(G_last)
+// (tiles 64 x 64 with 128-byte rows, 128-byte swizzled: dev::swz64), then publishes a flag per (slot, key head):
+// barrier, __threadfence and st.release.gpu by one thread.
+// Consumers (blocks < n_cons: sequence, value head, 64 value columns) run two warpgroups:
+//   - the loader acquires chunk c + 1's flag and copies (cp.async) its q and k rows into two 128-byte-swizzled tiles
+//     each, the record, and the block's 64 V columns into stage (c + 1) % 3, once the state warpgroup released it;
+//   - the state warpgroup holds S^T [64 value columns, 128] in fp32 as a wgmma m64n128 accumulator (64 registers per
+//     thread) for the whole sequence and, per chunk, with S^T as bf16 A fragments in registers and every B operand a
+//     tile of the stage:
+//       X^T  = S^T K^T,  O1^T = S^T Q^T                      m64n64k16 x 8 each, B = the raw K / Q tiles (K-major)
+//       Y^T  = beta (V^T - exp(G) rk X^T)                   V^T by ldmatrix.trans, already in the accumulator layout
+//       Vn^T = Y^T T^T                                      x 4, B = the T tile
+//       O^T  = exp(G) rq O1^T + Vn^T P^T                    x 4, B = the P tile
+//       S^T  = exp(G_last) S^T + (Vn^T exp(G_last - G) rk) K   m64n128k16 x 4, B = the K tiles read N-major
+//     and writes O through a staging tile as 128-byte rows.
+// One cooperative launch holds both (every block resident, so every producer runs: producers wait for nothing,
+// consumers only for producers). Where the consumers and at least 8 producer blocks do not fit at once, two ordinary
+// launches: producers only (n_cons = 0), then consumers only (the flags are set by then).
+// Named barriers: 1 + s (stage s full: the loader arrives, the state warpgroup syncs), 4 + s (stage s free again: the
+// reverse, only for chunks that reuse it, so that every arrival is matched), 7 (the state warpgroup), 9 + w
+// (producer warpgroup w). Shared writes that wgmma reads (by st.shared or cp.async) are made visible to the async
+// proxy by fence.proxy.async before the barrier that publishes them.
+constexpr int kWgThreads = 256;
+constexpr int kWgStages = 3;
+constexpr int kWgBV = 64;          // value columns per consumer block
+constexpr int kWgLdV = kWgBV + 8;  // bf16 pitch of the V tile and of the output staging (ldmatrix / stmatrix rows)
+constexpr int kWgMinProducers = 8;
+
+struct wg_record {         // per (chunk slot, value head), in the workspace and at the tail of a stage
+  nvbf T[kChunk * 64];     // (I + L)^-1, [i][j], dev::swz64; zero above the diagonal
+  nvbf P[kChunk * 64];     // tril(Q K^T exp(G_i - G_j)) rq_i rk_j, same
+  float egk[kChunk];       // exp(G_t) rk_t
+  float eq[kChunk];        // exp(G_t) rq_t
+  float edk[kChunk];       // exp(G_last - G_t) rk_t
+  float beta[kChunk];
+  float decay[4];          // exp(G_last), padding
+};
+static_assert(sizeof(wg_record) % 16 == 0, "records are copied in 16-byte pieces");
+struct alignas(1024) wg_stage {  // 1024-byte aligned tiles: the 128-byte swizzle repeats every 8 rows of 128 bytes
+  nvbf q[2][kChunk * 64];        // raw q: d_k columns 0-63 and 64-127, [token][64], dev::swz64
+  nvbf k[2][kChunk * 64];        // raw k, same
+  wg_record r;
+  nvbf v[kChunk * kWgLdV];       // V[token][this block's 64 columns]
+};
+struct wg_consumer_smem {
+  wg_stage st[kWgStages];
+  alignas(16) nvbf o[kChunk * kWgLdV];  // output staging (stmatrix: 16-byte rows)
+};
+struct alignas(1024) wg_producer_smem {  // one per producer warpgroup
+  nvbf q[2][2][kChunk * 64];  // [buffer][d_k half]: the item being prepared and the next one being copied in
+  nvbf k[2][2][kChunk * 64];
+  float L[kChunk * kLdF];
+  float Tm[kChunk * kLdF];
+  alignas(16) nvbf P[kChunk * 64];  // P of one value head, swizzled; zero above the diagonal blocks
+  float G2[2][kChunk];              // per value head of the item: the in-chunk cumulative sum of g, times log2(e)
+  float beta[2][kChunk];
+  float rk[kChunk];
+  float rq[kChunk];
+};
+constexpr int kWgSmemBytes =
+    int(std::max(sizeof(wg_consumer_smem), 2 * sizeof(wg_producer_smem))) + 1024;  // + the base's alignment
+static_assert(kWgSmemBytes <= 227 * 1024, "v15's shared memory exceeds one SM's");
+
+__device__ __forceinline__ void wg_bar_sync(int id) { asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory"); }
+__device__ __forceinline__ void wg_bar_arrive(int id) { asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory"); }
+__device__ __forceinline__ void wg_bar128(int id) { asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory"); }
+__device__ __forceinline__ float wg_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait_n() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+// Accumulator columns 16 j .. 16 j + 15 of a wgmma m64nN fp32 accumulator as the bf16 A fragment of k-slice j (the
+// mma.sync m16n8k16 A layout of each warp's 16 rows).
+template <int N>
+__device__ __forceinline__ void wg_acc_to_a(const float (&d)[4 * N], uint32_t (&a)[N / 2][4]) {
+#pragma unroll
+  for (int j = 0; j < N / 2; ++j) {
+    a[j][0] = pack_bf16(d[8 * j], d[8 * j + 1]);
+    a[j][1] = pack_bf16(d[8 * j + 2], d[8 * j + 3]);
+    a[j][2] = pack_bf16(d[8 * j + 4], d[8 * j + 5]);
+    a[j][3] = pack_bf16(d[8 * j + 6], d[8 * j + 7]);
+  }
+}
+// The 64 rows of 256 bytes at `src` (row stride `stride` elements; rows >= len zero-filled) into two 64-column
+// 128-byte-swizzled tiles at shared `dst` (8 KiB apart): this thread's 16-byte pieces (p_seg of rows p_row + 8 i).
+__device__ __forceinline__ void wg_copy_rows(uint32_t dst, const nvbf* src, std::int64_t stride, int len, int p_seg,
+                                             int p_row) {
+  const nvbf* s0 = src + p_seg * 8;
+  const uint32_t d0 = dst + (p_seg >> 3) * 8192;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int r = p_row + 8 * i;
+    cp_async16_zfill(d0 + uint32_t(dev::swz64(r, p_seg & 7)), s0 + std::int64_t(min(r, len - 1)) * stride, r < len);
+  }
+}
+
+// kMode (benchmarks only, wrong results): 1 = producers only (consumers return at once), 2 = consumers only (no
+// producers, no flag waits).
+template <int kMode>
+__global__ void __launch_bounds__(kWgThreads, 1)
+    gdn_wg_kernel(gdn_shape shape, gdn_args args, unsigned char* ws, unsigned* flags, int n_slots, int n_cons) {
+#if EV_SM90A
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  // Pointer arithmetic on the shared array (not through an integer) keeps the accesses in the shared state space.
+  unsigned char* const smem = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
+  const int ratio = shape.n_v_heads / shape.n_k_heads;  // 1 or 2 (the launcher checks)
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q4 = lane & 3;
+  // The role as a warp-uniform value (a shuffle from lane 0): ptxas serialises wgmma in a branch it cannot prove
+  // warp-uniform.
+  const int role = __shfl_sync(0xffffffffu, tid >> 7, 0);
+  const int wt = tid & 127, ww = warp & 3;  // thread and warp within the warpgroup
+  const int p_seg = wt & 15, p_row = wt >> 4;
+  constexpr float kLog2e = 1.4426950408889634f;
+
+  if (int(blockIdx.x) >= n_cons) {
+    // ---------------- producer warpgroup
+    if (kMode == 2) return;
+    wg_producer_smem& sm = reinterpret_cast<wg_producer_smem*>(smem)[role];
+    const int bar_id = 9 + role;
+    auto bar = [bar_id] { wg_bar128(bar_id); };
+    const int pw_id = (int(blockIdx.x) - n_cons) * 2 + role, n_pw = (int(gridDim.x) - n_cons) * 2;
+    const int n_items = n_slots * shape.n_k_heads;
+    const float qscale = rsqrtf(float(kDk));
+    for (int i = wt; i < kChunk * 64 / 8; i += 128) reinterpret_cast<uint4*>(sm.P)[i] = make_uint4(0, 0, 0, 0);
+    // Item it = (slot, key head): its sequence and chunk (seq < 0: an unused slot), first token and length.
+    struct item_t {
+      int slot, hk, seq, t0, len;
+    };
+    auto decode = [&](int it) {
+      item_t x;
+      x.slot = it / shape.n_k_heads, x.hk = it % shape.n_k_heads;
+      int c = 0;
+      x.seq = slot_to_seq(args.cu_seqlens, shape.n_seq, x.slot, &c);
+      x.t0 = x.seq >= 0 ? args.cu_seqlens[x.seq] + c * kChunk : 0;
+      x.len = x.seq >= 0 ? min(kChunk, args.cu_seqlens[x.seq + 1] - x.t0) : 0;
+      return x;
+    };
+    auto issue = [&](const item_t& x, int buf) {
+      if (x.seq < 0) return;
+      wg_copy_rows(smem_u32(sm.q[buf][0]), dev(args.q) + std::int64_t(x.t0) * args.q_stride + x.hk * kDk,
+                   args.q_stride, x.len, p_seg, p_row);
+      wg_copy_rows(smem_u32(sm.k[buf][0]), dev(args.k) + std::int64_t(x.t0) * args.k_stride + x.hk * kDk,
+                   args.k_stride, x.len, p_seg, p_row);
+    };
+    // g (warp 2 r) or beta (warp 2 r + 1) of value head r of an item, two tokens per lane.
+    auto load_gb = [&](const item_t& x) {
+      float2 v = make_float2(0.f, 0.f);
+      if (x.seq < 0 || (ww >> 1) >= ratio) return v;
+      const float* src = (ww & 1) == 0 ? args.g : args.beta;
+      const int h = x.hk * ratio + (ww >> 1), r = 2 * lane;
+      if (r < x.len) v.x = src[std::size_t(x.t0 + r) * shape.n_v_heads + h];
+      if (r + 1 < x.len) v.y = src[std::size_t(x.t0 + r + 1) * shape.n_v_heads + h];
+      return v;
+    };
+    item_t cur = decode(pw_id < n_items ? pw_id : 0);
+    if (pw_id < n_items) issue(cur, 0);
+    cp_async_commit();
+    float2 gb = pw_id < n_items ? load_gb(cur) : make_float2(0.f, 0.f);
+    int buf = 0;
+    for (int it = pw_id; it < n_items; it += n_pw, buf ^= 1) {
+      const item_t x = cur;
+      if (it + n_pw < n_items) {
+        cur = decode(it + n_pw);
+        issue(cur, buf ^ 1);
+      }
+      cp_async_commit();
+      const float2 gbx = gb;
+      if (it + n_pw < n_items) gb = load_gb(cur);
+      cp_async_wait_n<1>();  // this thread's copies of item x
+      if (x.seq < 0) continue;
+      dev::fence_proxy_async();
+      bar();
+      // K K^T, Q K^T, Q Q^T of the raw rows: accumulator [4 n + e] at row i = 16 ww + g + 8 (e >> 1), column
+      // j = 8 n + 2 q4 + (e & 1); each product's first k-slice overwrites it (scale_d = 0).
+      float kk[32], qk[32], qq[32];
+      {
+        const std::uint64_t dk = dev::wgmma_desc(smem_u32(sm.k[buf][0])), dq = dev::wgmma_desc(smem_u32(sm.q[buf][0]));
+        dev::wgmma_fence();
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const std::uint64_t o = (j >> 2) * 512 + (j & 3) * 2;  // 16-byte units: k-slice j of the two tiles
+          dev::wgmma_m64n64k16(kk, dk + o, dk + o, j > 0);
+          dev::wgmma_m64n64k16(qk, dq + o, dk + o, j > 0);
+          dev::wgmma_m64n64k16(qq, dq + o, dq + o, j > 0);
+        }
+        dev::wgmma_commit();
+      }
+      // Meanwhile: G of value head r (warp 2 r), beta (warp 2 r + 1).
+      float G0 = 0.f, G1 = 0.f, Gl = 0.f;
+      if ((ww >> 1) < ratio) {
+        const int r = ww >> 1;
+        if ((ww & 1) == 0) {  // in-chunk cumulative sum (rows past the sequence: g = 0), in log2 units
+          const float s1 = gbx.x + gbx.y;
+          float v = s1;
+#pragma unroll
+          for (int o = 1; o < 32; o <<= 1) {
+            const float up = __shfl_up_sync(0xffffffffu, v, o);
+            if (lane >= o) v += up;
+          }
+          G0 = (v - s1 + gbx.x) * kLog2e, G1 = v * kLog2e, Gl = __shfl_sync(0xffffffffu, v, 31) * kLog2e;
+          *reinterpret_cast<float2*>(sm.G2[r] + 2 * lane) = make_float2(G0, G1);
+        } else {
+          *reinterpret_cast<float2*>(sm.beta[r] + 2 * lane) = gbx;
+        }
+      }
+      dev::wgmma_wait<0>();
+      dev::fence_regs(kk), dev::fence_regs(qk), dev::fence_regs(qq);
+      {  // Lane q4 == g / 2 holds the diagonal of rows 16 ww + g (tile 2 ww) and 16 ww + g + 8 (tile 2 ww + 1), at
+         // element g % 2 (+ 2). Constant indices only (a computed one would put the accumulators on the stack).
+        float nk[2] = {0.f, 0.f}, nq[2] = {0.f, 0.f};
+#pragma unroll
+        for (int p = 0; p < 4; ++p)
+          if (p == ww)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int b = 4 * (2 * p + h) + 2 * h;
+              nk[h] = (g & 1) ? kk[b + 1] : kk[b];
+              nq[h] = (g & 1) ? qq[b + 1] : qq[b];
+            }
+        if (q4 == (g >> 1))
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            sm.rk[16 * ww + g + 8 * h] = rsqrtf(nk[h] + kNormEps);
+            sm.rq[16 * ww + g + 8 * h] = rsqrtf(nq[h] + kNormEps) * qscale;
+          }
+      }
+      bar();
+      for (int r = 0; r < ratio; ++r) {
+        wg_record& rec = reinterpret_cast<wg_record*>(ws)[std::size_t(x.slot) * shape.n_v_heads + x.hk * ratio + r];
+        if (ww == 2 * r) {  // the consumers' per-token factors
+          const float2 rk = *reinterpret_cast<const float2*>(sm.rk + 2 * lane);
+          const float2 rq = *reinterpret_cast<const float2*>(sm.rq + 2 * lane);
+          const float e0 = wg_exp2(G0), e1 = wg_exp2(G1), d0 = wg_exp2(Gl - G0), d1 = wg_exp2(Gl - G1);
+          *reinterpret_cast<float2*>(rec.egk + 2 * lane) = make_float2(e0 * rk.x, e1 * rk.y);
+          *reinterpret_cast<float2*>(rec.eq + 2 * lane) = make_float2(e0 * rq.x, e1 * rq.y);
+          *reinterpret_cast<float2*>(rec.edk + 2 * lane) = make_float2(d0 * rk.x, d1 * rk.y);
+          if (lane == 0) *reinterpret_cast<float4*>(rec.decay) = make_float4(wg_exp2(Gl), 0.f, 0.f, 0.f);
+        } else if (ww == 2 * r + 1) {
+          *reinterpret_cast<float2*>(rec.beta + 2 * lane) = gbx;
+        }
+        // L (fp32) and P (bf16, staged) on and below the diagonal blocks: n-tiles 0 .. 2 ww + 1 of this warp's rows.
+        unsigned char* const Ps = reinterpret_cast<unsigned char*>(sm.P);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int i = 16 * ww + g + 8 * h;
+          const float gi = sm.G2[r][i], bki = sm.beta[r][i] * sm.rk[i], rqi = sm.rq[i];
+#pragma unroll
+          for (int n = 0; n < 8; ++n) {
+            if (n > 2 * ww + 1) continue;
+            const int j = 8 * n + 2 * q4;
+            const float2 gj = *reinterpret_cast<const float2*>(sm.G2[r] + j);
+            const float2 rkj = *reinterpret_cast<const float2*>(sm.rk + j);
+            const float e0 = wg_exp2(fminf(gi - gj.x, 0.f)) * rkj.x, e1 = wg_exp2(fminf(gi - gj.y, 0.f)) * rkj.y;
+            float l0 = bki * kk[4 * n + 2 * h] * e0, l1 = bki * kk[4 * n + 2 * h + 1] * e1;
+            float p0 = rqi * qk[4 * n + 2 * h] * e0, p1 = rqi * qk[4 * n + 2 * h + 1] * e1;
+            if (n >= 2 * ww) {  // the diagonal block: L strictly lower, P lower
+              l0 = j < i ? l0 : 0.f, l1 = j + 1 < i ? l1 : 0.f;
+              p0 = j <= i ? p0 : 0.f, p1 = j + 1 <= i ? p1 : 0.f;
+            }
+            *reinterpret_cast<float2*>(sm.L + i * kLdF + j) = make_float2(l0, l1);
+            *reinterpret_cast<uint32_t*>(Ps + dev::swz64(i, n) + 4 * q4) = pack_bf16(p0, p1);
+          }
+        }
+        bar();
+        solve_T4(sm.L, sm.Tm, wt, ww, lane, bar);
+        uint4* const Tg = reinterpret_cast<uint4*>(rec.T);
+        uint4* const Pg = reinterpret_cast<uint4*>(rec.P);
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {  // T to bf16 (zero above the diagonal blocks: the solve's scratch there), and P
+          const int idx = wt + 128 * u, i = idx >> 3, cj = idx & 7;
+          uint4 val = make_uint4(0, 0, 0, 0);
+          if ((cj >> 1) <= (i >> 4)) {
+            const float4 a = *reinterpret_cast<const float4*>(sm.Tm + i * kLdF + 8 * cj);
+            const float4 b = *reinterpret_cast<const float4*>(sm.Tm + i * kLdF + 8 * cj + 4);
+            val = make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
+          }
+          Tg[dev::swz64(i, cj) >> 4] = val;
+          Pg[idx] = reinterpret_cast<const uint4*>(sm.P)[idx];
+        }
+        bar();  // the next value head rewrites L, P; the publication below follows every thread's stores
+      }
+      if (wt == 0) {
+        __threadfence();
+        st_release(flags + std::size_t(x.slot) * shape.n_k_heads + x.hk, 1u);
+      }
+    }
+    cp_async_wait_n<0>();
+    return;
+  }
+
+  // ---------------- consumer block: sequence, value head, 64 value columns
+  if (kMode == 1) return;
+  wg_consumer_smem& sm = *reinterpret_cast<wg_consumer_smem*>(smem);
+  const int seq = int(blockIdx.x) / (2 * shape.n_v_heads), hv = (int(blockIdx.x) >> 1) % shape.n_v_heads;
+  const int v0 = (blockIdx.x & 1) * kWgBV, hk = hv / ratio;
+  const int seq_begin = args.cu_seqlens[seq], seq_len = args.cu_seqlens[seq + 1] - seq_begin;
+  const int n_chunks = (seq_len + kChunk - 1) / kChunk, slot0 = chunk_base(args.cu_seqlens, seq);
+  if (role == 0) {
+    // ---- loader: chunk c into stage c % 3
+    auto issue = [&](int c) {
+      wg_stage& st = sm.st[c % kWgStages];
+      const int t0 = seq_begin + c * kChunk, len = min(kChunk, seq_len - c * kChunk);
+      const std::size_t slot = std::size_t(slot0 + c);
+      if (kMode == 0)
+        while (ld_acquire(flags + slot * shape.n_k_heads + hk) == 0) __nanosleep(32);
+      wg_copy_rows(smem_u32(st.q[0]), dev(args.q) + std::int64_t(t0) * args.q_stride + hk * kDk, args.q_stride, len,
+                   p_seg, p_row);
+      wg_copy_rows(smem_u32(st.k[0]), dev(args.k) + std::int64_t(t0) * args.k_stride + hk * kDk, args.k_stride, len,
+                   p_seg, p_row);
+      const unsigned char* rec = ws + (slot * shape.n_v_heads + hv) * sizeof(wg_record);
+      const uint32_t rd = smem_u32(&st.r);
+      for (int u = wt; u < int(sizeof(wg_record) / 16); u += 128) cp_async16_s(rd + 16 * u, rec + 16 * u);
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int idx = wt + 128 * u, row = idx >> 3, sg = idx & 7;
+        const nvbf* src = dev(args.v) + std::int64_t(t0 + min(row, len - 1)) * args.v_stride + hv * kDv + v0 + sg * 8;
+        cp_async16_zfill(smem_u32(st.v + row * kWgLdV + sg * 8), src, row < len);
+      }
+    };
+    if (n_chunks > 0) issue(0);
+    cp_async_commit();
+    for (int c = 0; c < n_chunks; ++c) {
+      if (c + 1 < n_chunks) {
+        if (c + 1 >= kWgStages) wg_bar_sync(4 + (c + 1) % kWgStages);  // the state warpgroup is done with c - 2
+        issue(c + 1);
+      }
+      cp_async_commit();
+      cp_async_wait_n<1>();  // this thread's copies of chunk c (the newest group is chunk c + 1's)
+      dev::fence_proxy_async();
+      wg_bar_arrive(1 + c % kWgStages);
+    }
+    cp_async_wait_n<0>();
+    return;
+  }
+  // ---- state: S^T [v0 + 16 w + g + 8 (e >> 1)][8 i + 2 q4 + (e & 1)] in sacc[4 i + e].
+  const int w = ww;
+  const int rowB = (lane & 7) + ((lane >> 4) << 3), colB = ((lane >> 3) & 1) << 3;
+  const int slot = args.state_slots ? args.state_slots[seq] : seq;
+  const std::size_t state_off = (std::size_t(slot) * shape.n_v_heads + hv) * kDk * kDv + v0 + 16 * w + g;
+  float sacc[64];
+#pragma unroll
+  for (int i = 0; i < 16; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      sacc[4 * i + e] = args.initial_state
+                            ? args.initial_state[state_off + std::size_t(8 * i + 2 * q4 + (e & 1)) * kDv + 8 * (e >> 1)]
+                            : 0.f;
+  for (int c = 0; c < n_chunks; ++c) {
+    const int s = c % kWgStages;
+    const int t0 = seq_begin + c * kChunk, len = min(kChunk, seq_len - c * kChunk);
+    wg_bar_sync(1 + s);
+    const wg_stage& st = sm.st[s];
+    const std::uint64_t dk = dev::wgmma_desc(smem_u32(st.k[0])), dq = dev::wgmma_desc(smem_u32(st.q[0]));
+    const std::uint64_t dT = dev::wgmma_desc(smem_u32(st.r.T)), dP = dev::wgmma_desc(smem_u32(st.r.P));
+    const std::uint64_t dkn = dev::wgmma_desc(smem_u32(st.k[0]), 8192);  // K read N-major: tiles 8 KiB apart
+    uint32_t sa[8][4];
+    wg_acc_to_a<16>(sacc, sa);
+    float x[32], o[32];  // each product's first k-slice overwrites its accumulator (scale_d = 0)
+    dev::wgmma_fence();
+#pragma unroll
+    for (int j = 0; j < 8; ++j) dev::wgmma_m64n64k16_rs(x, sa[j], dk + (j >> 2) * 512 + (j & 3) * 2, j > 0);
+    dev::wgmma_commit();
+#pragma unroll
+    for (int j = 0; j < 8; ++j) dev::wgmma_m64n64k16_rs(o, sa[j], dq + (j >> 2) * 512 + (j & 3) * 2, j > 0);
+    dev::wgmma_commit();
+    dev::wgmma_wait<1>();  // X done (O1 may still run)
+    dev::fence_regs(x);
+    const uint32_t sv = smem_u32(st.v);
+#pragma unroll
+    for (int jp = 0; jp < 4; ++jp) {
+      uint32_t vv[4];  // (tile 2jp, v g), (tile 2jp, v g+8), (tile 2jp+1, v g), (tile 2jp+1, v g+8)
+      ldsm_x4_t(sv + uint32_t(((16 * jp + rowB) * kWgLdV + 16 * w + colB) * 2), vv);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int n = 2 * jp + h, t = 8 * n + 2 * q4;
+        const float2 ek = *reinterpret_cast<const float2*>(st.r.egk + t);
+        const float2 be = *reinterpret_cast<const float2*>(st.r.beta + t);
+        const float2 v_lo = bf16x2_to_float2(vv[2 * h]), v_hi = bf16x2_to_float2(vv[2 * h + 1]);
+        x[4 * n + 0] = be.x * (v_lo.x - ek.x * x[4 * n + 0]);
+        x[4 * n + 1] = be.y * (v_lo.y - ek.y * x[4 * n + 1]);
+        x[4 * n + 2] = be.x * (v_hi.x - ek.x * x[4 * n + 2]);
+        x[4 * n + 3] = be.y * (v_hi.y - ek.y * x[4 * n + 3]);
+      }
+    }
+    uint32_t ya[4][4];
+    wg_acc_to_a<8>(x, ya);
+    dev::wgmma_fence();
+#pragma unroll
+    for (int j = 0; j < 4; ++j) dev::wgmma_m64n64k16_rs(x, ya[j], dT + 2 * j, j > 0);
+    dev::wgmma_commit();
+    dev::wgmma_wait<0>();  // Vn^T (in x) and O1^T done
+    dev::fence_regs(x), dev::fence_regs(o);
+    uint32_t va[4][4], vda[4][4];
+    wg_acc_to_a<8>(x, va);
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      const float2 e2 = *reinterpret_cast<const float2*>(st.r.eq + 8 * n + 2 * q4);
+      const float2 d2 = *reinterpret_cast<const float2*>(st.r.edk + 8 * n + 2 * q4);
+      o[4 * n] *= e2.x, o[4 * n + 1] *= e2.y, o[4 * n + 2] *= e2.x, o[4 * n + 3] *= e2.y;
+      x[4 * n] *= d2.x, x[4 * n + 1] *= d2.y, x[4 * n + 2] *= d2.x, x[4 * n + 3] *= d2.y;
+    }
+    wg_acc_to_a<8>(x, vda);
+    const float decay_last = st.r.decay[0];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) sacc[i] *= decay_last;
+    dev::wgmma_fence();
+#pragma unroll
+    for (int j = 0; j < 4; ++j) dev::wgmma_m64n64k16_rs(o, va[j], dP + 2 * j, 1);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) dev::wgmma_m64n128k16_rs_tb(sacc, vda[j], dkn + 128 * j, 1);  // 16 rows = 2 KiB
+    dev::wgmma_commit();
+    dev::wgmma_wait<0>();
+    dev::fence_regs(sacc), dev::fence_regs(o);
+    if (c + kWgStages < n_chunks) wg_bar_arrive(4 + s);  // stage s free for chunk c + 3
+    const uint32_t o_base = smem_u32(sm.o) + 32 * w;
+    wg_bar128(7);  // the previous chunk's reads of the staging tile are done
+#pragma unroll
+    for (int jp = 0; jp < 4; ++jp)
+      stsm_x4_t(o_base + uint32_t(((16 * jp + rowB) * kWgLdV + colB) * 2), pack_bf16(o[8 * jp], o[8 * jp + 1]),
+                pack_bf16(o[8 * jp + 2], o[8 * jp + 3]), pack_bf16(o[8 * jp + 4], o[8 * jp + 5]),
+                pack_bf16(o[8 * jp + 6], o[8 * jp + 7]));
+    wg_bar128(7);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int idx = wt + 128 * u, row = idx >> 3, sg = idx & 7;
+      if (row < len)
+        *reinterpret_cast<uint4*>(dev(args.out) + std::int64_t(t0 + row) * args.out_stride + hv * kDv + v0 + sg * 8) =
+            *reinterpret_cast<const uint4*>(sm.o + row * kWgLdV + sg * 8);
+    }
+  }
+  if (args.final_state) {
+#pragma unroll
+    for (int i = 0; i < 16; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        args.final_state[state_off + std::size_t(8 * i + 2 * q4 + (e & 1)) * kDv + 8 * (e >> 1)] = sacc[4 * i + e];
+  }
+#else
+  (void)shape, (void)args, (void)ws, (void)flags, (void)n_slots, (void)n_cons;
+  __trap();
+#endif
+}
+
 // Recurrent kernel: block = (value head, value tile of 32 columns, sequence), 128 threads = 32 columns x 4 row groups of
 // 32 state rows; each thread keeps its 32 state values in registers for the whole sequence.
 constexpr int kRecThreads = 128;
@@ -1836,6 +2306,53 @@ static status launch_coop(const gdn_shape& shape, const gdn_args& args, const wo
   return status::success();
 }
 
+// v15: one cooperative launch of consumers and producers; where they do not fit at once (or the cooperative launch is
+// refused, or two_launches), producers alone, then consumers alone. *launched = false where v15 does not apply
+// (n_v_heads > 2 n_k_heads): the caller takes another path. The records (n_slots x n_v_heads wg_record, 17 KiB each)
+// fit in the space of make_view's tensors (more than 34 KiB per slot and value head); the flags follow them as in v14.
+template <int kMode>
+static status launch_wg(const gdn_shape& shape, const gdn_args& args, void* workspace, stream_t stream,
+                        bool two_launches, bool* launched) {
+  *launched = false;
+  if (shape.n_v_heads > 2 * shape.n_k_heads) return status::success();
+  const auto kernel = gdn_wg_kernel<kMode>;
+  int dev = 0, sms = 0, coop = 0, per_sm = 0;
+  EV_CUDA_CHECK(cudaGetDevice(&dev));
+  EV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  EV_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
+  EV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWgSmemBytes));
+  EV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWgThreads, kWgSmemBytes));
+  int n_slots = n_slots_for(shape.n_tokens, shape.n_seq);
+  unsigned* flags = reinterpret_cast<unsigned*>(static_cast<char*>(workspace) + view_bytes(shape));
+  EV_CUDA_CHECK(cudaMemsetAsync(flags, 0, std::size_t(n_slots) * shape.n_k_heads * sizeof(unsigned), stream));
+  int n_cons = shape.n_seq * shape.n_v_heads * (kDv / kWgBV);
+  const int resident = std::max(per_sm * sms, 1);
+  unsigned char* ws = static_cast<unsigned char*>(workspace);
+  if (!two_launches && coop && n_cons + kWgMinProducers <= resident) {
+    gdn_shape sh = shape;
+    gdn_args ar = args;
+    void* kargs[] = {&sh, &ar, &ws, &flags, &n_slots, &n_cons};
+    const cudaError_t e = cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(resident),
+                                                      dim3(kWgThreads), kargs, std::size_t(kWgSmemBytes), stream);
+    if (e == cudaSuccess) {
+      *launched = true;
+      return status::success();
+    }
+    if (e != cudaErrorCooperativeLaunchTooLarge) {
+      EV_CUDA_CHECK(e);
+    }
+    (void)cudaGetLastError();  // fewer SMs than the device reports (MPS, green contexts): two launches
+  }
+  kernel<<<resident, kWgThreads, kWgSmemBytes, stream>>>(shape, args, ws, flags, n_slots, 0);
+  EV_CUDA_CHECK_LAUNCH("gdn_wg_kernel (producers)");
+  if (n_cons > 0) {
+    kernel<<<n_cons, kWgThreads, kWgSmemBytes, stream>>>(shape, args, ws, flags, n_slots, n_cons);
+    EV_CUDA_CHECK_LAUNCH("gdn_wg_kernel (consumers)");
+  }
+  *launched = true;
+  return status::success();
+}
+
 template <int NW, int NS, bool kSplit>
 static status launch_mma_scan(const gdn_shape& shape, const gdn_args& args, const workspace_view& ws,
                               stream_t stream) {
@@ -1913,6 +2430,17 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
   const workspace_view ws = make_view(workspace, n_slots, shape.n_k_heads, shape.n_v_heads);
   const int prep_bytes = int(sizeof(prep_smem));
   const dim3 prep_grid(n_slots, shape.n_k_heads);
+  if (options.wgmma && !options.wmma_scan && !options.prepare_only && moe_wgmma_available()) {
+    bool launched = false;
+    auto launch = [&]() -> status {
+      switch (options.wgmma_variant) {
+        case 1: return launch_wg<1>(shape, args, workspace, stream, false, &launched);
+        case 2: return launch_wg<2>(shape, args, workspace, stream, true, &launched);
+        default: return launch_wg<0>(shape, args, workspace, stream, options.wgmma_variant == 3, &launched);
+      }
+    };
+    if (auto st = launch(); !st.ok() || launched) return st;
+  }
   if (!options.wmma_scan && mma_scan_available()) {
     if (options.cooperative && vt == 32 && options.split_output && options.scan_cluster <= 1 &&
         !options.prepare_only) {

@@ -64,6 +64,13 @@ struct gdn_args {
 
 // Tuning knobs of the chunked kernel (0 = the default measured best).
 struct gdn_chunked_options {
+  bool wgmma = true;          // v15, the default where it runs (moe_wgmma_available(): an sm_90a build on a compute
+                              // capability 9.0 device; n_v_heads <= 2 n_k_heads): producer blocks prepare the chunks
+                              // into the workspace, consumer blocks of 64 value columns run the scan on warpgroup MMAs,
+                              // in one cooperative launch (or two launches where both do not fit on the GPU at once).
+                              // The options below apply to the other paths (wgmma = false, or where v15 cannot run)
+  int wgmma_variant = 0;      // v15, for tests and benchmarks: 3 = always the two launches (the fallback); 1 = the
+                              // producers only, 2 = the consumers only, without waiting for producers (wrong results)
   int v_tile = 0;             // value columns per scan block: 16, 32 or 64 (default 32; the mma scan keeps 64
                               // without split_output: 3 stages do not fit in shared memory)
   int scan_warps = 0;         // wmma_scan only: warps per scan block, 8 or 16 (default 16)
@@ -90,8 +97,8 @@ struct gdn_chunked_options {
 std::size_t gdn_chunked_workspace_bytes(const gdn_shape& shape);
 
 // Chunked prompt path (chunk 64). requires: d_k == d_v == 128; q, k, v and out 16-byte aligned with strides that
-// are multiples of 8 elements; workspace >= gdn_chunked_workspace_bytes(...), 256-byte aligned. Enqueues on `stream`:
-// a flag memset and one cooperative launch (v14), or two launches.
+// are multiples of 8 elements; workspace >= gdn_chunked_workspace_bytes(...), 256-byte aligned (v15 does not use it).
+// Enqueues on `stream`: one launch (v15), a flag memset and one cooperative launch (v14), or two launches.
 status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* workspace, std::size_t workspace_bytes,
                            stream_t stream, const gdn_chunked_options& options = {});
 

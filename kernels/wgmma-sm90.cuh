@@ -1,6 +1,6 @@
 // Internal to kernels/*.cu: Hopper (sm_90a) warpgroup MMA helpers (wgmma.mma_async with both operands in shared
 // memory), compiled to real instructions only in the sm_90a device pass (EV_SM90A); elsewhere they are empty and the
-// launchers must not select the kernels that use them (kernels::sm90a_available() answers at run time).
+// launchers must not select the kernels that use them (moe_wgmma_available() answers at run time).
 //
 // Operand tiles: K-major, 64 bf16 (128 bytes) per row, rows 128 bytes apart, 16-byte chunk c of row r stored at chunk
 // c ^ (r % 8) (dev::swz64), tile base 1024-byte aligned: the 128-byte-swizzle layout of the PTX ISA ("Shared Memory
@@ -107,6 +107,29 @@ __device__ __forceinline__ void wgmma_m64n256k16_rs_tb(float (&d)[128], const st
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(scale_d));
 }
 
+// d[32] += A(64x16, registers: the mma.sync m16n8k16 A fragment of each warp's 16 rows) * B(64x16, shared, desc b)^T
+// with B K-major (as wgmma_m64n64k16).
+__device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[32], const std::uint32_t (&a)[4], std::uint64_t b,
+                                                   int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" EV_WGMMA_D32_STR
+      "}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
+      : EV_WGMMA_D32_OUT
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(scale_d));
+}
+// d[64] += A(64x16, registers) * B(128x16)^T with B N-major in shared memory (as wgmma_m64n256k16_rs_tb: two 64-element
+// N blocks, lead_bytes apart in the descriptor).
+__device__ __forceinline__ void wgmma_m64n128k16_rs_tb(float (&d)[64], const std::uint32_t (&a)[4], std::uint64_t b,
+                                                       int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" EV_WGMMA_D64_STR
+      "}, {%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}\n"
+      : EV_WGMMA_D64_OUT
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(scale_d));
+}
+
 #else
 __device__ __forceinline__ void wgmma_fence() {}
 __device__ __forceinline__ void wgmma_commit() {}
@@ -119,6 +142,8 @@ __device__ __forceinline__ void wgmma_m64n256k16(float (&)[128], std::uint64_t, 
 __device__ __forceinline__ void wgmma_m64n128k16(float (&)[64], std::uint64_t, std::uint64_t, int) {}
 __device__ __forceinline__ void wgmma_m64n64k16(float (&)[32], std::uint64_t, std::uint64_t, int) {}
 __device__ __forceinline__ void wgmma_m64n256k16_rs_tb(float (&)[128], const std::uint32_t (&)[4], std::uint64_t, int) {}
+__device__ __forceinline__ void wgmma_m64n64k16_rs(float (&)[32], const std::uint32_t (&)[4], std::uint64_t, int) {}
+__device__ __forceinline__ void wgmma_m64n128k16_rs_tb(float (&)[64], const std::uint32_t (&)[4], std::uint64_t, int) {}
 #endif
 
 }  // namespace evident::kernels::dev

@@ -191,14 +191,31 @@ TEST_P(GdnCuda, MatchesReference) {
   // Variants 0-2: the mma scan (default: output in separate warps) with 16, 32, 64 value columns per block (32: the
   // default, v14, one cooperative launch in which the blocks of a key head also prepare the chunks); 3: the mma scan
   // without the output split; 4-5: the WMMA scan; 6-9: the split mma scan after the separate preparation kernel with
-  // v_tile 32 in clusters of 1 (none, v12b), 2 and 4 blocks, and v_tile 16 in clusters of 4; 10: v14 with bulk copies.
-  for (int variant = 0; variant < 11; ++variant) {
+  // v_tile 32 in clusters of 1 (none, v12b), 2 and 4 blocks, and v_tile 16 in clusters of 4; 10: v14 with bulk copies;
+  // 11: the default options (v15: producers and wgmma consumers in one cooperative launch, where
+  // moe_wgmma_available(); else v14 or v12b); 12: v15 as two launches (its fallback).
+  for (int variant = 0; variant < 13; ++variant) {
+    if (variant >= 11) {
+      dbuf<unsigned char> ws(gdn_chunked_workspace_bytes(s));
+      d_out.poison(), d_fin.poison();
+      gdn_chunked_options opt;
+      opt.wgmma_variant = variant == 12 ? 3 : 0;
+      KERNEL_OK(gdn_chunked_forward(s, a, ws.p, ws.n, nullptr, opt));
+      const char* label = !moe_wgmma_available() ? "chunked default (not sm_90a: v14/v12b)"
+                          : variant == 12        ? "chunked v15 wgmma, two launches"
+                                                 : "chunked default (v15 wgmma)";
+      auto [co, cs] = check(label);
+      EXPECT_LT(co, 1.5e-2) << label;
+      EXPECT_LT(cs, 1.5e-2) << label;
+      continue;
+    }
     const bool wmma = variant == 4 || variant == 5;
     const int vt = variant == 0 || variant == 9 ? 16 : variant == 2 ? 64 : 32, warps = variant == 5 ? 8 : 16;
     const int cluster = variant == 6 ? 1 : variant == 7 ? 2 : variant == 8 || variant == 9 ? 4 : 0;
     dbuf<unsigned char> ws(gdn_chunked_workspace_bytes(s));
     d_out.poison(), d_fin.poison();
     gdn_chunked_options opt;
+    opt.wgmma = false;
     opt.v_tile = vt;
     opt.scan_warps = wmma ? warps : 0;
     opt.wmma_scan = wmma;

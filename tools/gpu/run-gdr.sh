@@ -3,19 +3,21 @@
 # (test_kernels_cuda, bench_kernels): the GDN tests, compute-sanitizer memcheck + racecheck on the small GDN cases,
 # then bench_kernels --gdn-only (old WMMA scan, mma scan, mma scan in clusters, in the same process). Logs go to $OUT.
 # Usage (on the GPU machine, repository root): tools/gpu/run-gdr.sh [--no-sanitizer] [--no-bench] [--ncu] [--ncu-fused]
+#   [--ncu-wg] (v15: sections and the per-instruction SASS source page with stall samples, as CSV)
 set -u
 OUT="${OUT:-$PWD/gpu-out}"
 BIN="${GDR_BIN:-.gdr-bin}"
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
-SAN=1; NCU=0; NCUF=0; BENCH=1
+SAN=1; NCU=0; NCUF=0; NCUW=0; BENCH=1
 for a in "$@"; do
   case "$a" in
     --no-sanitizer) SAN=0 ;;
     --no-bench) BENCH=0 ;;
     --ncu) NCU=1 ;;
     --ncu-fused) NCUF=1 ;;
+    --ncu-wg) NCUW=1 ;;
   esac
 done
 summary() { echo "$*" | tee -a "$OUT/summary.txt"; }
@@ -56,6 +58,17 @@ if [ "$NCUF" = 1 ] && command -v ncu > /dev/null; then
     --section WarpStateStats --section SchedulerStats --section InstructionStats --section SourceCounters \
     --section MemoryWorkloadAnalysis "$BIN/bench_kernels" --gdn-only > "$OUT/ncu-fused.txt" 2>&1
   summary "ncu fused rc=$?"
+fi
+if [ "$NCUW" = 1 ] && command -v ncu > /dev/null; then
+  # The first launch of v15 in each mode given by GDR_WG_MODES (default "0"; 3 = without the T solve): the
+  # per-instruction SASS source page with sampled stalls, as CSV (xz).
+  for m in ${GDR_WG_MODES:-0}; do
+    timeout 150 ncu --kernel-name-base demangled --kernel-name regex:"gdn_wg_kernel<\\(int\\)$m>" --launch-count 1 \
+      --section SourceCounters --section WarpStateStats --page source --print-source sass --csv \
+      "$BIN/bench_kernels" --gdn-only > "$OUT/ncu-wg$m.csv" 2>&1
+    summary "ncu wg mode $m rc=$?"
+    xz -T4 "$OUT/ncu-wg$m.csv"
+  done
 fi
 echo "================ failures ================"
 grep -E "Failure|Expected|Which is|actual|^\[  FAILED  \] [A-Za-z]" "$OUT/test-gdn.log" | cut -c1-200 | head -n 30
