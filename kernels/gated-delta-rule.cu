@@ -2,11 +2,15 @@
 // gated-delta-rule.h. Design notes: docs/kernels.md.
 //
 // Chunked path
-//   0. gdn_coop_scan_kernel (v14, the default where it applies: v_tile 32, n_v_heads <= 2 n_k_heads, the grid
-//      resident at once): one cooperative launch whose blocks run the split mma scan of step 2 and, in 4 more warps,
-//      prepare every G-th chunk of their key head (the work of step 1) into the workspace, published by flags; see
-//      the comment above the kernel. Steps 1 and 2 remain selectable (options.cooperative = false) and serve the
-//      other cases.
+//   v15. gdn_wg_kernel (the default on sm_90a with n_v_heads <= 2 n_k_heads): producer blocks prepare each (chunk,
+//      key head) into workspace records (T, P, per-token factors) published by flags; consumer blocks of 64 value
+//      columns copy them with the raw q/k rows and run the scan on warpgroup MMAs; one cooperative launch, or two
+//      launches where both do not fit at once. See the comment above the kernel.
+//   0. gdn_coop_scan_kernel (v14, the default on sm_90 where v15 does not run and it applies: v_tile 32,
+//      n_v_heads <= 2 n_k_heads, the grid resident at once): one cooperative launch whose blocks run the split mma
+//      scan of step 2 and, in 4 more warps, prepare every G-th chunk of their key head (the work of step 1) into the
+//      workspace, published by flags; see the comment above the kernel. Steps 1 and 2 remain selectable
+//      (options.cooperative = false) and serve the other cases.
 //   1. gdn_prepare_kernel, one block per (chunk, key head), all chunks in parallel: L2-normalises q, k of the chunk
 //      (k and, for the mma scan, q written out), forms K K^T and Q K^T once on tensor cores (WMMA bf16, fp32
 //      accumulate), and for each value head of the key head writes to the workspace T = (I + L)^-1 (blocked forward
@@ -1720,8 +1724,9 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
 // (tiles 64 x 64 with 128-byte rows, 128-byte swizzled: dev::swz64), then publishes a flag per (slot, key head):
 // barrier, __threadfence and st.release.gpu by one thread.
 // Consumers (blocks < n_cons: sequence, value head, 64 value columns) run two warpgroups:
-//   - the loader acquires chunk c + 1's flag and copies (cp.async) its q and k rows into two 128-byte-swizzled tiles
-//     each, the record, and the block's 64 V columns into stage (c + 1) % 3, once the state warpgroup released it;
+//   - the loader acquires chunk c + 2's flag and copies (cp.async) its q and k rows into two 128-byte-swizzled tiles
+//     each, the record, and the block's 64 V columns into stage (c + 2) % 3, once the state warpgroup released it
+//     (done with chunk c - 1), and publishes chunk c when its copies have landed;
 //   - the state warpgroup holds S^T [64 value columns, 128] in fp32 as a wgmma m64n128 accumulator (64 registers per
 //     thread) for the whole sequence and, per chunk, with S^T as bf16 A fragments in registers and every B operand a
 //     tile of the stage:
@@ -2039,17 +2044,21 @@ __global__ void __launch_bounds__(kWgThreads, 1)
         cp_async16_zfill(smem_u32(st.v + row * kWgLdV + sg * 8), src, row < len);
       }
     };
-    if (n_chunks > 0) issue(0);
-    cp_async_commit();
-    for (int c = 0; c < n_chunks; ++c) {
-      if (c + 1 < n_chunks) {
-        if (c + 1 >= kWgStages) wg_bar_sync(4 + (c + 1) % kWgStages);  // the state warpgroup is done with c - 2
-        issue(c + 1);
-      }
+    // Two chunks in flight ahead of the one the state warpgroup reads: chunk c + 2 goes out as soon as chunk c - 1's
+    // stage is free.
+    for (int c = 0; c < 2; ++c) {
+      if (c < n_chunks) issue(c);
       cp_async_commit();
+    }
+    for (int c = 0; c < n_chunks; ++c) {
       cp_async_wait_n<1>();  // this thread's copies of chunk c (the newest group is chunk c + 1's)
       dev::fence_proxy_async();
       wg_bar_arrive(1 + c % kWgStages);
+      if (c + 2 < n_chunks) {
+        if (c + 2 >= kWgStages) wg_bar_sync(4 + (c + 2) % kWgStages);  // the state warpgroup is done with c - 1
+        issue(c + 2);
+      }
+      cp_async_commit();
     }
     cp_async_wait_n<0>();
     return;

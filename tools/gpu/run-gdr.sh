@@ -3,7 +3,8 @@
 # (test_kernels_cuda, bench_kernels): the GDN tests, compute-sanitizer memcheck + racecheck on the small GDN cases,
 # then bench_kernels --gdn-only (old WMMA scan, mma scan, mma scan in clusters, in the same process). Logs go to $OUT.
 # Usage (on the GPU machine, repository root): tools/gpu/run-gdr.sh [--no-sanitizer] [--no-bench] [--ncu] [--ncu-fused]
-#   [--ncu-wg] (v15: sections and the per-instruction SASS source page with stall samples, as CSV)
+#   [--ncu-wg] (v15: the per-instruction SASS source page with stall samples, as CSV; GDR_WG_MODES: 0 = v15, 1 = its
+#   producers only, 2 = its consumers only)
 set -u
 OUT="${OUT:-$PWD/gpu-out}"
 BIN="${GDR_BIN:-.gdr-bin}"
@@ -60,7 +61,7 @@ if [ "$NCUF" = 1 ] && command -v ncu > /dev/null; then
   summary "ncu fused rc=$?"
 fi
 if [ "$NCUW" = 1 ] && command -v ncu > /dev/null; then
-  # The first launch of v15 in each mode given by GDR_WG_MODES (default "0"; 3 = without the T solve): the
+  # The first launch of v15 in each mode given by GDR_WG_MODES (default "0"; 1 = producers only, 2 = consumers only): the
   # per-instruction SASS source page with sampled stalls, as CSV (xz).
   for m in ${GDR_WG_MODES:-0}; do
     timeout 150 ncu --kernel-name-base demangled --kernel-name regex:"gdn_wg_kernel<\\(int\\)$m>" --launch-count 1 \
