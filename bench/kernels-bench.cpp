@@ -374,15 +374,19 @@ int main(int argc, char** argv) {
                                 : " tokens, v12b prepare + mma scan"),
           ms, bytes, flops);
     }
-    // v15 pieces, for the analysis only (wrong results): the producers alone, the consumers alone (no flag waits);
+    // v15 pieces, for the analysis only (wrong results): the producers alone, the consumers alone (no flag waits), both
+    // without the flag waits;
     // and v15 as two launches (producers, then consumers: the fallback where both do not fit at once).
     if (moe_wgmma_available())
-      for (int variant : {1, 2, 3}) {
+      for (int variant : {1, 2, 4, 3}) {
         gdn_chunked_options opt;
         opt.wgmma_variant = variant;
         const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
-        static const char* names[] = {"", "producers only (analysis only)", "consumers only (analysis only)",
-                                      "two launches"};
+        static const char* names[] = {"",
+                                      "producers only (analysis only)",
+                                      "consumers only (analysis only)",
+                                      "two launches",
+                                      "no flag waits (analysis only)"};
         row("gdn chunked " + tag + " tokens, v15 " + names[variant], ms, bytes, flops);
       }
     // v14 pieces, for the analysis only (wrong results): the scan beside the producers without waiting for them, the

@@ -1266,44 +1266,67 @@ __device__ __forceinline__ void tile_tf32(const float* A, const float* B, float*
 
 __device__ __forceinline__ void prep_bar() { asm volatile("bar.sync 1, %0;\n" ::"n"(kProducerThreads) : "memory"); }
 
-// T = (I + L)^-1 into Tm (fp32, pitch kLdF) for L strictly lower triangular (fp32, pitch kLdF, complete), by four
-// warps (thread ptid < 128, warp pw < 4 of them): the 16x16 diagonal blocks by forward substitution, one thread per
-// column, then two merge levels on tf32 mma.sync. Afterwards the blocks of Tm above the diagonal hold scratch, not
-// zeros. bar(): the four warps' barrier; the last call orders every write of Tm before the caller's reads.
+// T = (I + L)^-1 into Tm (fp32, pitch kLdF) for L strictly lower triangular (fp32, pitch kLdF, complete), for NH
+// independent problems at once (L + h * stride, Tm + h * stride), by four warps (thread ptid < 128, warp pw < 4 of
+// them): the 16x16 diagonal blocks by forward substitution, one thread per column, then two merge levels on tf32
+// mma.sync. Afterwards the blocks of Tm above the diagonal hold scratch, not zeros. bar(): the four warps' barrier;
+// the last call orders every write of Tm before the caller's reads.
+template <int NH, typename Bar>
+__device__ __forceinline__ void solve_T_heads(const float* L, float* Tm, int stride, int ptid, int pw, int lane,
+                                              Bar bar) {
+  // diagonal blocks by forward substitution, one thread per column, full 16x16
+  if (ptid < NH * kChunk) {
+    float x[16];
+    const int h = ptid / kChunk;
+    solve_diag_col(L + h * stride, kLdF, Tm + h * stride, kLdF, ptid % kChunk, x);
+  }
+  bar();
+  // Level 1, merge m = pw >> 1 of the blocks r0 = 2m, r1 = 2m + 1, n8 tile h8: Y = L_10 D_0 into the unused block
+  // (r0, r1) of Tm, then T_10 = -D_1 Y.
+  const int r0 = 2 * (pw >> 1), r1 = r0 + 1, h8 = pw & 1;
+#pragma unroll
+  for (int h = 0; h < NH; ++h) {
+    const float* Lh = L + h * stride;
+    float* Th = Tm + h * stride;
+    tile_tf32<false>(Lh + 16 * r1 * kLdF + 16 * r0, Th + 16 * r0 * kLdF + 16 * r0 + 8 * h8,
+                     Th + 16 * r0 * kLdF + 16 * r1 + 8 * h8, 0, 16, lane);
+  }
+  bar();
+#pragma unroll
+  for (int h = 0; h < NH; ++h) {
+    float* Th = Tm + h * stride;
+    tile_tf32<true>(Th + 16 * r1 * kLdF + 16 * r1, Th + 16 * r0 * kLdF + 16 * r1 + 8 * h8,
+                    Th + 16 * r1 * kLdF + 16 * r0 + 8 * h8, 0, 16, lane);
+  }
+  bar();
+  // Level 2: A = T[0:32, 0:32], B = T[32:64, 32:64] (lower triangular), C = L[32:64, 0:32]. Z = C A into
+  // Tm[0:32, 32:64] (unused), then T[32:64, 0:32] = -B Z. Warp pw: row tile mt = pw >> 1 (16 rows), column block
+  // nb = pw & 1 (two n8 tiles). A's block (0, 1) and B's block (2, 3) hold scratch: the k ranges skip them
+  // (A[k][n] = 0 for k < 16 nb; B[i][k] = 0 for k >= 16 (mt + 1)).
+  const int mt = pw >> 1, nb = pw & 1;
+#pragma unroll
+  for (int h = 0; h < NH; ++h) {
+    const float* Lh = L + h * stride;
+    float* Th = Tm + h * stride;
+#pragma unroll
+    for (int e = 0; e < 2; ++e)
+      tile_tf32<false>(Lh + (32 + 16 * mt) * kLdF, Th + 16 * nb + 8 * e, Th + 32 + 16 * mt * kLdF + 16 * nb + 8 * e,
+                       16 * nb, 32, lane);
+  }
+  bar();
+#pragma unroll
+  for (int h = 0; h < NH; ++h) {
+    float* Th = Tm + h * stride;
+#pragma unroll
+    for (int e = 0; e < 2; ++e)
+      tile_tf32<true>(Th + (32 + 16 * mt) * kLdF + 32, Th + 32 + 16 * nb + 8 * e,
+                      Th + (32 + 16 * mt) * kLdF + 16 * nb + 8 * e, 0, 16 * (mt + 1), lane);
+  }
+  bar();
+}
 template <typename Bar>
 __device__ __forceinline__ void solve_T4(const float* L, float* Tm, int ptid, int pw, int lane, Bar bar) {
-  // diagonal blocks by forward substitution, one thread per column, full 16x16
-  if (ptid < kChunk) {
-    float x[16];
-    solve_diag_col(L, kLdF, Tm, kLdF, ptid, x);
-  }
-  bar();
-  {  // Level 1, merge m = pw >> 1 of the blocks r0 = 2m, r1 = 2m + 1, n8 tile h: Y = L_10 D_0 into the unused
-     // block (r0, r1) of Tm, then T_10 = -D_1 Y.
-    const int r0 = 2 * (pw >> 1), r1 = r0 + 1, h = pw & 1;
-    float* Y = Tm + 16 * r0 * kLdF + 16 * r1;
-    tile_tf32<false>(L + 16 * r1 * kLdF + 16 * r0, Tm + 16 * r0 * kLdF + 16 * r0 + 8 * h, Y + 8 * h, 0, 16, lane);
-    bar();
-    tile_tf32<true>(Tm + 16 * r1 * kLdF + 16 * r1, Y + 8 * h, Tm + 16 * r1 * kLdF + 16 * r0 + 8 * h, 0, 16, lane);
-  }
-  bar();
-  {  // Level 2: A = T[0:32, 0:32], B = T[32:64, 32:64] (lower triangular), C = L[32:64, 0:32]. Z = C A into
-     // Tm[0:32, 32:64] (unused), then T[32:64, 0:32] = -B Z. Warp pw: row tile mt = pw >> 1 (16 rows), column
-     // block nb = pw & 1 (two n8 tiles). A's block (0, 1) and B's block (2, 3) hold scratch: the k ranges skip
-     // them (A[k][n] = 0 for k < 16 nb; B[i][k] = 0 for k >= 16 (mt + 1)).
-    const int mt = pw >> 1, nb = pw & 1;
-    float* Z = Tm + 32;
-#pragma unroll
-    for (int e = 0; e < 2; ++e)
-      tile_tf32<false>(L + (32 + 16 * mt) * kLdF, Tm + 16 * nb + 8 * e, Z + 16 * mt * kLdF + 16 * nb + 8 * e,
-                       16 * nb, 32, lane);
-    bar();
-#pragma unroll
-    for (int e = 0; e < 2; ++e)
-      tile_tf32<true>(Tm + (32 + 16 * mt) * kLdF + 32, Z + 16 * nb + 8 * e,
-                      Tm + (32 + 16 * mt) * kLdF + 16 * nb + 8 * e, 0, 16 * (mt + 1), lane);
-  }
-  bar();
+  solve_T_heads<1>(L, Tm, 0, ptid, pw, lane, bar);
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -1713,12 +1736,13 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
 // Kernel v15 (sm_90a; the default where moe_wgmma_available() and n_v_heads <= 2 n_k_heads): the scan on warpgroup
 // MMAs (wgmma) in blocks of 64 value columns, fed by producer blocks on the other SMs.
 //
-// Producers (blocks >= n_cons, two independent warpgroups each) prepare (chunk slot, key head) items in slot order,
-// the next item's q and k rows already being copied (cp.async) while one is prepared. The raw q and k rows are the MMA
-// operands: |k_t|^2 and |q_t|^2 come from the diagonals of K K^T and Q Q^T (fp32 sums of exact bf16 products), and
-// rk = 1/|k|, rq = d_k^-1/2/|q| are applied as per-token factors. For each value head of the key head a producer
-// writes a record to the workspace (wg_record: the layout of a stage's tail, so that a consumer copies it as is):
-//     T = (I + L)^-1, L = strict_lower(beta_i K K^T rk_i rk_j exp(G_i - G_j))   (solve_T4, fp32; bf16 tile)
+// Producers (blocks >= n_cons, two independent warpgroups each) prepare (chunk slot, key head) items in slot order;
+// the next item's q and k rows are copied in (cp.async) as soon as an item's products are done. The raw q and k rows
+// are the MMA operands: |k_t|^2 and |q_t|^2 come from the diagonals of K K^T and Q Q^T (fp32 sums of exact bf16
+// products), and rk = 1/|k|, rq = d_k^-1/2/|q| are applied as per-token factors. For each value head of the key head
+// a producer writes a record to the workspace (wg_record: the layout of a stage's tail, so that a consumer copies it
+// as is); the two value heads' T are solved side by side (solve_T_heads<2>):
+//     T = (I + L)^-1, L = strict_lower(beta_i K K^T rk_i rk_j exp(G_i - G_j))   (fp32 blocked solve; bf16 tile)
 //     P = tril(Q K^T exp(G_i - G_j)) rq_i rk_j                                  (bf16 tile)
 //     exp(G) rk, exp(G) rq, exp(G_last - G) rk, beta, exp(G_last)
 // (tiles 64 x 64 with 128-byte rows, 128-byte swizzled: dev::swz64), then publishes a flag per (slot, key head):
@@ -1770,12 +1794,11 @@ struct wg_consumer_smem {
   alignas(16) nvbf o[kChunk * kWgLdV];  // output staging (stmatrix: 16-byte rows)
 };
 struct alignas(1024) wg_producer_smem {  // one per producer warpgroup
-  nvbf q[2][2][kChunk * 64];  // [buffer][d_k half]: the item being prepared and the next one being copied in
-  nvbf k[2][2][kChunk * 64];
-  float L[kChunk * kLdF];
-  float Tm[kChunk * kLdF];
-  alignas(16) nvbf P[kChunk * 64];  // P of one value head, swizzled; zero above the diagonal blocks
-  float G2[2][kChunk];              // per value head of the item: the in-chunk cumulative sum of g, times log2(e)
+  nvbf q[2][kChunk * 64];                // [d_k half] of the item being prepared (the next one's copies follow the products)
+  nvbf k[2][kChunk * 64];
+  float L[2][kChunk * kLdF];             // per value head of the item (solved side by side)
+  float Tm[2][kChunk * kLdF];
+  float G2[2][kChunk];                   // the in-chunk cumulative sum of g, times log2(e)
   float beta[2][kChunk];
   float rk[kChunk];
   float rq[kChunk];
@@ -1822,7 +1845,7 @@ __device__ __forceinline__ void wg_copy_rows(uint32_t dst, const nvbf* src, std:
 }
 
 // kMode (benchmarks only, wrong results): 1 = producers only (consumers return at once), 2 = consumers only (no
-// producers, no flag waits).
+// producers, no flag waits), 3 = both, but the consumers do not wait for the flags.
 template <int kMode>
 __global__ void __launch_bounds__(kWgThreads, 1)
     gdn_wg_kernel(gdn_shape shape, gdn_args args, unsigned char* ws, unsigned* flags, int n_slots, int n_cons) {
@@ -1848,7 +1871,6 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     const int pw_id = (int(blockIdx.x) - n_cons) * 2 + role, n_pw = (int(gridDim.x) - n_cons) * 2;
     const int n_items = n_slots * shape.n_k_heads;
     const float qscale = rsqrtf(float(kDk));
-    for (int i = wt; i < kChunk * 64 / 8; i += 128) reinterpret_cast<uint4*>(sm.P)[i] = make_uint4(0, 0, 0, 0);
     // Item it = (slot, key head): its sequence and chunk (seq < 0: an unused slot), first token and length.
     struct item_t {
       int slot, hk, seq, t0, len;
@@ -1862,12 +1884,12 @@ __global__ void __launch_bounds__(kWgThreads, 1)
       x.len = x.seq >= 0 ? min(kChunk, args.cu_seqlens[x.seq + 1] - x.t0) : 0;
       return x;
     };
-    auto issue = [&](const item_t& x, int buf) {
+    auto issue = [&](const item_t& x) {
       if (x.seq < 0) return;
-      wg_copy_rows(smem_u32(sm.q[buf][0]), dev(args.q) + std::int64_t(x.t0) * args.q_stride + x.hk * kDk,
-                   args.q_stride, x.len, p_seg, p_row);
-      wg_copy_rows(smem_u32(sm.k[buf][0]), dev(args.k) + std::int64_t(x.t0) * args.k_stride + x.hk * kDk,
-                   args.k_stride, x.len, p_seg, p_row);
+      wg_copy_rows(smem_u32(sm.q[0]), dev(args.q) + std::int64_t(x.t0) * args.q_stride + x.hk * kDk, args.q_stride,
+                   x.len, p_seg, p_row);
+      wg_copy_rows(smem_u32(sm.k[0]), dev(args.k) + std::int64_t(x.t0) * args.k_stride + x.hk * kDk, args.k_stride,
+                   x.len, p_seg, p_row);
     };
     // g (warp 2 r) or beta (warp 2 r + 1) of value head r of an item, two tokens per lane.
     auto load_gb = [&](const item_t& x) {
@@ -1880,28 +1902,27 @@ __global__ void __launch_bounds__(kWgThreads, 1)
       return v;
     };
     item_t cur = decode(pw_id < n_items ? pw_id : 0);
-    if (pw_id < n_items) issue(cur, 0);
+    float2 gb = make_float2(0.f, 0.f);
+    if (pw_id < n_items) issue(cur), gb = load_gb(cur);
     cp_async_commit();
-    float2 gb = pw_id < n_items ? load_gb(cur) : make_float2(0.f, 0.f);
-    int buf = 0;
-    for (int it = pw_id; it < n_items; it += n_pw, buf ^= 1) {
+    for (int it = pw_id; it < n_items; it += n_pw) {
       const item_t x = cur;
-      if (it + n_pw < n_items) {
-        cur = decode(it + n_pw);
-        issue(cur, buf ^ 1);
-      }
-      cp_async_commit();
       const float2 gbx = gb;
-      if (it + n_pw < n_items) gb = load_gb(cur);
-      cp_async_wait_n<1>();  // this thread's copies of item x
-      if (x.seq < 0) continue;
+      const bool has_next = it + n_pw < n_items;
+      if (has_next) cur = decode(it + n_pw), gb = load_gb(cur);  // registers only; the copies follow the products
+      cp_async_wait_n<0>();  // this thread's copies of item x
+      if (x.seq < 0) {
+        if (has_next) issue(cur);
+        cp_async_commit();
+        continue;
+      }
       dev::fence_proxy_async();
       bar();
       // K K^T, Q K^T, Q Q^T of the raw rows: accumulator [4 n + e] at row i = 16 ww + g + 8 (e >> 1), column
       // j = 8 n + 2 q4 + (e & 1); each product's first k-slice overwrites it (scale_d = 0).
       float kk[32], qk[32], qq[32];
       {
-        const std::uint64_t dk = dev::wgmma_desc(smem_u32(sm.k[buf][0])), dq = dev::wgmma_desc(smem_u32(sm.q[buf][0]));
+        const std::uint64_t dk = dev::wgmma_desc(smem_u32(sm.k[0])), dq = dev::wgmma_desc(smem_u32(sm.q[0]));
         dev::wgmma_fence();
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
@@ -1951,10 +1972,13 @@ __global__ void __launch_bounds__(kWgThreads, 1)
             sm.rq[16 * ww + g + 8 * h] = rsqrtf(nq[h] + kNormEps) * qscale;
           }
       }
-      bar();
-      for (int r = 0; r < ratio; ++r) {
-        wg_record& rec = reinterpret_cast<wg_record*>(ws)[std::size_t(x.slot) * shape.n_v_heads + x.hk * ratio + r];
-        if (ww == 2 * r) {  // the consumers' per-token factors
+      bar();  // every warp's products are done: the q and k tiles take the next item's rows
+      if (has_next) issue(cur);
+      cp_async_commit();
+      wg_record* const recs = reinterpret_cast<wg_record*>(ws) + std::size_t(x.slot) * shape.n_v_heads + x.hk * ratio;
+      if ((ww >> 1) < ratio) {  // the consumers' per-token factors of value head ww / 2
+        wg_record& rec = recs[ww >> 1];
+        if ((ww & 1) == 0) {
           const float2 rk = *reinterpret_cast<const float2*>(sm.rk + 2 * lane);
           const float2 rq = *reinterpret_cast<const float2*>(sm.rq + 2 * lane);
           const float e0 = wg_exp2(G0), e1 = wg_exp2(G1), d0 = wg_exp2(Gl - G0), d1 = wg_exp2(Gl - G1);
@@ -1962,50 +1986,60 @@ __global__ void __launch_bounds__(kWgThreads, 1)
           *reinterpret_cast<float2*>(rec.eq + 2 * lane) = make_float2(e0 * rq.x, e1 * rq.y);
           *reinterpret_cast<float2*>(rec.edk + 2 * lane) = make_float2(d0 * rk.x, d1 * rk.y);
           if (lane == 0) *reinterpret_cast<float4*>(rec.decay) = make_float4(wg_exp2(Gl), 0.f, 0.f, 0.f);
-        } else if (ww == 2 * r + 1) {
+        } else {
           *reinterpret_cast<float2*>(rec.beta + 2 * lane) = gbx;
         }
-        // L (fp32) and P (bf16, staged) on and below the diagonal blocks: n-tiles 0 .. 2 ww + 1 of this warp's rows.
-        unsigned char* const Ps = reinterpret_cast<unsigned char*>(sm.P);
+      }
+      // Per value head r: L (fp32, shared) on and below the diagonal blocks (n-tiles 0 .. 2 ww + 1 of this warp's
+      // rows), and the whole P tile straight to the record (zero above the diagonal blocks).
+      for (int r = 0; r < ratio; ++r) {
+        unsigned char* const Pg = reinterpret_cast<unsigned char*>(recs[r].P);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int i = 16 * ww + g + 8 * h;
           const float gi = sm.G2[r][i], bki = sm.beta[r][i] * sm.rk[i], rqi = sm.rq[i];
 #pragma unroll
           for (int n = 0; n < 8; ++n) {
-            if (n > 2 * ww + 1) continue;
             const int j = 8 * n + 2 * q4;
-            const float2 gj = *reinterpret_cast<const float2*>(sm.G2[r] + j);
-            const float2 rkj = *reinterpret_cast<const float2*>(sm.rk + j);
-            const float e0 = wg_exp2(fminf(gi - gj.x, 0.f)) * rkj.x, e1 = wg_exp2(fminf(gi - gj.y, 0.f)) * rkj.y;
-            float l0 = bki * kk[4 * n + 2 * h] * e0, l1 = bki * kk[4 * n + 2 * h + 1] * e1;
-            float p0 = rqi * qk[4 * n + 2 * h] * e0, p1 = rqi * qk[4 * n + 2 * h + 1] * e1;
-            if (n >= 2 * ww) {  // the diagonal block: L strictly lower, P lower
-              l0 = j < i ? l0 : 0.f, l1 = j + 1 < i ? l1 : 0.f;
-              p0 = j <= i ? p0 : 0.f, p1 = j + 1 <= i ? p1 : 0.f;
+            uint32_t pv = 0;
+            if (n <= 2 * ww + 1) {
+              const float2 gj = *reinterpret_cast<const float2*>(sm.G2[r] + j);
+              const float2 rkj = *reinterpret_cast<const float2*>(sm.rk + j);
+              const float e0 = wg_exp2(fminf(gi - gj.x, 0.f)) * rkj.x, e1 = wg_exp2(fminf(gi - gj.y, 0.f)) * rkj.y;
+              float l0 = bki * kk[4 * n + 2 * h] * e0, l1 = bki * kk[4 * n + 2 * h + 1] * e1;
+              float p0 = rqi * qk[4 * n + 2 * h] * e0, p1 = rqi * qk[4 * n + 2 * h + 1] * e1;
+              if (n >= 2 * ww) {  // the diagonal block: L strictly lower, P lower
+                l0 = j < i ? l0 : 0.f, l1 = j + 1 < i ? l1 : 0.f;
+                p0 = j <= i ? p0 : 0.f, p1 = j + 1 <= i ? p1 : 0.f;
+              }
+              *reinterpret_cast<float2*>(sm.L[r] + i * kLdF + j) = make_float2(l0, l1);
+              pv = pack_bf16(p0, p1);
             }
-            *reinterpret_cast<float2*>(sm.L + i * kLdF + j) = make_float2(l0, l1);
-            *reinterpret_cast<uint32_t*>(Ps + dev::swz64(i, n) + 4 * q4) = pack_bf16(p0, p1);
+            *reinterpret_cast<uint32_t*>(Pg + dev::swz64(i, n) + 4 * q4) = pv;
           }
         }
-        bar();
-        solve_T4(sm.L, sm.Tm, wt, ww, lane, bar);
-        uint4* const Tg = reinterpret_cast<uint4*>(rec.T);
-        uint4* const Pg = reinterpret_cast<uint4*>(rec.P);
+      }
+      bar();
+      constexpr int kStride = kChunk * kLdF;
+      if (ratio == 2)
+        solve_T_heads<2>(sm.L[0], sm.Tm[0], kStride, wt, ww, lane, bar);
+      else
+        solve_T_heads<1>(sm.L[0], sm.Tm[0], kStride, wt, ww, lane, bar);
+      for (int r = 0; r < ratio; ++r) {
+        uint4* const Tg = reinterpret_cast<uint4*>(recs[r].T);
 #pragma unroll
-        for (int u = 0; u < 4; ++u) {  // T to bf16 (zero above the diagonal blocks: the solve's scratch there), and P
+        for (int u = 0; u < 4; ++u) {  // T to bf16 (zero above the diagonal blocks: the solve's scratch there)
           const int idx = wt + 128 * u, i = idx >> 3, cj = idx & 7;
           uint4 val = make_uint4(0, 0, 0, 0);
           if ((cj >> 1) <= (i >> 4)) {
-            const float4 a = *reinterpret_cast<const float4*>(sm.Tm + i * kLdF + 8 * cj);
-            const float4 b = *reinterpret_cast<const float4*>(sm.Tm + i * kLdF + 8 * cj + 4);
+            const float4 a = *reinterpret_cast<const float4*>(sm.Tm[r] + i * kLdF + 8 * cj);
+            const float4 b = *reinterpret_cast<const float4*>(sm.Tm[r] + i * kLdF + 8 * cj + 4);
             val = make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
           }
           Tg[dev::swz64(i, cj) >> 4] = val;
-          Pg[idx] = reinterpret_cast<const uint4*>(sm.P)[idx];
         }
-        bar();  // the next value head rewrites L, P; the publication below follows every thread's stores
       }
+      bar();  // every thread's record stores precede the publication; the next item rewrites L
       if (wt == 0) {
         __threadfence();
         st_release(flags + std::size_t(x.slot) * shape.n_k_heads + x.hk, 1u);
@@ -2445,6 +2479,7 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
       switch (options.wgmma_variant) {
         case 1: return launch_wg<1>(shape, args, workspace, stream, false, &launched);
         case 2: return launch_wg<2>(shape, args, workspace, stream, true, &launched);
+        case 4: return launch_wg<3>(shape, args, workspace, stream, false, &launched);
         default: return launch_wg<0>(shape, args, workspace, stream, options.wgmma_variant == 3, &launched);
       }
     };

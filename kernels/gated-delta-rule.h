@@ -70,7 +70,8 @@ struct gdn_chunked_options {
                               // in one cooperative launch (or two launches where both do not fit on the GPU at once).
                               // The options below apply to the other paths (wgmma = false, or where v15 cannot run)
   int wgmma_variant = 0;      // v15, for tests and benchmarks: 3 = always the two launches (the fallback); 1 = the
-                              // producers only, 2 = the consumers only, without waiting for producers (wrong results)
+                              // producers only, 2 = the consumers only, without waiting for producers, 4 = both, the
+                              // consumers not waiting for the producers' flags (1, 2, 4: wrong results)
   int v_tile = 0;             // value columns per scan block: 16, 32 or 64 (default 32; the mma scan keeps 64
                               // without split_output: 3 stages do not fit in shared memory)
   int scan_warps = 0;         // wmma_scan only: warps per scan block, 8 or 16 (default 16)
