@@ -1264,6 +1264,19 @@ __device__ __forceinline__ void tile_tf32(const float* A, const float* B, float*
   *reinterpret_cast<float2*>(C + (g + 8) * kLdF + 2 * q4) = make_float2(s * acc[2], s * acc[3]);
 }
 
+// In-chunk cumulative sums of a warp's 64 values, two per lane (g.x, g.y: tokens 2 lane, 2 lane + 1): G0, G1 at
+// those tokens, Gl at token 63.
+__device__ __forceinline__ void chunk_cumsum(float2 g, int lane, float& G0, float& G1, float& Gl) {
+  const float s1 = g.x + g.y;
+  float x = s1;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const float up = __shfl_up_sync(0xffffffffu, x, o);
+    if (lane >= o) x += up;
+  }
+  G0 = x - s1 + g.x, G1 = x, Gl = __shfl_sync(0xffffffffu, x, 31);
+}
+
 __device__ __forceinline__ void prep_bar() { asm volatile("bar.sync 1, %0;\n" ::"n"(kProducerThreads) : "memory"); }
 
 // T = (I + L)^-1 into Tm (fp32, pitch kLdF) for L strictly lower triangular (fp32, pitch kLdF, complete), for NH
@@ -1547,14 +1560,8 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
         const int r = pw >> 1;
         const std::size_t vec = (slot * shape.n_v_heads + hk * ratio + r) * kChunk;
         if ((pw & 1) == 0) {  // G = in-chunk cumulative sum of g (padded rows: g = 0)
-          const float s1 = rgb.x + rgb.y;
-          float x = s1;
-#pragma unroll
-          for (int o = 1; o < 32; o <<= 1) {
-            const float up = __shfl_up_sync(0xffffffffu, x, o);
-            if (lane >= o) x += up;
-          }
-          const float G0 = x - s1 + rgb.x, G1 = x, Gl = __shfl_sync(0xffffffffu, x, 31);
+          float G0, G1, Gl;
+          chunk_cumsum(rgb, lane, G0, G1, Gl);
           *reinterpret_cast<float2*>(sm.G[r] + 2 * lane) = make_float2(G0, G1);
           *reinterpret_cast<float2*>(ws.eg + vec + 2 * lane) = make_float2(__expf(G0), __expf(G1));
           *reinterpret_cast<float2*>(ws.ed + vec + 2 * lane) = make_float2(__expf(Gl - G0), __expf(Gl - G1));
@@ -1938,14 +1945,8 @@ __global__ void __launch_bounds__(kWgThreads, 1)
       if ((ww >> 1) < ratio) {
         const int r = ww >> 1;
         if ((ww & 1) == 0) {  // in-chunk cumulative sum (rows past the sequence: g = 0), in log2 units
-          const float s1 = gbx.x + gbx.y;
-          float v = s1;
-#pragma unroll
-          for (int o = 1; o < 32; o <<= 1) {
-            const float up = __shfl_up_sync(0xffffffffu, v, o);
-            if (lane >= o) v += up;
-          }
-          G0 = (v - s1 + gbx.x) * kLog2e, G1 = v * kLog2e, Gl = __shfl_sync(0xffffffffu, v, 31) * kLog2e;
+          chunk_cumsum(gbx, lane, G0, G1, Gl);
+          G0 *= kLog2e, G1 *= kLog2e, Gl *= kLog2e;
           *reinterpret_cast<float2*>(sm.G2[r] + 2 * lane) = make_float2(G0, G1);
         } else {
           *reinterpret_cast<float2*>(sm.beta[r] + 2 * lane) = gbx;

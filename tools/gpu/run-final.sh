@@ -7,6 +7,7 @@
 #   fixtures by that absolute path, so it is linked to here when missing). Logs and JSON lines go to $OUT.
 #   --tests-only: the tests, then compute-sanitizer memcheck and racecheck on the small cases of the sm_90a prefill
 #   kernels (wgmma MoE tiling, warp-specialized attention prefill), instead of the benchmark.
+#   --compare: the tests, then the engine beside transformers (run-compare.sh with FULL=1 and DIR/bench_engine).
 set -u
 OUT="${OUT:-$PWD/gpu-out}"; mkdir -p "$OUT"
 B="$1"
@@ -21,6 +22,11 @@ for t in test_kernels_cuda test_engine_model_kernels test_engine_cuda_model test
   echo "$t rc=$? in $(( $(date +%s) - t0 )) s $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/$t.log" | tr '\n' ' ')" | tee -a "$OUT/summary.txt"
   grep -E "^\[  FAILED|Failure|Expected|Which is|what\(\)" "$OUT/$t.log" | cut -c1-200 | head -n 10
 done
+if [ "$MODE" = --compare ]; then
+  FULL=1 bash "$(dirname "$0")/run-compare.sh" "$B/bench_engine" > /dev/null 2>&1
+  cat "$OUT/compare.log"
+  exit 0
+fi
 if [ "$MODE" = --tests-only ]; then
   SAN_FILTER='*MoeExpertsCuda*wgmma*:*AttentionPrefillCuda*single_token*:*AttentionPrefillCuda*odd_prompt*:*AttentionPrefillCuda*chunk_on_prefix*'
   for tool in memcheck racecheck; do
