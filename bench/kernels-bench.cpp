@@ -359,7 +359,7 @@ int main(int argc, char** argv) {
               chunks * (2 * 64 * 64 * 2 + 3 * 64 * 4),
           0);
     }
-    // The default on sm_90a, v15 (warp-specialised wgmma blocks that prepare their own chunks), against v14 (one
+    // The default on sm_90a, v15 (producer blocks write records, wgmma consumer blocks run the scan), against v14 (one
     // cooperative launch: the blocks of a key head prepare the chunks beside the mma.sync scan; the default elsewhere
     // on sm_90) and v12b (separate preparation kernel, then the split mma scan), alternating, three times each.
     for (int rep = 0; rep < 9; ++rep) {

@@ -1279,7 +1279,8 @@ __device__ __forceinline__ void chunk_cumsum(float2 g, int lane, float& G0, floa
 
 __device__ __forceinline__ void prep_bar() { asm volatile("bar.sync 1, %0;\n" ::"n"(kProducerThreads) : "memory"); }
 
-// T = (I + L)^-1 into Tm (fp32, pitch kLdF) for L strictly lower triangular (fp32, pitch kLdF, complete), for NH
+// T = (I + L)^-1 into Tm (fp32, pitch kLdF) for L strictly lower triangular (fp32, pitch kLdF; only the blocks on and
+// below the diagonal are read, and of the diagonal blocks only the strictly lower part), for NH
 // independent problems at once (L + h * stride, Tm + h * stride), by four warps (thread ptid < 128, warp pw < 4 of
 // them): the 16x16 diagonal blocks by forward substitution, one thread per column, then two merge levels on tf32
 // mma.sync. Afterwards the blocks of Tm above the diagonal hold scratch, not zeros. bar(): the four warps' barrier;
@@ -1814,6 +1815,7 @@ constexpr int kWgSmemBytes =
     int(std::max(sizeof(wg_consumer_smem), 2 * sizeof(wg_producer_smem))) + 1024;  // + the base's alignment
 static_assert(kWgSmemBytes <= 227 * 1024, "v15's shared memory exceeds one SM's");
 
+// Barrier ids in a register: ptxas then reserves all 16 named barriers, harmless at one block per SM.
 __device__ __forceinline__ void wg_bar_sync(int id) { asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory"); }
 __device__ __forceinline__ void wg_bar_arrive(int id) { asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory"); }
 __device__ __forceinline__ void wg_bar128(int id) { asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory"); }
@@ -2041,7 +2043,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
         }
       }
       bar();  // every thread's record stores precede the publication; the next item rewrites L
-      if (wt == 0) {
+      if (wt == 0) {  // the fence makes the release cover the other threads' stores (ordered by the barrier)
         __threadfence();
         st_release(flags + std::size_t(x.slot) * shape.n_k_heads + x.hk, 1u);
       }
@@ -2063,6 +2065,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
       wg_stage& st = sm.st[c % kWgStages];
       const int t0 = seq_begin + c * kChunk, len = min(kChunk, seq_len - c * kChunk);
       const std::size_t slot = std::size_t(slot0 + c);
+      if (slot >= std::size_t(n_slots)) __trap();  // cu_seqlens inconsistent with n_tokens: no producer would come
       if (kMode == 0)
         while (ld_acquire(flags + slot * shape.n_k_heads + hk) == 0) __nanosleep(32);
       wg_copy_rows(smem_u32(st.q[0]), dev(args.q) + std::int64_t(t0) * args.q_stride + hk * kDk, args.q_stride, len,
@@ -2101,8 +2104,8 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   // ---- state: S^T [v0 + 16 w + g + 8 (e >> 1)][8 i + 2 q4 + (e & 1)] in sacc[4 i + e].
   const int w = ww;
   const int rowB = (lane & 7) + ((lane >> 4) << 3), colB = ((lane >> 3) & 1) << 3;
-  const int slot = args.state_slots ? args.state_slots[seq] : seq;
-  const std::size_t state_off = (std::size_t(slot) * shape.n_v_heads + hv) * kDk * kDv + v0 + 16 * w + g;
+  const int state_slot = args.state_slots ? args.state_slots[seq] : seq;
+  const std::size_t state_off = (std::size_t(state_slot) * shape.n_v_heads + hv) * kDk * kDv + v0 + 16 * w + g;
   float sacc[64];
 #pragma unroll
   for (int i = 0; i < 16; ++i)
@@ -2354,12 +2357,19 @@ static status launch_coop(const gdn_shape& shape, const gdn_args& args, const wo
 // refused, or two_launches), producers alone, then consumers alone. *launched = false where v15 does not apply
 // (n_v_heads > 2 n_k_heads): the caller takes another path. The records (n_slots x n_v_heads wg_record, 17 KiB each)
 // fit in the space of make_view's tensors (more than 34 KiB per slot and value head); the flags follow them as in v14.
+// The records must fit in front of the flags: per (slot, value head) make_view reserves at least T and P (kTileT each)
+// and three fp32 vectors.
+static_assert(sizeof(wg_record) <= 2 * kTileT * sizeof(nvbf) + 3 * kChunk * sizeof(float),
+              "v15's records exceed the workspace of make_view");
+// max_producers (tests): at most this many producer blocks (0: as many as fit), so that each producer warpgroup
+// prepares several items.
 template <int kMode>
 static status launch_wg(const gdn_shape& shape, const gdn_args& args, void* workspace, stream_t stream,
-                        bool two_launches, bool* launched) {
+                        bool two_launches, int max_producers, bool* launched) {
   *launched = false;
   if (shape.n_v_heads > 2 * shape.n_k_heads) return status::success();
   const auto kernel = gdn_wg_kernel<kMode>;
+  EV_CUDA_CHECK(cudaGetLastError());  // an earlier error must not be taken for this launch's below
   int dev = 0, sms = 0, coop = 0, per_sm = 0;
   EV_CUDA_CHECK(cudaGetDevice(&dev));
   EV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
@@ -2369,14 +2379,17 @@ static status launch_wg(const gdn_shape& shape, const gdn_args& args, void* work
   int n_slots = n_slots_for(shape.n_tokens, shape.n_seq);
   unsigned* flags = reinterpret_cast<unsigned*>(static_cast<char*>(workspace) + view_bytes(shape));
   EV_CUDA_CHECK(cudaMemsetAsync(flags, 0, std::size_t(n_slots) * shape.n_k_heads * sizeof(unsigned), stream));
+  if (per_sm < 1) return status::success();  // does not fit an SM here: another path
   int n_cons = shape.n_seq * shape.n_v_heads * (kDv / kWgBV);
-  const int resident = std::max(per_sm * sms, 1);
+  const int resident = per_sm * sms;
+  const int n_prod = max_producers > 0 ? std::min(max_producers, resident) : resident;
   unsigned char* ws = static_cast<unsigned char*>(workspace);
   if (!two_launches && coop && n_cons + kWgMinProducers <= resident) {
     gdn_shape sh = shape;
     gdn_args ar = args;
     void* kargs[] = {&sh, &ar, &ws, &flags, &n_slots, &n_cons};
-    const cudaError_t e = cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(resident),
+    const int grid = max_producers > 0 ? std::min(n_cons + max_producers, resident) : resident;
+    const cudaError_t e = cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(grid),
                                                       dim3(kWgThreads), kargs, std::size_t(kWgSmemBytes), stream);
     if (e == cudaSuccess) {
       *launched = true;
@@ -2387,7 +2400,7 @@ static status launch_wg(const gdn_shape& shape, const gdn_args& args, void* work
     }
     (void)cudaGetLastError();  // fewer SMs than the device reports (MPS, green contexts): two launches
   }
-  kernel<<<resident, kWgThreads, kWgSmemBytes, stream>>>(shape, args, ws, flags, n_slots, 0);
+  kernel<<<n_prod, kWgThreads, kWgSmemBytes, stream>>>(shape, args, ws, flags, n_slots, 0);
   EV_CUDA_CHECK_LAUNCH("gdn_wg_kernel (producers)");
   if (n_cons > 0) {
     kernel<<<n_cons, kWgThreads, kWgSmemBytes, stream>>>(shape, args, ws, flags, n_slots, n_cons);
@@ -2454,6 +2467,9 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
   const int vt = options.v_tile == 0 ? 32 : options.v_tile;
   EV_KERNEL_SUPPORTED(vt == 16 || vt == 32 || vt == 64, "gdn_chunked_forward: v_tile = ", vt,
                       ", expected 16, 32 or 64");
+  EV_KERNEL_SUPPORTED(options.wgmma_variant >= 0 && options.wgmma_variant <= 4 && options.wgmma_producers >= 0,
+                      "gdn_chunked_forward: wgmma_variant = ", options.wgmma_variant, ", expected 0-4; wgmma_producers = ",
+                      options.wgmma_producers, ", expected >= 0");
   EV_KERNEL_SUPPORTED(options.scan_cluster == 0 || options.scan_cluster == 1 || options.scan_cluster == 2 ||
                           options.scan_cluster == 4,
                       "gdn_chunked_forward: scan_cluster = ", options.scan_cluster, ", expected 0, 1, 2 or 4");
@@ -2474,14 +2490,17 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
   const workspace_view ws = make_view(workspace, n_slots, shape.n_k_heads, shape.n_v_heads);
   const int prep_bytes = int(sizeof(prep_smem));
   const dim3 prep_grid(n_slots, shape.n_k_heads);
+  // moe_wgmma_available(): the library's kernels share one architecture list, so MoE's sm_90a probe answers for v15.
   if (options.wgmma && !options.wmma_scan && !options.prepare_only && moe_wgmma_available()) {
     bool launched = false;
     auto launch = [&]() -> status {
       switch (options.wgmma_variant) {
-        case 1: return launch_wg<1>(shape, args, workspace, stream, false, &launched);
-        case 2: return launch_wg<2>(shape, args, workspace, stream, true, &launched);
-        case 4: return launch_wg<3>(shape, args, workspace, stream, false, &launched);
-        default: return launch_wg<0>(shape, args, workspace, stream, options.wgmma_variant == 3, &launched);
+        case 1: return launch_wg<1>(shape, args, workspace, stream, false, options.wgmma_producers, &launched);
+        case 2: return launch_wg<2>(shape, args, workspace, stream, true, options.wgmma_producers, &launched);
+        case 4: return launch_wg<3>(shape, args, workspace, stream, false, options.wgmma_producers, &launched);
+        default:
+          return launch_wg<0>(shape, args, workspace, stream, options.wgmma_variant == 3, options.wgmma_producers,
+                              &launched);
       }
     };
     if (auto st = launch(); !st.ok() || launched) return st;

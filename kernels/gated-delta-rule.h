@@ -72,6 +72,8 @@ struct gdn_chunked_options {
   int wgmma_variant = 0;      // v15, for tests and benchmarks: 3 = always the two launches (the fallback); 1 = the
                               // producers only, 2 = the consumers only, without waiting for producers, 4 = both, the
                               // consumers not waiting for the producers' flags (1, 2, 4: wrong results)
+  int wgmma_producers = 0;    // v15, tests: at most this many producer blocks (0 = as many as fit), so that every
+                              // producer warpgroup prepares several items
   int v_tile = 0;             // value columns per scan block: 16, 32 or 64 (default 32; the mma scan keeps 64
                               // without split_output: 3 stages do not fit in shared memory)
   int scan_warps = 0;         // wmma_scan only: warps per scan block, 8 or 16 (default 16)
@@ -98,8 +100,8 @@ struct gdn_chunked_options {
 std::size_t gdn_chunked_workspace_bytes(const gdn_shape& shape);
 
 // Chunked prompt path (chunk 64). requires: d_k == d_v == 128; q, k, v and out 16-byte aligned with strides that
-// are multiples of 8 elements; workspace >= gdn_chunked_workspace_bytes(...), 256-byte aligned (v15 does not use it).
-// Enqueues on `stream`: one launch (v15), a flag memset and one cooperative launch (v14), or two launches.
+// are multiples of 8 elements; workspace >= gdn_chunked_workspace_bytes(...), 256-byte aligned. Enqueues on `stream`:
+// a flag memset and one cooperative launch (v15 or v14) or two launches (v15's fallback, or v12b's two kernels).
 status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* workspace, std::size_t workspace_bytes,
                            stream_t stream, const gdn_chunked_options& options = {});
 

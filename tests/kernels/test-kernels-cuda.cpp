@@ -193,16 +193,19 @@ TEST_P(GdnCuda, MatchesReference) {
   // without the output split; 4-5: the WMMA scan; 6-9: the split mma scan after the separate preparation kernel with
   // v_tile 32 in clusters of 1 (none, v12b), 2 and 4 blocks, and v_tile 16 in clusters of 4; 10: v14 with bulk copies;
   // 11: the default options (v15: producers and wgmma consumers in one cooperative launch, where
-  // moe_wgmma_available(); else v14 or v12b); 12: v15 as two launches (its fallback).
-  for (int variant = 0; variant < 13; ++variant) {
+  // moe_wgmma_available(); else v14 or v12b); 12: v15 as two launches (its fallback); 13: v15 with one producer block,
+  // so that each producer warpgroup prepares many items one after the other (unused slots of a mixed batch included).
+  for (int variant = 0; variant < 14; ++variant) {
     if (variant >= 11) {
       dbuf<unsigned char> ws(gdn_chunked_workspace_bytes(s));
       d_out.poison(), d_fin.poison();
       gdn_chunked_options opt;
       opt.wgmma_variant = variant == 12 ? 3 : 0;
+      opt.wgmma_producers = variant == 13 ? 1 : 0;
       KERNEL_OK(gdn_chunked_forward(s, a, ws.p, ws.n, nullptr, opt));
       const char* label = !moe_wgmma_available() ? "chunked default (not sm_90a: v14/v12b)"
                           : variant == 12        ? "chunked v15 wgmma, two launches"
+                          : variant == 13        ? "chunked v15 wgmma, one producer block"
                                                  : "chunked default (v15 wgmma)";
       auto [co, cs] = check(label);
       EXPECT_LT(co, 1.5e-2) << label;
