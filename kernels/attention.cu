@@ -775,12 +775,6 @@ __device__ __forceinline__ void mbar_wait(std::uint32_t bar, std::uint32_t parit
       "r"(parity)
       : "memory");
 }
-__device__ __forceinline__ void named_bar_sync(int id, int threads) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-__device__ __forceinline__ void named_bar_arrive(int id, int threads) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
 #endif
 
 __global__ void __launch_bounds__(384, 1) attention_prefill_ws_kernel(attention_prefill_args a, float scale_log2) {
@@ -874,7 +868,7 @@ __global__ void __launch_bounds__(384, 1) attention_prefill_ws_kernel(attention_
   // Ping-pong: turn barrier 1 + w is completed by warpgroup w's sync and the other warpgroup's arrive. Warpgroup 1
   // lets warpgroup 0 go first.
   const int my_turn = 1 + wg, other_turn = 2 - wg;
-  if (wg == 1) named_bar_arrive(1, 256);
+  if (wg == 1) dev::named_bar_arrive(1, 256);
   for (int j = 0; j < n_tiles; ++j) {
     const int b = j & 1;
     const int jv = j > 0 ? j - 1 : 0;  // the V tile of this iteration's P V
@@ -882,10 +876,10 @@ __global__ void __launch_bounds__(384, 1) attention_prefill_ws_kernel(attention_
     mbar_wait(full_v(jv & 1), (jv >> 1) & 1);
     dev::fence_proxy_async();
     float sacc[32];
-    named_bar_sync(my_turn, 256);
+    dev::named_bar_sync(my_turn, 256);
     issue_s(sacc, b);
     issue_pv(jv & 1);
-    named_bar_arrive(other_turn, 256);
+    dev::named_bar_arrive(other_turn, 256);
     dev::wgmma_wait<1>();  // S_j done (P V may still run)
     dev::fence_regs(sacc);
     mbar_arrive(empty_k(b));
@@ -900,7 +894,7 @@ __global__ void __launch_bounds__(384, 1) attention_prefill_ws_kernel(attention_
   mbar_wait(full_v((n_tiles - 1) & 1), ((n_tiles - 1) >> 1) & 1);
   dev::fence_proxy_async();
   issue_pv((n_tiles - 1) & 1);
-  if (wg == 0) named_bar_sync(1, 256);
+  if (wg == 0) dev::named_bar_sync(1, 256);
   dev::wgmma_wait<0>();
   dev::fence_regs(o);
 

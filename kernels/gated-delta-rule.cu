@@ -400,8 +400,6 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
   const int src_bytes = valid ? 16 : 0;  // 0: zero-fill the 16 bytes, read nothing
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
 
 template <int BV>
 struct scan_smem {
@@ -524,7 +522,7 @@ __global__ void __launch_bounds__(kScanWarps * 32, 1)
     prefetch_chunk<BV, kScanThreads>(sm.st[c & 1], args, hk, hv, v0, seq_begin + c * kChunk, min(kChunk, seq_len - c * kChunk),
                        head_slot * kChunk * kChunk, head_slot * kChunk,
                        (std::size_t(slot0 + c) * shape.n_k_heads + hk) * kChunk * kDk, ws, tid);
-    cp_async_commit();
+    dev::cp_async_commit();
   };
   if (n_chunks > 0) issue(0);
 
@@ -541,7 +539,7 @@ __global__ void __launch_bounds__(kScanWarps * 32, 1)
     __builtin_assume(__isShared(sq) && __isShared(sk) && __isShared(sT) && __isShared(sP));
     const int t0 = seq_begin + c * kChunk;
     const int len = min(kChunk, seq_len - c * kChunk);
-    cp_async_wait_all();  // chunk c has landed (for this thread's copies) ...
+    dev::cp_async_wait<0>();  // chunk c has landed (for this thread's copies) ...
     __syncthreads();      // ... for every thread's; and every warp is done with chunk c-1 (its stage is free)
     if (c + 1 < n_chunks) issue(c + 1);
     // (B) task t < kOutTiles: X tile = K S, then this warp's Y tile = beta (V - exp(G) X); task t >= kOutTiles:
@@ -1158,7 +1156,7 @@ __global__ void __launch_bounds__((kSplit ? 2 : 1) * NW * 32, 1)
 #pragma unroll
   for (int c = 0; c < kDist; ++c) {
     if (is_out && c < n_chunks) issue(c);
-    cp_async_commit();
+    dev::cp_async_commit();
   }
 
   // Lane offsets of ldmatrix row addresses. Non-transposed B from [n][k] rows: rows n0 + rowB, columns k0 + colB.
@@ -1179,7 +1177,7 @@ __global__ void __launch_bounds__((kSplit ? 2 : 1) * NW * 32, 1)
       __syncthreads();
     }
     if (is_out && c + kDist < n_chunks) issue(c + kDist);
-    cp_async_commit();
+    dev::cp_async_commit();
     if (is_chain && c < n_chunks) {
       if constexpr (CS > 1) mbar_wait(bar0 + uint32_t(c % NS) * 8, uint32_t(c / NS) & 1);  // the multicast part
       const typename SM::stage& st = sm.st[c % NS];
@@ -1703,12 +1701,12 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
   if (kDebug == 2) return;
   if (is_out) {
     if (n_chunks > 0) issue(0);
-    cp_async_commit();
+    dev::cp_async_commit();
     for (int c = 0; c <= n_chunks; ++c) {
-      cp_async_wait_all();
+      dev::cp_async_wait<0>();
       consumer_bar();  // chunk c landed; every consumer is done with iteration c - 1
       if (c + 1 < n_chunks) issue(c + 1);
-      cp_async_commit();
+      dev::cp_async_commit();
       if (c < 1) continue;
       const int cp = c - 1;
       if constexpr (kBulk) mbar_wait(smem_u32(&sm.qbar[cp % 3]), uint32_t(cp / 3) & 1);  // landed (the chain waited)
@@ -1815,30 +1813,19 @@ constexpr int kWgSmemBytes =
     int(std::max(sizeof(wg_consumer_smem), 2 * sizeof(wg_producer_smem))) + 1024;  // + the base's alignment
 static_assert(kWgSmemBytes <= 227 * 1024, "v15's shared memory exceeds one SM's");
 
-// Barrier ids in a register: ptxas then reserves all 16 named barriers, harmless at one block per SM.
-__device__ __forceinline__ void wg_bar_sync(int id) { asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory"); }
-__device__ __forceinline__ void wg_bar_arrive(int id) { asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory"); }
-__device__ __forceinline__ void wg_bar128(int id) { asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory"); }
+// Named barriers (dev::named_bar_sync / _arrive) with ids in a register: ptxas then reserves all 16, harmless at one
+// block per SM.
+#if EV_SM90A  // helpers of the sm_90a kernel body only (unused functions warn in the other device passes)
 __device__ __forceinline__ float wg_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
   return y;
 }
-template <int N>
-__device__ __forceinline__ void cp_async_wait_n() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-// Accumulator columns 16 j .. 16 j + 15 of a wgmma m64nN fp32 accumulator as the bf16 A fragment of k-slice j (the
-// mma.sync m16n8k16 A layout of each warp's 16 rows).
-template <int N>
-__device__ __forceinline__ void wg_acc_to_a(const float (&d)[4 * N], uint32_t (&a)[N / 2][4]) {
-#pragma unroll
-  for (int j = 0; j < N / 2; ++j) {
-    a[j][0] = pack_bf16(d[8 * j], d[8 * j + 1]);
-    a[j][1] = pack_bf16(d[8 * j + 2], d[8 * j + 3]);
-    a[j][2] = pack_bf16(d[8 * j + 4], d[8 * j + 5]);
-    a[j][3] = pack_bf16(d[8 * j + 6], d[8 * j + 7]);
-  }
+// A wgmma m64nN fp32 accumulator (d[4 i + e]: n8 tile i, element e, the mma.sync m16n8 layout of each warp's 16 rows)
+// viewed as the [N / 8][4] tiles that the mma.sync scan's helpers (acc_to_a, mma_scan_load_state, ...) take.
+template <int T>
+__device__ __forceinline__ float (&as_tiles(float (&d)[4 * T]))[T][4] {
+  return reinterpret_cast<float(&)[T][4]>(d);
 }
 // The 64 rows of 256 bytes at `src` (row stride `stride` elements; rows >= len zero-filled) into two 64-column
 // 128-byte-swizzled tiles at shared `dst` (8 KiB apart): this thread's 16-byte pieces (p_seg of rows p_row + 8 i).
@@ -1852,6 +1839,7 @@ __device__ __forceinline__ void wg_copy_rows(uint32_t dst, const nvbf* src, std:
     cp_async16_zfill(d0 + uint32_t(dev::swz64(r, p_seg & 7)), s0 + std::int64_t(min(r, len - 1)) * stride, r < len);
   }
 }
+#endif
 
 // kMode (benchmarks only, wrong results): 1 = producers only (consumers return at once), 2 = consumers only (no
 // producers, no flag waits), 3 = both, but the consumers do not wait for the flags.
@@ -1876,7 +1864,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     if (kMode == 2) return;
     wg_producer_smem& sm = reinterpret_cast<wg_producer_smem*>(smem)[role];
     const int bar_id = 9 + role;
-    auto bar = [bar_id] { wg_bar128(bar_id); };
+    auto bar = [bar_id] { dev::named_bar_sync(bar_id, 128); };
     const int pw_id = (int(blockIdx.x) - n_cons) * 2 + role, n_pw = (int(gridDim.x) - n_cons) * 2;
     const int n_items = n_slots * shape.n_k_heads;
     const float qscale = rsqrtf(float(kDk));
@@ -1913,16 +1901,16 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     item_t cur = decode(pw_id < n_items ? pw_id : 0);
     float2 gb = make_float2(0.f, 0.f);
     if (pw_id < n_items) issue(cur), gb = load_gb(cur);
-    cp_async_commit();
+    dev::cp_async_commit();
     for (int it = pw_id; it < n_items; it += n_pw) {
       const item_t x = cur;
       const float2 gbx = gb;
       const bool has_next = it + n_pw < n_items;
       if (has_next) cur = decode(it + n_pw), gb = load_gb(cur);  // registers only; the copies follow the products
-      cp_async_wait_n<0>();  // this thread's copies of item x
+      dev::cp_async_wait<0>();  // this thread's copies of item x
       if (x.seq < 0) {
         if (has_next) issue(cur);
-        cp_async_commit();
+        dev::cp_async_commit();
         continue;
       }
       dev::fence_proxy_async();
@@ -1977,7 +1965,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
       }
       bar();  // every warp's products are done: the q and k tiles take the next item's rows
       if (has_next) issue(cur);
-      cp_async_commit();
+      dev::cp_async_commit();
       wg_record* const recs = reinterpret_cast<wg_record*>(ws) + std::size_t(x.slot) * shape.n_v_heads + x.hk * ratio;
       if ((ww >> 1) < ratio) {  // the consumers' per-token factors of value head ww / 2
         wg_record& rec = recs[ww >> 1];
@@ -2048,7 +2036,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
         st_release(flags + std::size_t(x.slot) * shape.n_k_heads + x.hk, 1u);
       }
     }
-    cp_async_wait_n<0>();
+    dev::cp_async_wait<0>();
     return;
   }
 
@@ -2086,44 +2074,39 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     // stage is free.
     for (int c = 0; c < 2; ++c) {
       if (c < n_chunks) issue(c);
-      cp_async_commit();
+      dev::cp_async_commit();
     }
     for (int c = 0; c < n_chunks; ++c) {
-      cp_async_wait_n<1>();  // this thread's copies of chunk c (the newest group is chunk c + 1's)
+      dev::cp_async_wait<1>();  // this thread's copies of chunk c (the newest group is chunk c + 1's)
       dev::fence_proxy_async();
-      wg_bar_arrive(1 + c % kWgStages);
+      dev::named_bar_arrive(1 + c % kWgStages, 256);
       if (c + 2 < n_chunks) {
-        if (c + 2 >= kWgStages) wg_bar_sync(4 + (c + 2) % kWgStages);  // the state warpgroup is done with c - 1
+        // the state warpgroup is done with c - 1
+        if (c + 2 >= kWgStages) dev::named_bar_sync(4 + (c + 2) % kWgStages, 256);
         issue(c + 2);
       }
-      cp_async_commit();
+      dev::cp_async_commit();
     }
-    cp_async_wait_n<0>();
+    dev::cp_async_wait<0>();
     return;
   }
   // ---- state: S^T [v0 + 16 w + g + 8 (e >> 1)][8 i + 2 q4 + (e & 1)] in sacc[4 i + e].
   const int w = ww;
   const int rowB = (lane & 7) + ((lane >> 4) << 3), colB = ((lane >> 3) & 1) << 3;
   const int state_slot = args.state_slots ? args.state_slots[seq] : seq;
-  const std::size_t state_off = (std::size_t(state_slot) * shape.n_v_heads + hv) * kDk * kDv + v0 + 16 * w + g;
+  const std::size_t state_off = (std::size_t(state_slot) * shape.n_v_heads + hv) * kDk * kDv;
   float sacc[64];
-#pragma unroll
-  for (int i = 0; i < 16; ++i)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      sacc[4 * i + e] = args.initial_state
-                            ? args.initial_state[state_off + std::size_t(8 * i + 2 * q4 + (e & 1)) * kDv + 8 * (e >> 1)]
-                            : 0.f;
+  mma_scan_load_state(as_tiles<16>(sacc), true, args.initial_state, state_off, v0 + 16 * w, g, q4);
   for (int c = 0; c < n_chunks; ++c) {
     const int s = c % kWgStages;
     const int t0 = seq_begin + c * kChunk, len = min(kChunk, seq_len - c * kChunk);
-    wg_bar_sync(1 + s);
+    dev::named_bar_sync(1 + s, 256);
     const wg_stage& st = sm.st[s];
     const std::uint64_t dk = dev::wgmma_desc(smem_u32(st.k[0])), dq = dev::wgmma_desc(smem_u32(st.q[0]));
     const std::uint64_t dT = dev::wgmma_desc(smem_u32(st.r.T)), dP = dev::wgmma_desc(smem_u32(st.r.P));
     const std::uint64_t dkn = dev::wgmma_desc(smem_u32(st.k[0]), 8192);  // K read N-major: tiles 8 KiB apart
     uint32_t sa[8][4];
-    wg_acc_to_a<16>(sacc, sa);
+    acc_to_a<8>(as_tiles<16>(sacc), sa);
     float x[32], o[32];  // each product's first k-slice overwrites its accumulator (scale_d = 0)
     dev::wgmma_fence();
 #pragma unroll
@@ -2152,7 +2135,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
       }
     }
     uint32_t ya[4][4];
-    wg_acc_to_a<8>(x, ya);
+    acc_to_a<4>(as_tiles<8>(x), ya);
     dev::wgmma_fence();
 #pragma unroll
     for (int j = 0; j < 4; ++j) dev::wgmma_m64n64k16_rs(x, ya[j], dT + 2 * j, j > 0);
@@ -2160,7 +2143,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     dev::wgmma_wait<0>();  // Vn^T (in x) and O1^T done
     dev::fence_regs(x), dev::fence_regs(o);
     uint32_t va[4][4], vda[4][4];
-    wg_acc_to_a<8>(x, va);
+    acc_to_a<4>(as_tiles<8>(x), va);
 #pragma unroll
     for (int n = 0; n < 8; ++n) {
       const float2 e2 = *reinterpret_cast<const float2*>(st.r.eq + 8 * n + 2 * q4);
@@ -2168,7 +2151,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
       o[4 * n] *= e2.x, o[4 * n + 1] *= e2.y, o[4 * n + 2] *= e2.x, o[4 * n + 3] *= e2.y;
       x[4 * n] *= d2.x, x[4 * n + 1] *= d2.y, x[4 * n + 2] *= d2.x, x[4 * n + 3] *= d2.y;
     }
-    wg_acc_to_a<8>(x, vda);
+    acc_to_a<4>(as_tiles<8>(x), vda);
     const float decay_last = st.r.decay[0];
 #pragma unroll
     for (int i = 0; i < 64; ++i) sacc[i] *= decay_last;
@@ -2180,15 +2163,15 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     dev::wgmma_commit();
     dev::wgmma_wait<0>();
     dev::fence_regs(sacc), dev::fence_regs(o);
-    if (c + kWgStages < n_chunks) wg_bar_arrive(4 + s);  // stage s free for chunk c + 3
+    if (c + kWgStages < n_chunks) dev::named_bar_arrive(4 + s, 256);  // stage s free for chunk c + 3
     const uint32_t o_base = smem_u32(sm.o) + 32 * w;
-    wg_bar128(7);  // the previous chunk's reads of the staging tile are done
+    dev::named_bar_sync(7, 128);  // the previous chunk's reads of the staging tile are done
 #pragma unroll
     for (int jp = 0; jp < 4; ++jp)
       stsm_x4_t(o_base + uint32_t(((16 * jp + rowB) * kWgLdV + colB) * 2), pack_bf16(o[8 * jp], o[8 * jp + 1]),
                 pack_bf16(o[8 * jp + 2], o[8 * jp + 3]), pack_bf16(o[8 * jp + 4], o[8 * jp + 5]),
                 pack_bf16(o[8 * jp + 6], o[8 * jp + 7]));
-    wg_bar128(7);
+    dev::named_bar_sync(7, 128);
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
       const int idx = wt + 128 * u, row = idx >> 3, sg = idx & 7;
@@ -2197,13 +2180,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
             *reinterpret_cast<const uint4*>(sm.o + row * kWgLdV + sg * 8);
     }
   }
-  if (args.final_state) {
-#pragma unroll
-    for (int i = 0; i < 16; ++i)
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        args.final_state[state_off + std::size_t(8 * i + 2 * q4 + (e & 1)) * kDv + 8 * (e >> 1)] = sacc[4 * i + e];
-  }
+  if (args.final_state) mma_scan_store_state(as_tiles<16>(sacc), args.final_state, state_off, v0 + 16 * w, g, q4);
 #else
   (void)shape, (void)args, (void)ws, (void)flags, (void)n_slots, (void)n_cons;
   __trap();
