@@ -401,13 +401,13 @@ void index_writer::remove(int64_t document_id) {
   apply_pending();
 }
 
-void index_writer::checkpoint(bool final) {
+void index_writer::checkpoint(bool final, bool truncate_wal) {
   commit();
-  // What follows runs side by side: the FTS thread writes its last segment (and, when final, checkpoints its file),
-  // vectors.faiss is saved on a thread of its own, and this thread saves df (and, when final, checkpoints
-  // evident.db). One after another, and with the WAL copies left to the closing connections, they were about 0.13 s
+  // What follows runs side by side: the FTS thread writes its last segment (and, with truncate_wal, checkpoints its
+  // file), vectors.faiss is saved on a thread of its own, and this thread saves df (and, with truncate_wal,
+  // checkpoints evident.db). One after another, and with the WAL copies left to the closing connections, they were about 0.13 s
   // of SciFact's 0.85 s run. The three touch different files; vectors.faiss holds committed chunks only either way.
-  if (final) fts_writer_->flush(true);
+  if (final) fts_writer_->flush(truncate_wal);
   const double t0 = thread_cpu_seconds();
   std::future<void> faiss;
   if (vectors_dirty_ || !std::filesystem::exists(s_.vectors_path()))
@@ -423,7 +423,7 @@ void index_writer::checkpoint(bool final) {
     tx.commit();
     df_saved_ = df_;
   }
-  if (final && checkpointer_) {
+  if (final && truncate_wal && checkpointer_) {
     // The run's WAL into evident.db now, beside the other two, rather than by the closing connection afterwards.
     checkpointer_.reset();
     checkpoint_and_truncate(s_.db(), "main");

@@ -76,8 +76,12 @@ class index_writer {
   void remove(int64_t document_id);
   // Commits the open batch (see below) and persists df and vectors.faiss. Intermediate checkpoints (final = false)
   // always save the flat form: building HNSW (above opt.hnsw_above vectors) is left to the final one, which also
-  // waits for the FTS thread to commit every batch (the store is then wholly in sync).
-  void checkpoint(bool final = true);
+  // waits for the FTS thread to commit every batch (the store is then wholly in sync). truncate_wal (a final
+  // checkpoint at the end of a bulk run whose connection closes soon after, as `evident ingest`): the WALs of
+  // evident.db and evident-fts.db are copied into their files and truncated now, beside the other end-of-run work
+  // (checkpoint_and_truncate), instead of by the closing connections; a long-lived connection (the server's uploads)
+  // leaves them to the usual checkpoints.
+  void checkpoint(bool final = true, bool truncate_wal = false);
 
   // Batching: write_document/touch/remove open one transaction and keep it open across documents until commit() (or
   // until the batch holds `batch_bytes` of text); a document is always wholly in or wholly out, and a failed document

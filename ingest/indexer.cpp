@@ -221,7 +221,8 @@ folder_listing list_folder(const fs::path& root_in, const fs::path& store_dir) {
                        " does not exist or is not a directory");
   folder_listing l;
   l.root = fs::canonical(root_in);
-  const fs::path store = fs::weakly_canonical(store_dir, ec);
+  fs::path store = fs::weakly_canonical(store_dir, ec);
+  if (ec) store = fs::absolute(store_dir).lexically_normal();  // an empty path would match every directory
   walker(l.root, store, l.files, l.skipped).run();
   return l;
 }
@@ -443,7 +444,7 @@ ingest_summary ingest_folder(store& s, folder_listing listing, const ingest_opti
       ++sum.removed;
     }
   }
-  w.checkpoint();
+  w.checkpoint(true, true);  // a bulk run: its WALs are copied and truncated now (index-writer.h)
   if (opt.progress && progress_shown) draw_progress(true);
   sum.seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
   w.end_run(run_id, summary_json(sum));

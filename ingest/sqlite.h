@@ -33,9 +33,9 @@ class db {
   int64_t last_insert_rowid() const { return sqlite3_last_insert_rowid(h_); }
   int changes() const { return sqlite3_changes(h_); }
   sqlite3* handle() const { return h_; }
-  static constexpr int busy_timeout_ms = 10000;  // every connection waits this long for a lock
 
  private:
+  static constexpr int busy_timeout_ms = 10000;  // every connection waits this long for a lock
   sqlite3* h_ = nullptr;
 };
 

@@ -86,10 +86,15 @@ void wal_checkpointer::run() {
 
 void checkpoint_and_truncate(sql::db& db, const char* schema) {
   sqlite3* h = db.handle();
+  int timeout_ms = 0;  // the connection's own busy timeout, restored below
+  {
+    auto q = db.prepare("PRAGMA busy_timeout");
+    if (q.step()) timeout_ms = static_cast<int>(q.col_int(0));
+  }
   sqlite3_busy_timeout(h, 0);  // TRUNCATE would otherwise wait (busy handler) for readers of older snapshots
   // When it cannot have the locks it needs, SQLite goes on as a PASSIVE checkpoint and returns SQLITE_BUSY.
   sqlite3_wal_checkpoint_v2(h, schema, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
-  sqlite3_busy_timeout(h, sql::db::busy_timeout_ms);
+  sqlite3_busy_timeout(h, timeout_ms);
 }
 
 }  // namespace evident::ingest

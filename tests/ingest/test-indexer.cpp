@@ -364,6 +364,29 @@ TEST(IngestFolder, UnreadableFileIsSkippedByTheCli) {
   EXPECT_EQ(WEXITSTATUS(std::system(cmd2.c_str())), 1);
 }
 
+// A bulk run (ingest_folder) ends with its WALs copied into evident.db / evident-fts.db and truncated (index-writer.h,
+// truncate_wal), so the process that closes the store next has nothing left to copy; an upload on a long-lived
+// connection (ingest_bytes) leaves its WAL to the usual checkpoints. Without the truncation the evident.db WAL of a
+// 4 MB run stays at its high-water mark (background checkpoints are requested every 512 frames, 2 MiB).
+TEST(IngestFolder, BulkRunTruncatesItsWalsUploadsDoNot) {
+  auto root = test::scratch_dir("ingest-wal-end/docs");
+  auto sdir = test::scratch_dir("ingest-wal-end/store");
+  for (int i = 0; i < 40; ++i)
+    test::write_file(root / (std::to_string(i) + ".txt"), test::generated_text(100000, 300 + i));
+  auto wal_bytes = [&](const char* file) {
+    std::error_code ec;
+    const auto n = fs::file_size(sdir / (std::string(file) + "-wal"), ec);
+    return ec ? uintmax_t(0) : n;  // no WAL file: nothing left in it
+  };
+  store s(sdir);
+  ingest_folder(s, root, quiet(64, 8));
+  // end_run writes a few pages after the truncation.
+  EXPECT_LT(wal_bytes(store::db_file), 256u << 10);
+  EXPECT_LT(wal_bytes(store::fts_file), 256u << 10);
+  ingest_bytes(s, "up.txt", test::generated_text(1 << 20, 399), quiet(64, 8));  // 1 MB: under the 2 MiB requests
+  EXPECT_GT(wal_bytes(store::db_file), 256u << 10) << "an upload's final checkpoint truncated the WAL";
+}
+
 TEST(IngestBytes, UploadReplacesAndRemoves) {
   auto sdir = test::scratch_dir("ingest-bytes/store");
   store s(sdir);
