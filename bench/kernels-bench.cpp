@@ -1,8 +1,9 @@
 // Times every CUDA kernel of kernels/ at Qwen3-Next-80B-A3B shapes with CUDA events (median of many runs after a
 // warm-up), beside its bound: bytes over the measured device copy bandwidth, or FLOPs over the measured bf16 GEMM
 // rate. Inputs are random; buffers larger than L2 (or rotated among several copies) so DRAM is what is measured.
-// Usage: bench_kernels [--quick | --gdn-only | --new-only]   Prints a markdown table; numbers go to bench/RESULTS.md
-// with the card and date. --new-only: the MoE experts, prefill attention and top-k/top-p sampling rows only.
+// Usage: bench_kernels [--quick | --gdn-only | --gdn-batches | --new-only]   Prints a markdown table; numbers go to
+// bench/RESULTS.md with the card and date. --new-only: the MoE experts, prefill attention and top-k/top-p sampling rows
+// only; --gdn-batches: the chunked gated delta rule's default paths on batches of several prompts.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -277,6 +278,7 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   const bool gdn_only = argc > 1 && std::strcmp(argv[1], "--gdn-only") == 0;
   const bool new_only = argc > 1 && std::strcmp(argv[1], "--new-only") == 0;
+  const bool gdn_batches = argc > 1 && std::strcmp(argv[1], "--gdn-batches") == 0;
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
@@ -310,12 +312,16 @@ int main(int argc, char** argv) {
   std::printf("copy bandwidth %.0f GB/s (read + write), bf16 GEMM 8192^3 %.0f TFLOP/s\n\n", g_bw / 1e9, g_flops / 1e12);
   std::printf("| kernel (Qwen3-Next-80B-A3B shapes) | median | bound | bound/time |\n| --- | --- | --- | --- |\n");
 
-  if (!gdn_only) bench_new_ops(quick);
+  if (!gdn_only && !gdn_batches) bench_new_ops(quick);
   if (new_only) return 0;
 
-  // ---- gated delta rule, chunked: 16 key / 32 value heads of 128.
+  // ---- gated delta rule, chunked: 16 key / 32 value heads of 128. --gdn-batches: batches of several prompts (v15's
+  // two launches where its consumers and producers do not fit at once), the default paths only.
   const int HK = 16, HV = 32, D = 128, KD = HK * D, VD = HV * D, PACK = 2 * KD + VD;
-  for (auto [n_seq, len] : std::vector<std::pair<int, int>>{{1, 32768}, {1, 8192}, {8, 4096}, {1, 65536}}) {
+  const auto gdn_shapes = gdn_batches ? std::vector<std::pair<int, int>>{{2, 16384}, {4, 8192}, {8, 4096}, {16, 2048},
+                                                                         {64, 512}, {1, 8192}, {1, 2048}}
+                                      : std::vector<std::pair<int, int>>{{1, 32768}, {1, 8192}, {8, 4096}, {1, 65536}};
+  for (auto [n_seq, len] : gdn_shapes) {
     if ((quick || gdn_only) && len != 32768) continue;
     const int T = n_seq * len;
     bf16* mixed = random_buffer<bf16>(std::size_t(T) * PACK, -1, 1, 3);
@@ -346,6 +352,7 @@ int main(int argc, char** argv) {
     const double flops = chunks * 2.0 * (3 * 64 * 64 * 128 + 64 * 64 * 128 + 3 * 64 * 128 * 128.0);
     const std::string tag = std::to_string(n_seq) + "x" + std::to_string(len);
     for (bool wmma : {false, true}) {
+      if (gdn_batches) break;
       gdn_chunked_options opt;
       opt.wgmma = false;
       opt.prepare_only = true;
@@ -361,7 +368,8 @@ int main(int argc, char** argv) {
     }
     // The default on sm_90a, v15 (producer blocks write records, wgmma consumer blocks run the scan), against v14 (one
     // cooperative launch: the blocks of a key head prepare the chunks beside the mma.sync scan; the default elsewhere
-    // on sm_90) and v12b (separate preparation kernel, then the split mma scan), alternating, three times each.
+    // on sm_90, and v12b where its blocks do not fit at once, as with batches of several prompts) and v12b (separate
+    // preparation kernel, then the split mma scan), alternating, three times each.
     for (int rep = 0; rep < 9; ++rep) {
       gdn_chunked_options opt;
       opt.wgmma = rep % 3 == 0;
@@ -369,10 +377,14 @@ int main(int argc, char** argv) {
       const bool v15 = opt.wgmma && moe_wgmma_available();
       const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
       row("gdn chunked " + tag +
-              (v15              ? " tokens, v15 wgmma (default)"
-               : rep % 3 != 2 ? " tokens, v14 cooperative"
-                                : " tokens, v12b prepare + mma scan"),
+              (v15            ? " tokens, v15 wgmma (default)"
+               : rep % 3 != 2 ? " tokens, v14 cooperative (default without sm_90a)"
+                              : " tokens, v12b prepare + mma scan"),
           ms, bytes, flops);
+    }
+    if (gdn_batches) {
+      cudaFree(mixed), cudaFree(g), cudaFree(beta), cudaFree(out), cudaFree(state), cudaFree(d_cu), cudaFree(ws);
+      continue;
     }
     // v15 pieces, for the analysis only (wrong results): the producers alone, the consumers alone (no flag waits), both
     // without the flag waits;
