@@ -22,10 +22,17 @@ __device__ __forceinline__ std::uint32_t smem_u32(const void* p) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// 16-byte global -> shared copy; when !pred nothing is read and the destination is zero-filled.
+// 16-byte global -> shared copy to a shared address (smem_u32); when !pred nothing is read and the destination is
+// zero-filled.
+__device__ __forceinline__ void cp_async16(std::uint32_t smem, const void* gmem, bool pred) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(pred ? 16 : 0));
+}
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pred) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem),
-               "r"(pred ? 16 : 0));
+  cp_async16(smem_u32(smem), gmem, pred);
+}
+// The same, always copied (no source-size operand).
+__device__ __forceinline__ void cp_async16(std::uint32_t smem, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem), "l"(gmem));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 // Waits until at most N of this thread's cp.async groups are in flight; the memory clobber keeps the compiler from

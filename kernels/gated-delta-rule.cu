@@ -43,6 +43,12 @@ namespace {
 
 namespace wmma = nvcuda::wmma;
 using nvbf = __nv_bfloat16;
+using dev::cp_async16;
+using dev::ldmatrix_x4;
+using dev::ldmatrix_x4_trans;
+using dev::mma_bf16;
+using dev::pack_bf16;
+using dev::smem_u32;
 
 constexpr int kChunk = 64;
 constexpr int kDk = 128;
@@ -395,11 +401,6 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prepare_kernel(gdn_shape 
 // ---------------------------------------------------------------------------------------------------------------------
 // Kernel 2: the sequential scan over chunks.
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  const int src_bytes = valid ? 16 : 0;  // 0: zero-fill the 16 bytes, read nothing
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
-}
 
 template <int BV>
 struct scan_smem {
@@ -667,24 +668,6 @@ __global__ void __launch_bounds__(kScanWarps * 32, 1)
 // k of the key head, T, P, exp(G), exp(G_last - G), beta, the V tile), double-buffered by cp.async, one barrier per
 // chunk.
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
-
-__device__ __forceinline__ void cp_async16_s(uint32_t smem, const void* gmem) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem), "l"(gmem));
-}
-__device__ __forceinline__ void cp_async16_zfill(uint32_t smem, const void* gmem, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void ldsm_x4_t(uint32_t addr, uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
 // sm_90 device code: the mma scan (stmatrix) and the cluster pieces below. The sm_80 pass compiles their bodies to a
 // trap; the host launches the mma scan only where its compiled binary is sm_90 (mma_scan_available()) and runs the
 // WMMA scan elsewhere.
@@ -702,18 +685,6 @@ __device__ __forceinline__ void stsm_x4_t(uint32_t addr, uint32_t r0, uint32_t r
   (void)addr, (void)r0, (void)r1, (void)r2, (void)r3;
   __trap();
 #endif
-}
-// d += a * b, m16n8k16, bf16 in, fp32 accumulate.
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&h);
 }
 __device__ __forceinline__ float2 bf16x2_to_float2(uint32_t x) {
   return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&x));
@@ -818,7 +789,7 @@ __device__ __forceinline__ void mma_rows_k128(float (&acc)[8][4], const uint32_t
 #pragma unroll
     for (int np = 0; np < 4; ++np) {
       uint32_t b[4];
-      ldsm_x4(rows + uint32_t(((16 * np + rowB) * kLdQ + 16 * kk + colB) * 2), b);
+      ldmatrix_x4(b, rows + uint32_t(((16 * np + rowB) * kLdQ + 16 * kk + colB) * 2));
       mma_bf16(acc[2 * np], a[kk], b[0], b[1]);
       mma_bf16(acc[2 * np + 1], a[kk], b[2], b[3]);
     }
@@ -832,7 +803,7 @@ __device__ __forceinline__ void mma_tril_k64(float (&acc)[8][4], const uint32_t 
 #pragma unroll
     for (int np = kk; np < 4; ++np) {
       uint32_t b[4];
-      ldsm_x4(tri + uint32_t(((16 * np + rowB) * kLdT + 16 * kk + colB) * 2), b);
+      ldmatrix_x4(b, tri + uint32_t(((16 * np + rowB) * kLdT + 16 * kk + colB) * 2));
       mma_bf16(acc[2 * np], a[kk], b[0], b[1]);
       mma_bf16(acc[2 * np + 1], a[kk], b[2], b[3]);
     }
@@ -947,7 +918,7 @@ __device__ __forceinline__ void mma_scan_chain_front(const float (&sacc)[16][4],
 #pragma unroll
   for (int jp = 0; jp < 4; ++jp) {
     uint32_t vv[4];  // (tile 2jp, v g), (tile 2jp, v g+8), (tile 2jp+1, v g), (tile 2jp+1, v g+8)
-    ldsm_x4_t(sv + uint32_t(((16 * jp + rowB) * kLdV + cw * 16 + colB) * 2), vv);
+    ldmatrix_x4_trans(vv, sv + uint32_t(((16 * jp + rowB) * kLdV + cw * 16 + colB) * 2));
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int j = 2 * jp + h, t = 8 * j + 2 * q4;
@@ -991,7 +962,7 @@ __device__ __forceinline__ void mma_scan_chain_state(float (&sacc)[16][4], mma_c
 #pragma unroll
     for (int np = 0; np < 8; ++np) {
       uint32_t b[4];
-      ldsm_x4_t(sk + uint32_t(((16 * kk + rowT) * kLdQ + 16 * np + colT) * 2), b);
+      ldmatrix_x4_trans(b, sk + uint32_t(((16 * kk + rowT) * kLdQ + 16 * np + colT) * 2));
       mma_bf16(sacc[2 * np], f.vda[kk], b[0], b[1]);
       mma_bf16(sacc[2 * np + 1], f.vda[kk], b[2], b[3]);
     }
@@ -1116,8 +1087,8 @@ __global__ void __launch_bounds__((kSplit ? 2 : 1) * NW * 32, 1)
 #pragma unroll
       for (int it = 0; it < kChunk * 16 / kCopyThreads; ++it) {
         constexpr int kRows = kCopyThreads / 16;
-        cp_async16_s(sb + kOffQ + s_qk + uint32_t(it * kRows * kLdQ * 2), qn + it * kRows * kLdQ);
-        cp_async16_s(sb + kOffK + s_qk + uint32_t(it * kRows * kLdQ * 2), kn + it * kRows * kLdQ);
+        cp_async16(sb + kOffQ + s_qk + uint32_t(it * kRows * kLdQ * 2), qn + it * kRows * kLdQ);
+        cp_async16(sb + kOffK + s_qk + uint32_t(it * kRows * kLdQ * 2), kn + it * kRows * kLdQ);
       }
       const nvbf* T = ws.T + head_slot * kTileT + tp_row * kLdT + tp_seg * 8;
       const nvbf* P = ws.P + head_slot * kTileT + tp_row * kLdT + tp_seg * 8;
@@ -1125,8 +1096,8 @@ __global__ void __launch_bounds__((kSplit ? 2 : 1) * NW * 32, 1)
       for (int it = 0; it < kChunk * 8 / kCopyThreads; ++it) {  // only the 16x16 blocks on and below the diagonal
         constexpr int kRows = kCopyThreads / 8;
         if ((tp_seg >> 1) <= ((tp_row + it * kRows) >> 4)) {
-          cp_async16_s(sb + kOffT + s_tp + uint32_t(it * kRows * kLdT * 2), T + it * kRows * kLdT);
-          cp_async16_s(sb + kOffP + s_tp + uint32_t(it * kRows * kLdT * 2), P + it * kRows * kLdT);
+          cp_async16(sb + kOffT + s_tp + uint32_t(it * kRows * kLdT * 2), T + it * kRows * kLdT);
+          cp_async16(sb + kOffP + s_tp + uint32_t(it * kRows * kLdT * 2), P + it * kRows * kLdT);
         }
       }
     }
@@ -1136,7 +1107,7 @@ __global__ void __launch_bounds__((kSplit ? 2 : 1) * NW * 32, 1)
       constexpr int kRows = kCopyThreads / kSegV;
       const int r = v_row + it * kRows;
       const bool valid = r < len;
-      cp_async16_zfill(sb + kOffV + s_v + uint32_t(it * kRows * kLdV * 2),
+      cp_async16(sb + kOffV + s_v + uint32_t(it * kRows * kLdV * 2),
                        v_src + std::int64_t(valid ? t0 + r : t0) * args.v_stride, valid);
     }
     if constexpr (CS == 1) {
@@ -1146,7 +1117,7 @@ __global__ void __launch_bounds__((kSplit ? 2 : 1) * NW * 32, 1)
         const int i = i0 + ctid;
         if (i < 48) {
           const float* src = i < 16 ? ws.eg : i < 32 ? ws.ed : ws.beta;
-          cp_async16_s(sb + kOffEg + uint32_t(i * 16), src + vec + (i & 15) * 4);
+          cp_async16(sb + kOffEg + uint32_t(i * 16), src + vec + (i & 15) * 4);
         }
       }
     }
@@ -1402,11 +1373,11 @@ __device__ __forceinline__ void coop_products(uint32_t a_base, uint32_t k_base, 
 #pragma unroll
   for (int kk = 0; kk < 8; ++kk) {
     uint32_t a[4];
-    ldsm_x4(a_base + uint32_t(((16 * RB + (lane & 15)) * kLdQ + 16 * kk + ((lane >> 4) << 3)) * 2), a);
+    ldmatrix_x4(a, a_base + uint32_t(((16 * RB + (lane & 15)) * kLdQ + 16 * kk + ((lane >> 4) << 3)) * 2));
 #pragma unroll
     for (int np = 0; np <= RB; ++np) {
       uint32_t b[4];
-      ldsm_x4(k_base + uint32_t(((16 * np + rowB) * kLdQ + 16 * kk + colB) * 2), b);
+      ldmatrix_x4(b, k_base + uint32_t(((16 * np + rowB) * kLdQ + 16 * kk + colB) * 2));
       mma_bf16(acc[2 * np], a, b[0], b[1]);
       mma_bf16(acc[2 * np + 1], a, b[2], b[3]);
     }
@@ -1670,15 +1641,15 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
       const nvbf* kn = ws.Kn + kslot * kTileQ + ctid * 8;
 #pragma unroll
       for (int it = 0; it < kTileQ / 8 / 64; ++it) {
-        cp_async16_s(qsb + kOffQ + uint32_t((ctid + 64 * it) * 16), qn + 64 * 8 * it);
-        cp_async16_s(ksb + kOffK + uint32_t((ctid + 64 * it) * 16), kn + 64 * 8 * it);
+        cp_async16(qsb + kOffQ + uint32_t((ctid + 64 * it) * 16), qn + 64 * 8 * it);
+        cp_async16(ksb + kOffK + uint32_t((ctid + 64 * it) * 16), kn + 64 * 8 * it);
       }
       const nvbf* T = ws.T + head_slot * kTileT + ctid * 8;
       const nvbf* P = ws.P + head_slot * kTileT + ctid * 8;
 #pragma unroll
       for (int it = 0; it < kTileT / 8 / 64; ++it) {
-        cp_async16_s(ksb + kOffT + uint32_t((ctid + 64 * it) * 16), T + 64 * 8 * it);
-        cp_async16_s(qsb + kOffP + uint32_t((ctid + 64 * it) * 16), P + 64 * 8 * it);
+        cp_async16(ksb + kOffT + uint32_t((ctid + 64 * it) * 16), T + 64 * 8 * it);
+        cp_async16(qsb + kOffP + uint32_t((ctid + 64 * it) * 16), P + 64 * 8 * it);
       }
     }
     const int t0 = seq_begin + c * kChunk, len = min(kChunk, seq_len - c * kChunk);
@@ -1686,7 +1657,7 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
     for (int it = 0; it < 4; ++it) {  // V: 64 rows x 4 segments, rows past the end zero-filled
       const int r = (ctid >> 2) + 16 * it, sgm = ctid & 3;
       const bool valid = r < len;
-      cp_async16_zfill(ksb + kOffV + uint32_t((r * kLdV + sgm * 8) * 2),
+      cp_async16(ksb + kOffV + uint32_t((r * kLdV + sgm * 8) * 2),
                        dev(args.v) + std::int64_t(valid ? t0 + r : t0) * args.v_stride + hv * kDv + v0 + sgm * 8,
                        valid);
     }
@@ -1694,7 +1665,7 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
       const int j = ctid >> 4, sgm = ctid & 15;
       const float* src = (j == 0 ? ws.eg : j == 1 ? ws.ed : ws.beta) + head_slot * kChunk + sgm * 4;
       const uint32_t dst = j == 0 ? qsb + kOffEg : ksb + (j == 1 ? kOffEd : kOffBeta);
-      cp_async16_s(dst + uint32_t(sgm * 16), src);
+      cp_async16(dst + uint32_t(sgm * 16), src);
     }
   };
 
@@ -1836,7 +1807,7 @@ __device__ __forceinline__ void wg_copy_rows(uint32_t dst, const nvbf* src, std:
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
     const int r = p_row + 8 * i;
-    cp_async16_zfill(d0 + uint32_t(dev::swz64(r, p_seg & 7)), s0 + std::int64_t(min(r, len - 1)) * stride, r < len);
+    cp_async16(d0 + uint32_t(dev::swz64(r, p_seg & 7)), s0 + std::int64_t(min(r, len - 1)) * stride, r < len);
   }
 }
 #endif
@@ -2062,12 +2033,12 @@ __global__ void __launch_bounds__(kWgThreads, 1)
                    p_seg, p_row);
       const unsigned char* rec = ws + (slot * shape.n_v_heads + hv) * sizeof(wg_record);
       const uint32_t rd = smem_u32(&st.r);
-      for (int u = wt; u < int(sizeof(wg_record) / 16); u += 128) cp_async16_s(rd + 16 * u, rec + 16 * u);
+      for (int u = wt; u < int(sizeof(wg_record) / 16); u += 128) cp_async16(rd + 16 * u, rec + 16 * u);
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
         const int idx = wt + 128 * u, row = idx >> 3, sg = idx & 7;
         const nvbf* src = dev(args.v) + std::int64_t(t0 + min(row, len - 1)) * args.v_stride + hv * kDv + v0 + sg * 8;
-        cp_async16_zfill(smem_u32(st.v + row * kWgLdV + sg * 8), src, row < len);
+        cp_async16(smem_u32(st.v + row * kWgLdV + sg * 8), src, row < len);
       }
     };
     // Two chunks in flight ahead of the one the state warpgroup reads: chunk c + 2 goes out as soon as chunk c - 1's
@@ -2121,7 +2092,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
 #pragma unroll
     for (int jp = 0; jp < 4; ++jp) {
       uint32_t vv[4];  // (tile 2jp, v g), (tile 2jp, v g+8), (tile 2jp+1, v g), (tile 2jp+1, v g+8)
-      ldsm_x4_t(sv + uint32_t(((16 * jp + rowB) * kWgLdV + 16 * w + colB) * 2), vv);
+      ldmatrix_x4_trans(vv, sv + uint32_t(((16 * jp + rowB) * kWgLdV + 16 * w + colB) * 2));
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int n = 2 * jp + h, t = 8 * n + 2 * q4;
