@@ -14,17 +14,15 @@
 
 #include "engine/base/error.h"
 #include "engine/local-generator.h"
+#include "tests/engine/generator-run.h"
 #include "tests/test-util.h"
 
 namespace {
 
 using namespace evident::engine;
-
-struct collected {
-  std::string reasoning, answer, finish, error;
-  usage_info usage;
-  std::vector<event_kind> kinds;
-};
+using evident::test::collected;
+using evident::test::request;
+using evident::test::run;
 
 local_generator_options opts(const std::string& device) {
   local_generator_options o;
@@ -38,33 +36,6 @@ local_generator_options opts(const std::string& device) {
     o.prefill_budget = 24;  // and in chunks of 24 while nothing decodes
   }
   return o;
-}
-
-collected run(local_generator& g, const generate_request& r, int cancel_after = -1) {
-  collected c;
-  int deltas = 0;
-  g.generate(r, [&](const generate_event& e) {
-    c.kinds.push_back(e.kind);
-    if (e.kind == event_kind::reasoning_delta) c.reasoning += e.text;
-    if (e.kind == event_kind::answer_delta) c.answer += e.text;
-    if (e.kind == event_kind::usage) c.usage = e.usage;
-    if (e.kind == event_kind::finish) {
-      c.finish = e.finish_reason;
-      c.error = e.error_message;
-    }
-    if (e.kind == event_kind::reasoning_delta || e.kind == event_kind::answer_delta) ++deltas;
-    return cancel_after < 0 || deltas < cancel_after;
-  });
-  return c;
-}
-
-generate_request request(const std::string& question, int max_tokens) {
-  generate_request r;
-  r.messages = {{"system", "You answer from the passages. [1] The sky is blue. [2] Grass is green."},
-                {"user", question}};
-  r.sampling.temperature = 0;
-  r.sampling.max_tokens = max_tokens;
-  return r;
 }
 
 // A finished stream: deltas, then usage, then finish; the Thinking template opens <think> and the random model never
