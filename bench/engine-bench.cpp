@@ -747,6 +747,7 @@ int run_engine_bench(int argc, char** argv) try {
   size_t dev_weights = 0, dev_states = 0, dev_buffers = 0;
 #ifdef EVIDENT_HAVE_CUDA
   std::unique_ptr<cuda_model> gpu_model;
+  cuda_step_options step_opts;  // the graph buckets, fitted to the model's step entries (fit_step_entries)
   int gemv_max_m = 1;  // --gemv-max-m as parsed (runs with :cublas set the model's to 0, so it is kept here)
 #endif
   if (device == "cpu") {
@@ -765,8 +766,7 @@ int run_engine_bench(int argc, char** argv) try {
     o.max_sequences = static_cast<int>(max_b);
     o.max_context = max_ctx + 64;
     o.max_step_tokens = static_cast<int>(budget);
-    o.max_step_entries = static_cast<int>(std::max<int64_t>(64, max_b));
-    o.max_logit_rows = o.max_step_entries;
+    fit_step_entries(o, step_opts);
     // KV blocks for the largest run (every request at its full length), not a share of the free memory.
     int64_t kv_blocks = 0;
     for (const auto& r : runs)
@@ -803,7 +803,7 @@ int run_engine_bench(int argc, char** argv) try {
     if (device == "cuda") {
       gpu_model->set_gemv_max_m(r.cublas ? 0 : gemv_max_m);
       gpu_model->set_fast_decode(!r.legacy);
-      cuda_step_options so;
+      cuda_step_options so = step_opts;
       so.use_graphs = r.graphs;
       auto st = std::make_unique<cuda_step_model>(*gpu_model, so);
       gpu_step = st.get();

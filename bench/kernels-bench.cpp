@@ -351,13 +351,19 @@ int main(int argc, char** argv) {
     const double chunks = double(T) / 64 * HV;
     const double flops = chunks * 2.0 * (3 * 64 * 64 * 128 + 64 * 64 * 128 + 3 * 64 * 128 * 128.0);
     const std::string tag = std::to_string(n_seq) + "x" + std::to_string(len);
+    auto gdn_ms = [&](const gdn_chunked_options& opt) {
+      return time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
+    };
+    auto free_buffers = [&] {
+      cudaFree(mixed), cudaFree(g), cudaFree(beta), cudaFree(out), cudaFree(state), cudaFree(d_cu), cudaFree(ws);
+    };
     for (bool wmma : {false, true}) {
       if (gdn_batches) break;
       gdn_chunked_options opt;
       opt.wgmma = false;
       opt.prepare_only = true;
       opt.wmma_scan = wmma;
-      const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
+      const double ms = gdn_ms(opt);
       // The preparation reads q, k, g, beta and writes, per chunk, normalised k (per key head), q (per key head for
       // the mma scan, q * exp(G) per value head for the WMMA scan), T, P (bf16 64x64) and three fp32 vectors per
       // value head.
@@ -375,7 +381,7 @@ int main(int argc, char** argv) {
       opt.wgmma = rep % 3 == 0;
       opt.cooperative = rep % 3 != 2;
       const bool v15 = opt.wgmma && moe_wgmma_available();
-      const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
+      const double ms = gdn_ms(opt);
       row("gdn chunked " + tag +
               (v15            ? " tokens, v15 wgmma (default)"
                : rep % 3 != 2 ? " tokens, v14 cooperative (default without sm_90a)"
@@ -383,7 +389,7 @@ int main(int argc, char** argv) {
           ms, bytes, flops);
     }
     if (gdn_batches) {
-      cudaFree(mixed), cudaFree(g), cudaFree(beta), cudaFree(out), cudaFree(state), cudaFree(d_cu), cudaFree(ws);
+      free_buffers();
       continue;
     }
     // v15 pieces, for the analysis only (wrong results): the producers alone, the consumers alone (no flag waits), both
@@ -393,7 +399,7 @@ int main(int argc, char** argv) {
       for (int variant : {1, 2, 4, 3}) {
         gdn_chunked_options opt;
         opt.wgmma_variant = variant;
-        const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
+        const double ms = gdn_ms(opt);
         static const char* names[] = {"",
                                       "producers only (analysis only)",
                                       "consumers only (analysis only)",
@@ -407,7 +413,7 @@ int main(int argc, char** argv) {
       gdn_chunked_options opt;
       opt.wgmma = false;
       opt.coop_variant = variant;
-      const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
+      const double ms = gdn_ms(opt);
       static const char* names[] = {"(default, again)",
                                     "no flag waits (analysis only)",
                                     "producers only (analysis only)",
@@ -422,7 +428,7 @@ int main(int argc, char** argv) {
       opt.wgmma = false;
       opt.cooperative = false;
       opt.scan_cluster = cl;
-      const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
+      const double ms = gdn_ms(opt);
       row("gdn chunked " + tag + " tokens, mma scan, v_tile 32, output split, cluster " + std::to_string(cl), ms,
           bytes, flops);
     }
@@ -435,7 +441,7 @@ int main(int argc, char** argv) {
         opt.cooperative = false;
         opt.v_tile = vt;
         opt.split_output = split;
-        const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
+        const double ms = gdn_ms(opt);
         row("gdn chunked " + tag + " tokens, mma scan, v_tile " + std::to_string(vt) +
                 (split ? ", output split" : ", no output split"),
             ms, bytes, flops);
@@ -449,12 +455,12 @@ int main(int argc, char** argv) {
         opt.v_tile = vt;
         opt.scan_warps = warps;
         opt.wmma_scan = true;
-        const double ms = time_ms([&] { check(gdn_chunked_forward(s, a, ws, ws_bytes, nullptr, opt), "gdn"); }, 3, 20);
+        const double ms = gdn_ms(opt);
         row("gdn chunked " + tag + " tokens, wmma scan (v7), v_tile " + std::to_string(vt) + ", " +
                 std::to_string(warps) + " warps",
             ms, bytes, flops);
       }
-    cudaFree(mixed), cudaFree(g), cudaFree(beta), cudaFree(out), cudaFree(state), cudaFree(d_cu), cudaFree(ws);
+    free_buffers();
   }
 
   if (gdn_only) return 0;

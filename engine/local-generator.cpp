@@ -41,12 +41,8 @@ local_generator::local_generator(const local_generator_options& options) : opt_(
     co.max_sequences = opt_.max_sequences;
     co.max_context = opt_.max_context;
     co.max_step_tokens = static_cast<int>(sc.prefill_only_budget);
-    // Decode steps are padded to a graph bucket (up to 64 entries); every entry, padding included, takes a token of
-    // the step, so a step holds at most max_step_tokens entries, and buckets above that are not captured.
-    co.max_step_entries = static_cast<int>(std::min<int64_t>(std::max(64, opt_.max_sequences), co.max_step_tokens));
-    co.max_logit_rows = co.max_step_entries;
     cuda_step_options so;
-    std::erase_if(so.buckets, [&](int b) { return b > co.max_step_entries; });
+    fit_step_entries(co, so);
     auto m = std::shared_ptr<cuda_model>(cuda_model::load(opt_.model_dir, co));
     eos = m->config().eos_token_ids;
     backend_ = std::make_unique<cuda_step_model>(*m, so);

@@ -405,8 +405,9 @@ void index_writer::checkpoint(bool final, bool truncate_wal) {
   commit();
   // What follows runs side by side: the FTS thread writes its last segment (and, with truncate_wal, checkpoints its
   // file), vectors.faiss is saved on a thread of its own, and this thread saves df (and, with truncate_wal,
-  // checkpoints evident.db). One after another, and with the WAL copies left to the closing connections, they were about 0.13 s
-  // of SciFact's 0.85 s run. The three touch different files; vectors.faiss holds committed chunks only either way.
+  // checkpoints evident.db). One after another, and with the WAL copies left to the closing connections, they were
+  // about 0.13 s of SciFact's 0.85 s run. The three touch different files; vectors.faiss holds committed chunks only
+  // either way.
   if (final) fts_writer_->flush(truncate_wal);
   const double t0 = thread_cpu_seconds();
   std::future<void> faiss;

@@ -37,7 +37,8 @@ class wal_checkpointer {
   // are left for the run's final checkpoint to copy and sync. Measured together with rewinding the WAL at 4096
   // frames (SciFact, 10 alternating rounds: 0.73 -> 0.70 s median wall against 2048 / 16384); the rewind was then
   // measured alone against 16384: SciFact within noise, 200 MB about 6% slower (the writer waits for each rewind),
-  // so it was not kept. The request interval alone was not measured separately. `restore_pages` 8192 (32 MiB) is the auto-checkpoint the writers keep afterwards.
+  // so it was not kept. The request interval alone was not measured separately. `restore_pages` 8192 (32 MiB) is the
+  // auto-checkpoint the writers keep afterwards.
   wal_checkpointer(sql::db& writer, const std::filesystem::path& file, int restore_pages = 8192,
                    int restart_frames = 16384, int inline_frames = 65536, int request_frames = 512);
   ~wal_checkpointer();

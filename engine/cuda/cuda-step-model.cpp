@@ -64,6 +64,13 @@ struct cuda_step_model::impl {
   std::vector<float> rows;  // host logits of every row of a step (when out.logits and rows are skipped)
 };
 
+void fit_step_entries(cuda_model_options& model, cuda_step_options& step) {
+  const int largest = step.buckets.empty() ? 1 : *std::max_element(step.buckets.begin(), step.buckets.end());
+  model.max_step_entries = std::min(std::max(largest, model.max_sequences), model.max_step_tokens);
+  model.max_logit_rows = model.max_step_entries;
+  std::erase_if(step.buckets, [&](int b) { return b > model.max_step_entries; });
+}
+
 cuda_step_model::cuda_step_model(cuda_model& model, cuda_step_options options)
     : model_(model), opt_(std::move(options)), p_(std::make_unique<impl>(opt_.buckets)) {
   const auto& mo = model_.options();

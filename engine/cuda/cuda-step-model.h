@@ -33,6 +33,12 @@ struct cuda_step_options {
   std::vector<int> buckets = {1, 2, 4, 8, 16, 32, 64};  // graph batch sizes (each <= the model's max_step_entries)
 };
 
+// Sizes model.max_step_entries and max_logit_rows for serving model.max_sequences through cuda_step_model with
+// step.buckets: a decode step is padded to a bucket, and every entry, padding included, takes a token of the step, so
+// the entries are max(largest bucket, max_sequences) but at most model.max_step_tokens; buckets above that are
+// dropped from step (they could never be filled).
+void fit_step_entries(cuda_model_options& model, cuda_step_options& step);
+
 class cuda_step_model final : public step_model_i {
  public:
   // Throws evident::error (invalid_input) when a bucket exceeds the model's max_step_entries or max_logit_rows,

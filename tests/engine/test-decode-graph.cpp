@@ -207,3 +207,23 @@ TEST(decode_graph, serving_engine_concurrent_callers) {
     EXPECT_EQ(got[i].tokens, want.at(i)) << "caller " << i;
   }
 }
+
+// The step entries a model is given for serving through cuda_step_model (host code; needs no GPU): the largest graph
+// bucket or max_sequences, whichever is more, but never more than a step's tokens (each entry, padding included,
+// takes one), and only the buckets that fit.
+TEST(decode_graph, fit_step_entries_caps_entries_and_buckets_at_the_step_tokens) {
+  auto fit = [](int max_sequences, int max_step_tokens) {
+    cuda_model_options m;
+    m.max_sequences = max_sequences;
+    m.max_step_tokens = max_step_tokens;
+    cuda_step_options s;
+    fit_step_entries(m, s);
+    EXPECT_EQ(m.max_logit_rows, m.max_step_entries);
+    return std::make_pair(m.max_step_entries, s.buckets);
+  };
+  const std::vector<int> all = {1, 2, 4, 8, 16, 32, 64};
+  EXPECT_EQ(fit(16, 32768), std::make_pair(64, all));   // the local generator's defaults
+  EXPECT_EQ(fit(100, 2048), std::make_pair(100, all));  // more sequences than the largest bucket
+  EXPECT_EQ(fit(2, 24), std::make_pair(24, std::vector<int>{1, 2, 4, 8, 16}));  // a budget under the largest bucket
+  EXPECT_EQ(fit(100, 40), std::make_pair(40, std::vector<int>{1, 2, 4, 8, 16, 32}));
+}

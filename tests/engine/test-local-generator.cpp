@@ -1,8 +1,9 @@
 // engine::local_generator end to end on the real-vocabulary fixture (tests/fixtures/tiny-vocab) with the real Qwen3
 // tokenizer (../shared/models/qwen3-tokenizer): event order, finish reasons, usage, stop strings, cancellation, and
 // prefix reuse giving the same tokens as a cold run; the scheduled engine ("cpu-scheduled": serving_engine over the
-// CPU model, the path device "cuda" takes) giving the CPU engine's text, also for concurrent callers. The model is random, so the text is gibberish; what is checked
-// is the protocol and the determinism of greedy decoding.
+// CPU model, the path device "cuda" takes) giving the CPU engine's text, also for concurrent callers. The model is
+// random, so the text is gibberish; what is checked is the protocol and the determinism of greedy decoding. Device
+// "cuda" itself: test-local-generator-cuda.cpp.
 #include <gtest/gtest.h>
 
 #include <thread>
