@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/arch.h"
 #include "kernels/attention.h"
 #include "kernels/conv1d.h"
 #include "kernels/embedding.h"
@@ -380,7 +381,7 @@ int main(int argc, char** argv) {
       gdn_chunked_options opt;
       opt.wgmma = rep % 3 == 0;
       opt.cooperative = rep % 3 != 2;
-      const bool v15 = opt.wgmma && moe_wgmma_available();
+      const bool v15 = opt.wgmma && wgmma_available();
       const double ms = gdn_ms(opt);
       row("gdn chunked " + tag +
               (v15            ? " tokens, v15 wgmma (default)"
@@ -395,7 +396,7 @@ int main(int argc, char** argv) {
     // v15 pieces, for the analysis only (wrong results): the producers alone, the consumers alone (no flag waits), both
     // without the flag waits;
     // and v15 as two launches (producers, then consumers: the fallback where both do not fit at once).
-    if (moe_wgmma_available())
+    if (wgmma_available())
       for (int variant : {1, 2, 4, 3}) {
         gdn_chunked_options opt;
         opt.wgmma_variant = variant;

@@ -9,7 +9,7 @@
 #include <cstdlib>
 
 #include "kernels/attention.h"
-#include "kernels/moe.h"  // moe_wgmma_available
+#include "kernels/arch.h"
 #include "kernels/cuda-check.cuh"
 #include "kernels/device-util.cuh"
 #include "kernels/wgmma-sm90.cuh"
@@ -743,7 +743,7 @@ __global__ void __launch_bounds__(256, 1) attention_prefill_wgmma_kernel(attenti
 
   store_gated_rows<128>(a, o, l_run, wg * 64 + wr * 16 + (lane >> 2), lane, tile, group, n_new, hk, q0);
 #else
-  __trap();  // launched only where moe_wgmma_available()
+  __trap();  // launched only where wgmma_available()
 #endif
 }
 
@@ -900,7 +900,7 @@ __global__ void __launch_bounds__(384, 1) attention_prefill_ws_kernel(attention_
 
   store_gated_rows<128>(a, o, l_run, wg * 64 + wr * 16 + (lane >> 2), lane, tile, group, n_new, hk, q0);
 #else
-  __trap();  // launched only where moe_wgmma_available()
+  __trap();  // launched only where wgmma_available()
 #endif
 }
 
@@ -963,7 +963,7 @@ status attention_prefill(const attention_prefill_args& a, stream_t stream) {
     return cudaSuccess;
   };
   // 1 plain, 2 overlap, 3 warp-specialized (the default)
-  int wg_variant = a.tile_rows == 0 && moe_wgmma_available() ? 3 : 0;
+  int wg_variant = a.tile_rows == 0 && wgmma_available() ? 3 : 0;
   if (wg_variant && a.wgmma_overlap != 0) wg_variant = a.wgmma_overlap == 1 ? 2 : a.wgmma_overlap == 2 ? 3 : 1;
   if (wg_variant && a.wgmma_overlap == 0 && prefill_overlap_from_env()) wg_variant = 2;
   else if (wg_variant && a.wgmma_overlap == 0 && prefill_ws_off_from_env()) wg_variant = 1;

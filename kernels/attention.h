@@ -88,7 +88,7 @@ status kv_cache_write(const kv_write_args& args, stream_t stream);
 // Flash-attention-2 style: one block per (tile of 128 (token, head) rows of one KV head, sequence); fp32 online softmax
 // (running max / sum, rescaled accumulator in registers); Q K^T and P V on tensor cores (fp32 accumulate; P rounded
 // to bf16 as in flash-attention). No workspace. On an sm_90a build on a compute capability 9.0 device
-// (moe_wgmma_available()) the default runs on warpgroup MMAs (wgmma: 2 consumer warpgroups x 64 rows in ping-pong
+// (wgmma_available()) the default runs on warpgroup MMAs (wgmma: 2 consumer warpgroups x 64 rows in ping-pong
 // and a producer warpgroup, K/V tiles of 64 positions, P V with P from registers); elsewhere, and with tile_rows
 // forced, on mma.sync.
 // CUDA: head_dim == 256, n_q_heads / n_kv_heads a divisor of 64; q/gate/out and the caches 16-byte aligned with

@@ -32,10 +32,10 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/arch.h"
 #include "kernels/cuda-check.cuh"
 #include "kernels/device-util.cuh"
 #include "kernels/gated-delta-rule.h"
-#include "kernels/moe.h"
 #include "kernels/wgmma-sm90.cuh"
 
 namespace evident::kernels {
@@ -902,6 +902,29 @@ struct mma_chain_frags {
   uint32_t vda[4][4];
 };
 
+// Y^T = beta (V^T - e X^T) in place on x (8 n8 tiles of tokens; tile j: tokens 8j..8j+7, this lane's 8j + 2 q4 + {0,1}),
+// V^T by ldmatrix.trans from the bf16 V tile at shared `sv` (row pitch kLdV), columns col0 .. col0 + 15.
+template <int kLdV>
+__device__ __forceinline__ void chunk_y_from_x(float (&x)[8][4], uint32_t sv, int col0, const float* e,
+                                               const float* beta, int q4, int rowB, int colB) {
+#pragma unroll
+  for (int jp = 0; jp < 4; ++jp) {
+    uint32_t vv[4];  // (tile 2jp, v g), (tile 2jp, v g+8), (tile 2jp+1, v g), (tile 2jp+1, v g+8)
+    ldmatrix_x4_trans(vv, sv + uint32_t(((16 * jp + rowB) * kLdV + col0 + colB) * 2));
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int j = 2 * jp + h, t = 8 * j + 2 * q4;
+      const float2 e2 = *reinterpret_cast<const float2*>(e + t);
+      const float2 be = *reinterpret_cast<const float2*>(beta + t);
+      const float2 v_lo = bf16x2_to_float2(vv[2 * h]), v_hi = bf16x2_to_float2(vv[2 * h + 1]);
+      x[j][0] = be.x * (v_lo.x - e2.x * x[j][0]);
+      x[j][1] = be.y * (v_lo.y - e2.y * x[j][1]);
+      x[j][2] = be.x * (v_hi.x - e2.x * x[j][2]);
+      x[j][3] = be.y * (v_hi.y - e2.y * x[j][3]);
+    }
+  }
+}
+
 // Chain warp, first half of a chunk for its 16 value columns (column group cw of the V tile, row pitch kLdV):
 //     X^T  = S^T K^T          (n = token; sa: S^T as bf16 A fragments, k = d_k)
 //     Y^T  = beta (V^T - exp(G) X^T), in place; tile j covers tokens 8j..8j+7, this lane's 8j + 2 q4 + {0,1}
@@ -915,22 +938,7 @@ __device__ __forceinline__ void mma_scan_chain_front(const float (&sacc)[16][4],
                                                      int colB, mma_chain_frags& f) {
   acc_to_a<8>(sacc, f.sa);
   mma_rows_k128(f.xacc, f.sa, sk, rowB, colB);
-#pragma unroll
-  for (int jp = 0; jp < 4; ++jp) {
-    uint32_t vv[4];  // (tile 2jp, v g), (tile 2jp, v g+8), (tile 2jp+1, v g), (tile 2jp+1, v g+8)
-    ldmatrix_x4_trans(vv, sv + uint32_t(((16 * jp + rowB) * kLdV + cw * 16 + colB) * 2));
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int j = 2 * jp + h, t = 8 * j + 2 * q4;
-      const float2 e2 = *reinterpret_cast<const float2*>(eg + t);
-      const float2 be = *reinterpret_cast<const float2*>(beta + t);
-      const float2 v_lo = bf16x2_to_float2(vv[2 * h]), v_hi = bf16x2_to_float2(vv[2 * h + 1]);
-      f.xacc[j][0] = be.x * (v_lo.x - e2.x * f.xacc[j][0]);
-      f.xacc[j][1] = be.y * (v_lo.y - e2.y * f.xacc[j][1]);
-      f.xacc[j][2] = be.x * (v_hi.x - e2.x * f.xacc[j][2]);
-      f.xacc[j][3] = be.y * (v_hi.y - e2.y * f.xacc[j][3]);
-    }
-  }
+  chunk_y_from_x<kLdV>(f.xacc, sv, cw * 16, eg, beta, q4, rowB, colB);
   acc_to_a<4>(f.xacc, f.ya);
 #pragma unroll
   for (int j = 0; j < 8; ++j)
@@ -1237,12 +1245,7 @@ __device__ __forceinline__ void tile_tf32(const float* A, const float* B, float*
 // those tokens, Gl at token 63.
 __device__ __forceinline__ void chunk_cumsum(float2 g, int lane, float& G0, float& G1, float& Gl) {
   const float s1 = g.x + g.y;
-  float x = s1;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const float up = __shfl_up_sync(0xffffffffu, x, o);
-    if (lane >= o) x += up;
-  }
+  const float x = dev::warp_inclusive_scan(s1);
   G0 = x - s1 + g.x, G1 = x, Gl = __shfl_sync(0xffffffffu, x, 31);
 }
 
@@ -1306,10 +1309,6 @@ __device__ __forceinline__ void solve_T_heads(const float* L, float* Tm, int str
                       Th + (32 + 16 * mt) * kLdF + 16 * nb + 8 * e, 0, 16 * (mt + 1), lane);
   }
   bar();
-}
-template <typename Bar>
-__device__ __forceinline__ void solve_T4(const float* L, float* Tm, int ptid, int pw, int lane, Bar bar) {
-  solve_T_heads<1>(L, Tm, 0, ptid, pw, lane, bar);
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -1485,7 +1484,7 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
     float* const Tm = sm.p.solve.Tm;
     // T = (I + L)^-1 for value head hv_r of chunk slot `slot` into the workspace (all four warps; L complete).
     auto solve = [&](std::size_t head_slot) {
-      solve_T4(L, Tm, ptid, pw, lane, [] { prep_bar(); });
+      solve_T_heads<1>(L, Tm, 0, ptid, pw, lane, [] { prep_bar(); });
       nvbf* T = ws.T + head_slot * kTileT;
       for (int e = ptid * 4; e < kChunk * kChunk; e += kProducerThreads * 4) {
         const int i = e >> 6, j0 = e & 63;
@@ -1710,7 +1709,7 @@ __global__ void __launch_bounds__(kCoopThreads, 1)
 
 // ---------------------------------------------------------------------------------------------------------------------
 // ---------------------------------------------------------------------------------------------------------------------
-// Kernel v15 (sm_90a; the default where moe_wgmma_available() and n_v_heads <= 2 n_k_heads): the scan on warpgroup
+// Kernel v15 (sm_90a; the default where wgmma_available() and n_v_heads <= 2 n_k_heads): the scan on warpgroup
 // MMAs (wgmma) in blocks of 64 value columns, fed by producer blocks on the other SMs.
 //
 // Producers (blocks >= n_cons, two independent warpgroups each) prepare (chunk slot, key head) items in slot order;
@@ -1749,6 +1748,7 @@ constexpr int kWgStages = 3;
 constexpr int kWgBV = 64;          // value columns per consumer block
 constexpr int kWgLdV = kWgBV + 8;  // bf16 pitch of the V tile and of the output staging (ldmatrix / stmatrix rows)
 constexpr int kWgMinProducers = 8;
+constexpr int kWgVTiles = kDv / kWgBV;  // consumer blocks per (sequence, value head)
 
 struct wg_record {         // per (chunk slot, value head), in the workspace and at the tail of a stage
   nvbf T[kChunk * 64];     // (I + L)^-1, [i][j], dev::swz64; zero above the diagonal
@@ -1812,8 +1812,9 @@ __device__ __forceinline__ void wg_copy_rows(uint32_t dst, const nvbf* src, std:
 }
 #endif
 
-// kMode (benchmarks only, wrong results): 1 = producers only (consumers return at once), 2 = consumers only (no
-// producers, no flag waits), 3 = both, but the consumers do not wait for the flags.
+// kMode = gdn_chunked_options::wgmma_variant (benchmarks only, wrong results): 1 = producers only (consumers return at
+// once), 2 = consumers only (no producers, no flag waits), 4 = both, but the consumers do not wait for the flags.
+// (Variant 3, the two launches, is kMode 0 launched twice.)
 template <int kMode>
 __global__ void __launch_bounds__(kWgThreads, 1)
     gdn_wg_kernel(gdn_shape shape, gdn_args args, unsigned char* ws, unsigned* flags, int n_slots, int n_cons) {
@@ -2014,7 +2015,8 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   // ---------------- consumer block: sequence, value head, 64 value columns
   if (kMode == 1) return;
   wg_consumer_smem& sm = *reinterpret_cast<wg_consumer_smem*>(smem);
-  const int seq = int(blockIdx.x) / (2 * shape.n_v_heads), hv = (int(blockIdx.x) >> 1) % shape.n_v_heads;
+  static_assert(kWgVTiles == 2, "the block index below splits off the value tile as its low bit");
+  const int seq = int(blockIdx.x) / (kWgVTiles * shape.n_v_heads), hv = (int(blockIdx.x) >> 1) % shape.n_v_heads;
   const int v0 = (blockIdx.x & 1) * kWgBV, hk = hv / ratio;
   const int seq_begin = args.cu_seqlens[seq], seq_len = args.cu_seqlens[seq + 1] - seq_begin;
   const int n_chunks = (seq_len + kChunk - 1) / kChunk, slot0 = chunk_base(args.cu_seqlens, seq);
@@ -2061,13 +2063,12 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     dev::cp_async_wait<0>();
     return;
   }
-  // ---- state: S^T [v0 + 16 w + g + 8 (e >> 1)][8 i + 2 q4 + (e & 1)] in sacc[4 i + e].
-  const int w = ww;
+  // ---- state: S^T [v0 + 16 ww + g + 8 (e >> 1)][8 i + 2 q4 + (e & 1)] in sacc[4 i + e].
   const int rowB = (lane & 7) + ((lane >> 4) << 3), colB = ((lane >> 3) & 1) << 3;
   const int state_slot = args.state_slots ? args.state_slots[seq] : seq;
   const std::size_t state_off = (std::size_t(state_slot) * shape.n_v_heads + hv) * kDk * kDv;
   float sacc[64];
-  mma_scan_load_state(as_tiles<16>(sacc), true, args.initial_state, state_off, v0 + 16 * w, g, q4);
+  mma_scan_load_state(as_tiles<16>(sacc), true, args.initial_state, state_off, v0 + 16 * ww, g, q4);
   for (int c = 0; c < n_chunks; ++c) {
     const int s = c % kWgStages;
     const int t0 = seq_begin + c * kChunk, len = min(kChunk, seq_len - c * kChunk);
@@ -2088,23 +2089,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     dev::wgmma_commit();
     dev::wgmma_wait<1>();  // X done (O1 may still run)
     dev::fence_regs(x);
-    const uint32_t sv = smem_u32(st.v);
-#pragma unroll
-    for (int jp = 0; jp < 4; ++jp) {
-      uint32_t vv[4];  // (tile 2jp, v g), (tile 2jp, v g+8), (tile 2jp+1, v g), (tile 2jp+1, v g+8)
-      ldmatrix_x4_trans(vv, sv + uint32_t(((16 * jp + rowB) * kWgLdV + 16 * w + colB) * 2));
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int n = 2 * jp + h, t = 8 * n + 2 * q4;
-        const float2 ek = *reinterpret_cast<const float2*>(st.r.egk + t);
-        const float2 be = *reinterpret_cast<const float2*>(st.r.beta + t);
-        const float2 v_lo = bf16x2_to_float2(vv[2 * h]), v_hi = bf16x2_to_float2(vv[2 * h + 1]);
-        x[4 * n + 0] = be.x * (v_lo.x - ek.x * x[4 * n + 0]);
-        x[4 * n + 1] = be.y * (v_lo.y - ek.y * x[4 * n + 1]);
-        x[4 * n + 2] = be.x * (v_hi.x - ek.x * x[4 * n + 2]);
-        x[4 * n + 3] = be.y * (v_hi.y - ek.y * x[4 * n + 3]);
-      }
-    }
+    chunk_y_from_x<kWgLdV>(as_tiles<8>(x), smem_u32(st.v), 16 * ww, st.r.egk, st.r.beta, q4, rowB, colB);
     uint32_t ya[4][4];
     acc_to_a<4>(as_tiles<8>(x), ya);
     dev::wgmma_fence();
@@ -2135,7 +2120,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     dev::wgmma_wait<0>();
     dev::fence_regs(sacc), dev::fence_regs(o);
     if (c + kWgStages < n_chunks) dev::named_bar_arrive(4 + s, 256);  // stage s free for chunk c + 3
-    const uint32_t o_base = smem_u32(sm.o) + 32 * w;
+    const uint32_t o_base = smem_u32(sm.o) + 32 * ww;
     dev::named_bar_sync(7, 128);  // the previous chunk's reads of the staging tile are done
 #pragma unroll
     for (int jp = 0; jp < 4; ++jp)
@@ -2151,7 +2136,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
             *reinterpret_cast<const uint4*>(sm.o + row * kWgLdV + sg * 8);
     }
   }
-  if (args.final_state) mma_scan_store_state(as_tiles<16>(sacc), args.final_state, state_off, v0 + 16 * w, g, q4);
+  if (args.final_state) mma_scan_store_state(as_tiles<16>(sacc), args.final_state, state_off, v0 + 16 * ww, g, q4);
 #else
   (void)shape, (void)args, (void)ws, (void)flags, (void)n_slots, (void)n_cons;
   __trap();
@@ -2241,7 +2226,7 @@ status check_common(const gdn_shape& s, const gdn_args& a, const char* what) {
 }
 
 // True where the mma scan's machine code for the current device is sm_90 (the sm_80 pass of a "90a;80" build traps in
-// its stmatrix); cached on first use, like moe_wgmma_available().
+// its stmatrix); cached on first use, like wgmma_available().
 bool mma_scan_available() {
   static const bool ok = [] {
     cudaFuncAttributes fa{};
@@ -2266,6 +2251,51 @@ std::size_t gdn_chunked_workspace_bytes(const gdn_shape& shape) {
   return view_bytes(shape) + align_up(slots * shape.n_k_heads * sizeof(unsigned), 256);
 }
 
+// How many blocks of `kernel` (threads, smem bytes each) the current device holds at once, and whether it has
+// cooperative launches; sets the kernel's shared-memory limit. It first returns an error pending from earlier work, so
+// that the launchers below neither clear it with a refused cooperative launch nor take it for their own.
+struct device_fit {
+  int per_sm = 0, sms = 0;
+  bool coop = false;
+  int resident() const { return per_sm * sms; }
+};
+template <typename Kernel>
+static status fit_on_device(Kernel kernel, int threads, int smem, device_fit* f) {
+  EV_CUDA_CHECK(cudaGetLastError());
+  int dev = 0, coop = 0;
+  EV_CUDA_CHECK(cudaGetDevice(&dev));
+  EV_CUDA_CHECK(cudaDeviceGetAttribute(&f->sms, cudaDevAttrMultiProcessorCount, dev));
+  EV_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
+  EV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  EV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&f->per_sm, kernel, threads, smem));
+  f->coop = coop != 0;
+  return status::success();
+}
+
+// The flags of v14 and v15 (uint32 [slots, n_k_heads], after make_view's tensors), cleared on `stream`.
+static status clear_flags(void* workspace, const gdn_shape& shape, stream_t stream, unsigned** flags) {
+  const std::size_t slots = std::size_t(n_slots_for(shape.n_tokens, shape.n_seq));
+  *flags = reinterpret_cast<unsigned*>(static_cast<char*>(workspace) + view_bytes(shape));
+  EV_CUDA_CHECK(cudaMemsetAsync(*flags, 0, slots * shape.n_k_heads * sizeof(unsigned), stream));
+  return status::success();
+}
+
+// A cooperative launch; *launched = false, with nothing enqueued and the refusal cleared, where the device refuses it
+// as too large (fewer SMs than it reports: MPS, green contexts), so that the caller takes another path.
+template <typename Kernel>
+static status try_coop_launch(Kernel kernel, dim3 grid, int threads, int smem, void** kargs, stream_t stream,
+                              bool* launched) {
+  const cudaError_t e = cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), grid, dim3(threads), kargs,
+                                                    std::size_t(smem), stream);
+  *launched = e == cudaSuccess;
+  if (e == cudaErrorCooperativeLaunchTooLarge) {
+    (void)cudaGetLastError();
+    return status::success();
+  }
+  EV_CUDA_CHECK(e);
+  return status::success();
+}
+
 // The cooperative scan (v14) where it applies and every block can be resident at once (*launched = true); else
 // nothing is enqueued and the caller takes another path.
 template <int kDebug, bool kBulk>
@@ -2273,32 +2303,19 @@ static status launch_coop(const gdn_shape& shape, const gdn_args& args, const wo
                           stream_t stream, bool* launched) {
   *launched = false;
   if (shape.n_v_heads > 2 * shape.n_k_heads) return status::success();
-  int dev = 0, sms = 0, coop = 0, per_sm = 0;
   const int smem = int(sizeof(coop_smem));
   const auto kernel = gdn_coop_scan_kernel<kDebug, kBulk>;
-  EV_CUDA_CHECK(cudaGetDevice(&dev));
-  EV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  EV_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
-  EV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  EV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kCoopThreads, smem));
+  device_fit fit;
+  if (auto st = fit_on_device(kernel, kCoopThreads, smem, &fit); !st.ok()) return st;
   const dim3 grid(shape.n_v_heads * (kDv / coop_stages::BV), shape.n_seq);
-  if (!coop || std::int64_t(per_sm) * sms < std::int64_t(grid.x) * grid.y) return status::success();
-  const std::size_t slots = std::size_t(n_slots_for(shape.n_tokens, shape.n_seq));
-  unsigned* flags = reinterpret_cast<unsigned*>(static_cast<char*>(workspace) + view_bytes(shape));
-  EV_CUDA_CHECK(cudaMemsetAsync(flags, 0, slots * shape.n_k_heads * sizeof(unsigned), stream));
+  if (!fit.coop || std::int64_t(fit.resident()) < std::int64_t(grid.x) * grid.y) return status::success();
+  unsigned* flags = nullptr;
+  if (auto st = clear_flags(workspace, shape, stream, &flags); !st.ok()) return st;
   gdn_shape sh = shape;
   gdn_args ar = args;
   workspace_view wv = ws;
   void* kargs[] = {&sh, &ar, &wv, &flags};
-  const cudaError_t e = cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), grid, dim3(kCoopThreads),
-                                                    kargs, std::size_t(smem), stream);
-  if (e == cudaErrorCooperativeLaunchTooLarge) {  // fewer SMs than the device reports (MPS, green contexts): fall back
-    (void)cudaGetLastError();
-    return status::success();
-  }
-  EV_CUDA_CHECK(e);
-  *launched = true;
-  return status::success();
+  return try_coop_launch(kernel, grid, kCoopThreads, smem, kargs, stream, launched);
 }
 
 // v15: one cooperative launch of consumers and producers; where they do not fit at once (or the cooperative launch is
@@ -2317,39 +2334,30 @@ static status launch_wg(const gdn_shape& shape, const gdn_args& args, void* work
   *launched = false;
   if (shape.n_v_heads > 2 * shape.n_k_heads) return status::success();
   const auto kernel = gdn_wg_kernel<kMode>;
-  EV_CUDA_CHECK(cudaGetLastError());  // an earlier error must not be taken for this launch's below
-  int dev = 0, sms = 0, coop = 0, per_sm = 0;
-  EV_CUDA_CHECK(cudaGetDevice(&dev));
-  EV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  EV_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
-  EV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWgSmemBytes));
-  EV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWgThreads, kWgSmemBytes));
+  device_fit fit;
+  if (auto st = fit_on_device(kernel, kWgThreads, kWgSmemBytes, &fit); !st.ok()) return st;
+  if (fit.per_sm < 1) return status::success();  // does not fit an SM here: another path
+  unsigned* flags = nullptr;
+  if (auto st = clear_flags(workspace, shape, stream, &flags); !st.ok()) return st;
   int n_slots = n_slots_for(shape.n_tokens, shape.n_seq);
-  unsigned* flags = reinterpret_cast<unsigned*>(static_cast<char*>(workspace) + view_bytes(shape));
-  EV_CUDA_CHECK(cudaMemsetAsync(flags, 0, std::size_t(n_slots) * shape.n_k_heads * sizeof(unsigned), stream));
-  if (per_sm < 1) return status::success();  // does not fit an SM here: another path
-  int n_cons = shape.n_seq * shape.n_v_heads * (kDv / kWgBV);
-  const int resident = per_sm * sms;
-  const int n_prod = max_producers > 0 ? std::min(max_producers, resident) : resident;
+  int n_cons = shape.n_seq * shape.n_v_heads * kWgVTiles;
+  const int resident = fit.resident();
   unsigned char* ws = static_cast<unsigned char*>(workspace);
-  if (!two_launches && coop && n_cons + kWgMinProducers <= resident) {
+  if (!two_launches && fit.coop && n_cons + kWgMinProducers <= resident) {
     gdn_shape sh = shape;
     gdn_args ar = args;
     void* kargs[] = {&sh, &ar, &ws, &flags, &n_slots, &n_cons};
     const int grid = max_producers > 0 ? std::min(n_cons + max_producers, resident) : resident;
-    const cudaError_t e = cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(grid),
-                                                      dim3(kWgThreads), kargs, std::size_t(kWgSmemBytes), stream);
-    if (e == cudaSuccess) {
-      *launched = true;
-      return status::success();
-    }
-    if (e != cudaErrorCooperativeLaunchTooLarge) {
-      EV_CUDA_CHECK(e);
-    }
-    (void)cudaGetLastError();  // fewer SMs than the device reports (MPS, green contexts): two launches
+    if (auto st = try_coop_launch(kernel, dim3(grid), kWgThreads, kWgSmemBytes, kargs, stream, launched); !st.ok())
+      return st;
+    if (*launched) return status::success();
+    // refused as too large: two launches
   }
-  kernel<<<n_prod, kWgThreads, kWgSmemBytes, stream>>>(shape, args, ws, flags, n_slots, 0);
-  EV_CUDA_CHECK_LAUNCH("gdn_wg_kernel (producers)");
+  if (kMode != 2) {  // kMode 2 (consumers only) has no producers
+    const int n_prod = max_producers > 0 ? std::min(max_producers, resident) : resident;
+    kernel<<<n_prod, kWgThreads, kWgSmemBytes, stream>>>(shape, args, ws, flags, n_slots, 0);
+    EV_CUDA_CHECK_LAUNCH("gdn_wg_kernel (producers)");
+  }
   if (n_cons > 0) {
     kernel<<<n_cons, kWgThreads, kWgSmemBytes, stream>>>(shape, args, ws, flags, n_slots, n_cons);
     EV_CUDA_CHECK_LAUNCH("gdn_wg_kernel (consumers)");
@@ -2438,14 +2446,13 @@ status gdn_chunked_forward(const gdn_shape& shape, const gdn_args& args, void* w
   const workspace_view ws = make_view(workspace, n_slots, shape.n_k_heads, shape.n_v_heads);
   const int prep_bytes = int(sizeof(prep_smem));
   const dim3 prep_grid(n_slots, shape.n_k_heads);
-  // moe_wgmma_available(): the library's kernels share one architecture list, so MoE's sm_90a probe answers for v15.
-  if (options.wgmma && !options.wmma_scan && !options.prepare_only && moe_wgmma_available()) {
+  if (options.wgmma && !options.wmma_scan && !options.prepare_only && wgmma_available()) {
     bool launched = false;
     auto launch = [&]() -> status {
       switch (options.wgmma_variant) {
         case 1: return launch_wg<1>(shape, args, workspace, stream, false, options.wgmma_producers, &launched);
         case 2: return launch_wg<2>(shape, args, workspace, stream, true, options.wgmma_producers, &launched);
-        case 4: return launch_wg<3>(shape, args, workspace, stream, false, options.wgmma_producers, &launched);
+        case 4: return launch_wg<4>(shape, args, workspace, stream, false, options.wgmma_producers, &launched);
         default:
           return launch_wg<0>(shape, args, workspace, stream, options.wgmma_variant == 3, options.wgmma_producers,
                               &launched);

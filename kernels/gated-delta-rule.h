@@ -64,7 +64,7 @@ struct gdn_args {
 
 // Tuning knobs of the chunked kernel (0 = the default measured best).
 struct gdn_chunked_options {
-  bool wgmma = true;          // v15, the default where it runs (moe_wgmma_available(): an sm_90a build on a compute
+  bool wgmma = true;          // v15, the default where it runs (wgmma_available(): an sm_90a build on a compute
                               // capability 9.0 device; n_v_heads <= 2 n_k_heads): producer blocks prepare the chunks
                               // into the workspace, consumer blocks of 64 value columns run the scan on warpgroup MMAs,
                               // in one cooperative launch (or two launches where both do not fit on the GPU at once).

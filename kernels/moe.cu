@@ -5,6 +5,7 @@
 #include <cfloat>
 #include <type_traits>
 
+#include "kernels/arch.h"
 #include "kernels/cuda-check.cuh"
 #include "kernels/device-util.cuh"
 #include "kernels/moe.h"
@@ -584,7 +585,7 @@ __global__ void __launch_bounds__(256, 1) grouped_gemm_wgmma_kernel(gg_params p)
     }
   }
 #else
-  __trap();  // launched only where moe_wgmma_available()
+  __trap();  // launched only where wgmma_available()
 #endif
 }
 
@@ -599,18 +600,6 @@ status launch_grouped_wgmma(const gg_params& p, stream_t stream) {
   return status::success();
 }
 
-// The sm_90a probe: its static shared array exists only in the sm_90a device pass, so the function attributes of the
-// code the runtime picks for this device say whether the wgmma kernels were compiled for it.
-__global__ void sm90a_probe_kernel(int* out) {
-#if EV_SM90A
-  __shared__ int s[256];
-  s[threadIdx.x] = threadIdx.x;
-  __syncthreads();
-  out[threadIdx.x] = s[255 - threadIdx.x];
-#else
-  out[threadIdx.x] = 0;
-#endif
-}
 
 bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
 
@@ -689,20 +678,6 @@ __global__ void swiglu_kernel(swiglu_args a) {
 
 }  // namespace
 
-bool moe_wgmma_available() {
-  static const bool ok = [] {
-    int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return false;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
-      return false;
-    if (major != 9 || minor != 0) return false;
-    cudaFuncAttributes fa{};
-    if (cudaFuncGetAttributes(&fa, sm90a_probe_kernel) != cudaSuccess) return false;
-    return fa.sharedSizeBytes >= 1024;
-  }();
-  return ok;
-}
 
 std::size_t moe_permute_workspace_bytes(const moe_permute_args& a) {
   const std::int64_t n = std::int64_t(std::max(a.n_tokens, 0)) * std::max(a.top_k, 0);
@@ -756,11 +731,11 @@ status moe_gate_up_swiglu(const moe_gate_up_args& a, stream_t stream) {
                     "moe_gate_up_swiglu: x, w_gate_up and h must be 16-byte aligned");
   gg_params p{a.n_rows, a.n_experts, a.hidden, a.inter, a.expert_offsets, a.row_token, a.x, a.x_stride,
               a.w_gate_up, std::int64_t(2) * a.inter * a.hidden, a.h, a.h_stride, false};
-  EV_KERNEL_SUPPORTED(a.tile_m != 256 || moe_wgmma_available(), "moe_gate_up_swiglu: tile_m = 256 (wgmma) needs an sm_90a build ",
+  EV_KERNEL_SUPPORTED(a.tile_m != 256 || wgmma_available(), "moe_gate_up_swiglu: tile_m = 256 (wgmma) needs an sm_90a build ",
                       "on a compute capability 9.0 device");
   const int tm = pick_tile_m(a.tile_m, a.n_rows, a.n_experts);
   if (tm == 16) return launch_grouped<16, 32, 1, 2, 4, true>(p, stream);
-  if ((a.tile_m == 0 && moe_wgmma_available()) || a.tile_m == 256) return launch_grouped_wgmma<true>(p, stream);
+  if ((a.tile_m == 0 && wgmma_available()) || a.tile_m == 256) return launch_grouped_wgmma<true>(p, stream);
   return launch_grouped<128, 128, 2, 4, 3, true>(p, stream);
 }
 
@@ -778,11 +753,11 @@ status moe_down(const moe_down_args& a, stream_t stream) {
                     "moe_down: h and w_down must be 16-byte aligned, y 8-byte aligned");
   gg_params p{a.n_rows, a.n_experts, a.inter, a.hidden, a.expert_offsets, nullptr, a.h, a.h_stride,
               a.w_down, std::int64_t(a.hidden) * a.inter, a.y, a.y_stride, a.y_type == gemm_out::fp32};
-  EV_KERNEL_SUPPORTED(a.tile_m != 256 || moe_wgmma_available(), "moe_down: tile_m = 256 (wgmma) needs an sm_90a build ",
+  EV_KERNEL_SUPPORTED(a.tile_m != 256 || wgmma_available(), "moe_down: tile_m = 256 (wgmma) needs an sm_90a build ",
                       "on a compute capability 9.0 device");
   const int tm = pick_tile_m(a.tile_m, a.n_rows, a.n_experts);
   if (tm == 16) return launch_grouped<16, 64, 1, 2, 4, false>(p, stream);
-  if ((a.tile_m == 0 && moe_wgmma_available()) || a.tile_m == 256) return launch_grouped_wgmma<false>(p, stream);
+  if ((a.tile_m == 0 && wgmma_available()) || a.tile_m == 256) return launch_grouped_wgmma<false>(p, stream);
   return launch_grouped<128, 128, 2, 4, 3, false>(p, stream);
 }
 

@@ -73,7 +73,7 @@ void moe_permute_ref(const moe_permute_args& args);  // host pointers
 //                rounded to bf16 once. Rows past expert_offsets[n_experts] are not written.
 // n_rows (host) is an upper bound of expert_offsets[n_experts]: n_tokens * top_k. It sizes the grid; only experts
 // with rows do work (each active expert's weights are read once per 16- or 128-row tile).
-// Prefill tiling on sm_90a (moe_wgmma_available()): wgmma.m64n256k16 from 128-byte-swizzled shared tiles fed by a
+// Prefill tiling on sm_90a (wgmma_available()): wgmma.m64n256k16 from 128-byte-swizzled shared tiles fed by a
 // 4-stage cp.async pipeline; the same products in fp32 (summation order differs from the mma.sync path).
 // fp32 accumulation on tensor cores (mma.sync bf16). CUDA: hidden and inter multiples of 8, x / w / h 16-byte
 // aligned with strides multiples of 8 elements.
@@ -89,14 +89,10 @@ struct moe_gate_up_args {
   const bf16* w_gate_up = nullptr;
   bf16* h = nullptr;
   std::int64_t h_stride = 0;
-  int tile_m = 0;  // 0: chosen from n_rows / n_experts (prefill sizes: the wgmma tiling where moe_wgmma_available());
+  int tile_m = 0;  // 0: chosen from n_rows / n_experts (prefill sizes: the wgmma tiling where wgmma_available());
                    // 16 or 128 forces the decode or the mma.sync prefill tiling, 256 the sm_90a wgmma tiling (tests)
 };
 status moe_gate_up_swiglu(const moe_gate_up_args& args, stream_t stream);
-// Whether the prefill tiling on Hopper tensor-core instructions (wgmma, 128 rows x 256 weight rows per block, fp32
-// accumulation) can run here: the current device is compute capability 9.0 and the library was built for sm_90a.
-// Without it the prefill tiling is the mma.sync one. Host only; cached after the first call.
-bool moe_wgmma_available();
 void moe_gate_up_swiglu_ref(const moe_gate_up_args& args);  // fp64 dot products of the bf16 inputs
 
 // 3. Grouped GEMM down:

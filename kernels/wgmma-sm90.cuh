@@ -1,6 +1,7 @@
-// Internal to kernels/*.cu: Hopper (sm_90a) warpgroup MMA helpers (wgmma.mma_async with both operands in shared
-// memory), compiled to real instructions only in the sm_90a device pass (EV_SM90A); elsewhere they are empty and the
-// launchers must not select the kernels that use them (moe_wgmma_available() answers at run time).
+// Internal to kernels/*.cu: Hopper (sm_90a) warpgroup MMA helpers (wgmma.mma_async with B in shared memory and A in
+// shared memory or, the _rs forms, in registers), compiled to real instructions only in the sm_90a device pass
+// (EV_SM90A); elsewhere they are empty and the launchers must not select the kernels that use them
+// (wgmma_available(), kernels/arch.h, answers at run time).
 //
 // Operand tiles: K-major, 64 bf16 (128 bytes) per row, rows 128 bytes apart, 16-byte chunk c of row r stored at chunk
 // c ^ (r % 8) (dev::swz64), tile base 1024-byte aligned: the 128-byte-swizzle layout of the PTX ISA ("Shared Memory
